@@ -1,0 +1,154 @@
+"""Command line: parse, call the library, print. Exit codes: 0 ok, 1 some inputs failed, 2 usage."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import unicodedata
+
+from . import __version__
+from .backends import BACKENDS, PRECISIONS, BackendUnavailable
+from .models.registry import DEFAULT_MODEL, MODELS, ModelNotFound
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def input_size(text: str) -> int:
+    value = positive_int(text)
+    if not 32 <= value <= 1024:
+        raise argparse.ArgumentTypeError(f"must be between 32 and 1024 pixels, got {value}")
+    return value
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", "-m", default=DEFAULT_MODEL,
+                        help=f"model name (default {DEFAULT_MODEL}; see `shiwu models`)")
+    parser.add_argument("--backend", "-b", default="auto", choices=BACKENDS,
+                        help="inference runtime (default auto)")
+    parser.add_argument("--precision", "-p", default="fp32", choices=PRECISIONS,
+                        help="numeric precision (default fp32)")
+    parser.add_argument("--threads", "-t", type=positive_int, default=None,
+                        help="intra-op threads (default: physical cores)")
+    parser.add_argument("--size", "-s", type=input_size, default=None,
+                        help="input resolution, e.g. 224, 196, 168 (default: the model's)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="shiwu", description="识物 — recognise what is in a photo and name it in Chinese, on a CPU.")
+    parser.add_argument("--version", action="version", version=f"shiwu {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    predict = commands.add_parser("predict", help="recognise images and print their top labels")
+    predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    predict.add_argument("--topk", "-k", type=positive_int, default=5, help="labels per image (default 5)")
+    predict.add_argument("--batch-size", type=positive_int, default=8, help="images per inference batch")
+    predict.add_argument("--json", action="store_true", help="one JSON object per image (JSON Lines)")
+    _add_model_options(predict)
+    predict.set_defaults(run=cmd_predict)
+
+    doctor = commands.add_parser("doctor", help="show the CPU, threads, versions and available backends")
+    doctor.add_argument("--json", action="store_true", help="print JSON")
+    doctor.set_defaults(run=cmd_doctor)
+
+    models = commands.add_parser("models", help="list models and whether their weights are installed")
+    models.add_argument("--json", action="store_true", help="print JSON")
+    models.set_defaults(run=cmd_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    _utf8_stdio()
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (ModelNotFound, BackendUnavailable) as exc:
+        print(f"shiwu: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("shiwu: interrupted", file=sys.stderr)
+        return 130
+
+
+def _utf8_stdio() -> None:
+    # Chinese labels must not crash on a terminal or pipe whose locale is ASCII.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure") and (stream.encoding or "").lower() not in ("utf-8", "utf8"):
+            stream.reconfigure(encoding="utf-8")
+
+
+def cmd_predict(args) -> int:
+    from .recognizer import Recognizer
+
+    recognizer = Recognizer(args.model, backend=args.backend, precision=args.precision,
+                            threads=args.threads, size=args.size, batch_size=args.batch_size)
+    failed = 0
+    for result in recognizer.iter_recognize(args.images, topk=args.topk):
+        if result.error is not None:
+            failed += 1
+            print(f"shiwu: {result.error}", file=sys.stderr)
+        if args.json:
+            print(json.dumps(result.to_dict(), ensure_ascii=False), flush=True)
+        elif result.ok:
+            print(format_predictions(result), flush=True)
+    if failed:
+        print(f"shiwu: {failed} of {len(args.images)} images failed", file=sys.stderr)
+    return EXIT_SOME_FAILED if failed else EXIT_OK
+
+
+def display_width(text: str) -> int:
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def pad(text: str, width: int) -> str:
+    return text + " " * max(0, width - display_width(text))
+
+
+def format_predictions(result) -> str:
+    width = max(display_width(p.label) for p in result.predictions)
+    lines = [result.image]
+    for rank, p in enumerate(result.predictions, 1):
+        english = f"  {p.label_en}" if p.label_en else ""
+        lines.append(f"  {rank}. {pad(p.label, width)}  {p.score * 100:5.1f}%{english}")
+    return "\n".join(lines)
+
+
+def cmd_doctor(args) -> int:
+    from .doctor import format_report, report
+
+    info = report()
+    print(json.dumps(info, ensure_ascii=False, indent=2) if args.json else format_report(info))
+    return EXIT_OK
+
+
+def cmd_models(args) -> int:
+    rows = [{"name": spec.name, "classes": spec.num_classes, "input_size": spec.preprocessing.size,
+             "weights_installed": spec.available, "description": spec.description,
+             "install": None if spec.available else spec.install_hint}
+            for spec in MODELS.values()]
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False, indent=2))
+        return EXIT_OK
+    for row in rows:
+        mark = "installed" if row["weights_installed"] else "not installed"
+        default = " (default)" if row["name"] == DEFAULT_MODEL else ""
+        print(f"{row['name']:<22} {row['classes']:>6} classes  {row['input_size']}px  {mark:<13} "
+              f"{row['description']}{default}")
+        if row["install"]:
+            print(f"{'':<22} {row['install']}")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""Facts about this machine's CPU that decide how to run a model on it."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+# /proc/cpuinfo flag -> what we call it
+FEATURES = {
+    "avx2": "AVX2",
+    "fma": "FMA",
+    "avx512f": "AVX-512",
+    "avx512_vnni": "AVX-512 VNNI",
+    "avx_vnni": "AVX-VNNI",
+    "avx512_bf16": "AVX-512 BF16",
+    "amx_tile": "AMX",
+    "amx_bf16": "AMX BF16",
+    "amx_int8": "AMX INT8",
+}
+
+
+@lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+def cpu_features() -> dict[str, bool]:
+    flags = cpu_flags()
+    return {label: flag in flags for flag, label in FEATURES.items()}
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+    return platform.processor() or platform.machine()
+
+
+def usable_cpus() -> list[int]:
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return list(range(os.cpu_count() or 1))
+
+
+@lru_cache(maxsize=1)
+def physical_cores() -> int:
+    """Physical cores among the CPUs this process may use (hyper-threads counted once)."""
+    cores = set()
+    for cpu in usable_cpus():
+        siblings = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list")
+        try:
+            cores.add(siblings.read_text().strip())
+        except OSError:
+            cores.add(str(cpu))
+    return max(1, len(cores))
+
+
+def default_threads() -> int:
+    """Intra-op threads: $SHIWU_THREADS, else one per physical core (hyper-threads share a
+    core's vector units, so they slow convolutions down rather than speed them up)."""
+    value = os.environ.get("SHIWU_THREADS", "").strip()
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    return physical_cores()

@@ -1,0 +1,89 @@
+"""What this machine offers for CPU inference: device, versions, threads, CPU features, backends."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import os
+import platform
+
+from . import __version__
+from .cpu import cpu_features, cpu_model, default_threads, physical_cores, usable_cpus
+
+# backend name -> (python module, distribution for its version, why it may be missing)
+OPTIONAL_RUNTIMES = {
+    "onnxruntime": ("onnxruntime", "onnxruntime", "pip install 'shiwu[onnx]'"),
+    "openvino": ("openvino", "openvino", "pip install 'shiwu[openvino]'"),
+    "ipex": ("intel_extension_for_pytorch", "intel-extension-for-pytorch",
+             "Intel Extension for PyTorch stopped at 2.8 and has no build for torch 2.13; "
+             "the other backends cover what it did"),
+}
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "SHIWU_THREADS")
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def report() -> dict:
+    import torch
+
+    runtimes = {"torch": {"available": True, "version": torch.__version__}}
+    for name, (module, dist, hint) in OPTIONAL_RUNTIMES.items():
+        found = importlib.util.find_spec(module) is not None
+        runtimes[name] = {"available": found, "version": _version(dist) if found else None,
+                          "note": None if found else hint}
+    return {
+        "shiwu": __version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": "CPU",
+        "cpu": cpu_model(),
+        "cpus_usable": len(usable_cpus()),
+        "physical_cores": physical_cores(),
+        "cpu_features": cpu_features(),
+        "threads": {
+            "shiwu_default": default_threads(),
+            "torch_intra_op": torch.get_num_threads(),
+            "torch_inter_op": torch.get_num_interop_threads(),
+            "environment": {k: os.environ[k] for k in THREAD_VARIABLES if k in os.environ},
+        },
+        "torch": {
+            "version": torch.__version__,
+            "cuda_build": torch.version.cuda,
+            "cuda_available": torch.cuda.is_available(),
+            "mkldnn": torch.backends.mkldnn.is_available(),
+        },
+        "backends": runtimes,
+    }
+
+
+def format_report(info: dict) -> str:
+    yes = lambda flag: "yes" if flag else "no"  # noqa: E731
+    lines = [
+        f"shiwu {info['shiwu']}  (Python {info['python']}, {info['platform']})",
+        f"device:          {info['device']} — shiwu always runs on the CPU",
+        f"cpu:             {info['cpu']}",
+        f"cores:           {info['physical_cores']} physical, {info['cpus_usable']} usable logical CPUs",
+        "cpu features:    " + ", ".join(f"{k} {yes(v)}" for k, v in info["cpu_features"].items()),
+        f"threads:         shiwu default {info['threads']['shiwu_default']}, "
+        f"torch intra-op {info['threads']['torch_intra_op']}, "
+        f"inter-op {info['threads']['torch_inter_op']}",
+    ]
+    env = info["threads"]["environment"]
+    if env:
+        lines.append("thread env:      " + ", ".join(f"{k}={v}" for k, v in env.items()))
+    torch_info = info["torch"]
+    cuda = f"CUDA build {torch_info['cuda_build']}" if torch_info["cuda_build"] else "CPU-only build"
+    lines.append(f"torch:           {torch_info['version']} ({cuda}, oneDNN {yes(torch_info['mkldnn'])}, "
+                 f"GPU visible {yes(torch_info['cuda_available'])})")
+    lines.append("backends:")
+    for name, entry in info["backends"].items():
+        state = f"available ({entry['version']})" if entry["available"] else "missing"
+        note = f" — {entry['note']}" if entry.get("note") else ""
+        lines.append(f"  {name:<12} {state}{note}")
+    return "\n".join(lines)

@@ -1,0 +1,201 @@
+"""Load any image source into an RGB PIL image, or fail with one readable ImageError.
+
+Sources: a path (str or os.PathLike), bytes-like data, a binary file object, a PIL image or a
+numpy array. What this module promises, whatever the source:
+
+- EXIF orientation applied, so a phone photo is the right way up;
+- CMYK, grayscale, 16-bit, float, palette, RGBA (composited on white, not on black), animated
+  (first frame) all come out as 8-bit RGB;
+- decompression bombs are refused from the header, before any pixel is decoded, so a PNG that
+  claims 60000x60000 pixels costs a few bytes of reading, not gigabytes of memory;
+- when the caller says how big the image needs to be, JPEGs use draft decoding (the decoder
+  scales by 1/2, 1/4 or 1/8 in the DCT domain), so a 12-megapixel photo decodes at close to
+  the size the model needs.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+DEFAULT_MAX_PIXELS = 100_000_000  # 100 megapixels; a 60000x60000 claim is 36x that
+
+ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray, io.IOBase]
+
+
+class ImageError(ValueError):
+    """An input could not be turned into an image. ``str(err)`` names the input and the reason."""
+
+    def __init__(self, source: str, reason: str):
+        self.source = source
+        self.reason = reason
+        super().__init__(f"{source}: {reason}")
+
+
+def describe(source: object) -> str:
+    """A short human name for a source, used in errors and in results."""
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return f"<{len(source)} bytes>"
+    if isinstance(source, Image.Image):
+        return f"<PIL image {source.width}x{source.height} {source.mode}>"
+    if isinstance(source, np.ndarray):
+        return f"<array {'x'.join(map(str, source.shape))} {source.dtype}>"
+    name = getattr(source, "name", None)
+    return str(name) if isinstance(name, str) else f"<{type(source).__name__}>"
+
+
+def load_image(source: ImageSource, *, min_size: int | None = None,
+               max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Return ``source`` as an 8-bit RGB image.
+
+    ``min_size``: the smallest short side the caller needs; JPEGs may then be decoded at a
+    reduced scale that still has at least that many pixels on each side.
+    """
+    name = describe(source)
+    if isinstance(source, np.ndarray):
+        return _from_array(source, name, max_pixels)
+    if isinstance(source, Image.Image):
+        _check_pixels(source.size, name, max_pixels)
+        return _to_rgb(ImageOps.exif_transpose(source), name)
+
+    stream = _open_stream(source, name)
+    try:
+        with warnings.catch_warnings():
+            # We apply our own, configurable, limit below; Pillow's warning would only be noise.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(stream)
+        _check_pixels(image.size, name, max_pixels)
+        if min_size and image.format == "JPEG":
+            image.draft("RGB", (min_size, min_size))
+        image.load()
+        image = ImageOps.exif_transpose(image)
+        return _to_rgb(image, name)
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageError(name, f"image too large ({exc})") from None
+    except UnidentifiedImageError:
+        raise ImageError(name, _unidentified_reason(stream)) from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        # Pillow reports corrupt data as OSError ("image file is truncated", "broken data
+        # stream"), SyntaxError (bad PNG chunks) or ValueError, depending on the codec.
+        raise ImageError(name, f"corrupt or truncated image data ({exc})") from None
+    except MemoryError:
+        raise ImageError(name, "not enough memory to decode this image") from None
+    finally:
+        if isinstance(source, (str, os.PathLike)):
+            stream.close()
+
+
+def _open_stream(source, name: str):
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        if len(source) == 0:
+            raise ImageError(name, "empty input (0 bytes)")
+        return io.BytesIO(source)
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if path.is_symlink() and not path.exists():
+            raise ImageError(name, "broken symbolic link (its target does not exist)")
+        if not path.exists():
+            raise ImageError(name, "file not found")
+        if path.is_dir():
+            raise ImageError(name, "is a directory, not an image file")
+        if not path.is_file():
+            raise ImageError(name, "not a regular file")
+        try:
+            if path.stat().st_size == 0:
+                raise ImageError(name, "empty file (0 bytes)")
+            return open(path, "rb")
+        except PermissionError:
+            raise ImageError(name, "permission denied") from None
+        except OSError as exc:
+            raise ImageError(name, f"cannot read file ({exc.strerror or exc})") from None
+    if hasattr(source, "read"):
+        return source
+    raise ImageError(name, f"unsupported input type {type(source).__name__}; "
+                           "give a path, bytes, a PIL image or a numpy array")
+
+
+def _unidentified_reason(stream) -> str:
+    try:
+        stream.seek(0)
+        head = stream.read(512)
+    except (OSError, ValueError):
+        head = b""
+    text = head.lstrip().lower()
+    if text.startswith(b"<?xml") and b"<svg" in text or text.startswith(b"<svg"):
+        return "SVG is a vector format; convert it to PNG or JPEG first"
+    if text.startswith((b"<!doctype html", b"<html")):
+        return "this is an HTML page, not an image"
+    if head[4:12] in (b"ftypheic", b"ftypheix", b"ftypmif1", b"ftypavif"):
+        return "HEIC/AVIF images are not supported by this Pillow build; convert to JPEG"
+    return "not a recognised image format"
+
+
+def _check_pixels(size: tuple[int, int], name: str, max_pixels: int) -> None:
+    width, height = size
+    if width <= 0 or height <= 0:
+        raise ImageError(name, f"image has no pixels ({width}x{height})")
+    if width * height > max_pixels:
+        raise ImageError(name, f"image too large: {width}x{height} = {width * height:,} pixels, "
+                               f"limit is {max_pixels:,} (possible decompression bomb)")
+
+
+_SIXTEEN_BIT = {"I;16", "I;16B", "I;16L", "I;16N"}
+
+
+def _to_rgb(image: Image.Image, name: str) -> Image.Image:
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if mode in _SIXTEEN_BIT or mode == "I":
+        # Pillow's convert() clips 16-bit values at 255, which turns most photos white.
+        values = np.asarray(image).astype(np.float64)
+        peak = 65535.0 if mode in _SIXTEEN_BIT or values.max(initial=0) > 255 else 255.0
+        return _gray_array_to_rgb(values / peak)
+    if mode == "F":
+        values = np.asarray(image, dtype=np.float64)
+        scale = 1.0 if np.nanmax(values, initial=0) <= 1.0 else 255.0
+        return _gray_array_to_rgb(values / scale)
+    try:
+        return image.convert("RGB")
+    except (ValueError, OSError) as exc:
+        raise ImageError(name, f"cannot convert colour mode {mode} to RGB ({exc})") from None
+
+
+def _gray_array_to_rgb(unit: np.ndarray) -> Image.Image:
+    gray = np.clip(np.nan_to_num(unit) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return Image.fromarray(gray, "L").convert("RGB")
+
+
+def _from_array(array: np.ndarray, name: str, max_pixels: int) -> Image.Image:
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
+        raise ImageError(name, "array must be HxW, HxWx1, HxWx3 (RGB) or HxWx4 (RGBA)")
+    _check_pixels((array.shape[1], array.shape[0]), name, max_pixels)
+    if array.dtype == np.uint8:
+        data = array
+    elif np.issubdtype(array.dtype, np.floating):
+        # Floats are read as 0..1 images, the convention of scikit-image and matplotlib.
+        data = np.clip(np.nan_to_num(array) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    elif array.dtype == np.uint16:
+        data = (array >> 8).astype(np.uint8)
+    elif array.dtype == np.bool_:
+        data = array.astype(np.uint8) * 255
+    else:
+        raise ImageError(name, f"unsupported array dtype {array.dtype}")
+    image = Image.fromarray(np.ascontiguousarray(data))
+    return _to_rgb(image, name)

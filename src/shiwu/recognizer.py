@@ -1,0 +1,119 @@
+"""Recognizer: a model, a backend and its pre/post-processing, behind one small API."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from .backends import create_backend
+from .images import DEFAULT_MAX_PIXELS, ImageError, ImageSource, describe, load_image
+from .models.registry import get_model
+from .postprocess import Prediction, top_k
+
+
+@dataclass
+class Result:
+    """The outcome for one input: predictions, or an error that says why there are none."""
+
+    image: str
+    predictions: list[Prediction] = field(default_factory=list)
+    error: Exception | None = None
+    model: str = ""
+    backend: str = ""
+    precision: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict:
+        error = None
+        if self.error is not None:
+            message = self.error.reason if isinstance(self.error, ImageError) else str(self.error)
+            error = {"type": type(self.error).__name__, "message": message}
+        return {
+            "image": self.image,
+            "predictions": [p.to_dict() for p in self.predictions],
+            "model": self.model,
+            "backend": self.backend,
+            "precision": self.precision,
+            "error": error,
+        }
+
+
+class Recognizer:
+    """Recognise what is in photos and name it in Chinese.
+
+    >>> r = Recognizer()                      # embedded default model
+    >>> r.predict("猫.jpg", topk=5)[0].label    # doctest: +SKIP
+    '虎斑猫'
+    """
+
+    def __init__(self, model: str | None = None, *, backend: str = "auto",
+                 precision: str = "fp32", threads: int | None = None, size: int | None = None,
+                 batch_size: int = 8, max_pixels: int = DEFAULT_MAX_PIXELS):
+        self.spec = get_model(model)
+        self.preprocessing = (self.spec.preprocessing if size is None
+                              else self.spec.preprocessing.with_size(size))
+        self.labels = self.spec.labels()
+        self.backend = create_backend(backend, self.spec, size=self.preprocessing.size,
+                                      precision=precision, threads=threads)
+        self.batch_size = max(1, int(batch_size))
+        self.max_pixels = max_pixels
+
+    @property
+    def model_name(self) -> str:
+        return self.spec.name
+
+    def load(self, source: ImageSource):
+        """Decode one source to RGB, as small as this model allows (raises ImageError)."""
+        return load_image(source, min_size=self.preprocessing.resize_short,
+                          max_pixels=self.max_pixels)
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        return self.backend.run(batch)
+
+    def predict(self, source: ImageSource, topk: int = 5) -> list[Prediction]:
+        """Top-``topk`` predictions for one image, best first. Raises ImageError for bad input."""
+        return self.predict_batch([source], topk=topk)[0]
+
+    def predict_batch(self, sources: Sequence[ImageSource], topk: int = 5) -> list[list[Prediction]]:
+        """One prediction list per source, in the same order. Raises on the first bad image;
+        use ``recognize`` to get per-image errors instead."""
+        results = self.recognize(sources, topk=topk)
+        for result in results:
+            if result.error is not None:
+                raise result.error
+        return [r.predictions for r in results]
+
+    def recognize(self, sources: Iterable[ImageSource], topk: int = 5) -> list[Result]:
+        """A Result per source, same order; a bad image gets its error and never stops the rest."""
+        return list(self.iter_recognize(sources, topk))
+
+    def iter_recognize(self, sources: Iterable[ImageSource], topk: int = 5) -> Iterator[Result]:
+        """Like ``recognize``, but yields results in input order as each batch finishes."""
+        waiting: list[Result] = []  # results not yet yielded, in input order
+        pending: list[tuple[Result, np.ndarray]] = []
+        for source in sources:
+            result = Result(describe(source), model=self.spec.name, backend=self.backend.name,
+                            precision=self.backend.precision)
+            waiting.append(result)
+            try:
+                pending.append((result, self.preprocessing(self.load(source))))
+            except ImageError as exc:
+                result.error = exc
+            if len(pending) == self.batch_size:
+                self._infer(pending, topk)
+                pending = []
+                yield from waiting
+                waiting = []
+        if pending:
+            self._infer(pending, topk)
+        yield from waiting
+
+    def _infer(self, pending: list[tuple[Result, np.ndarray]], topk: int) -> None:
+        batch = np.stack([array for _, array in pending])
+        for (result, _), predictions in zip(pending, top_k(self.logits(batch), self.labels, topk)):
+            result.predictions = predictions

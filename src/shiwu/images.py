@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Union
@@ -81,7 +82,12 @@ def load_image(source: ImageSource, *, min_size: int | None = None,
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
-        raise ImageError(name, f"image too large ({exc})") from None
+        # Pillow refuses, inside open(), anything over twice Image.MAX_IMAGE_PIXELS before we
+        # can look at the size; report it like our own limit.
+        claimed = re.search(r"\((\d+) pixels\)", str(exc))
+        pixels = f"{int(claimed.group(1)):,} pixels" if claimed else "too many pixels"
+        raise ImageError(name, f"image too large: {pixels}, limit is {max_pixels:,} "
+                               "(possible decompression bomb)") from None
     except UnidentifiedImageError:
         raise ImageError(name, _unidentified_reason(stream)) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:

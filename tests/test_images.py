@@ -1,0 +1,187 @@
+import io
+import os
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from shiwu.images import ImageError, load_image
+
+from conftest import DATA
+
+
+def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, fmt, **kwargs)
+    return buf.getvalue()
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A tiny, valid-looking PNG whose header claims width x height pixels."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+
+
+def test_every_source_kind_gives_the_same_rgb_pixels():
+    path = DATA / "chelsea.png"
+    from_path = load_image(path)
+    assert from_path.mode == "RGB" and from_path.size == (451, 300)
+    data = path.read_bytes()
+    for source in (str(path), data, bytearray(data), memoryview(data), io.BytesIO(data),
+                   Image.open(path), np.asarray(from_path)):
+        image = load_image(source)
+        assert image.mode == "RGB"
+        assert np.array_equal(np.asarray(image), np.asarray(from_path))
+
+
+def test_exif_orientation_is_applied():
+    image = Image.new("RGB", (40, 20), (255, 0, 0))
+    image.paste((0, 0, 255), (20, 0, 40, 20))  # right half blue
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: display rotated 90 degrees clockwise
+    loaded = load_image(encode(image, "JPEG", exif=exif.tobytes(), quality=95))
+    assert loaded.size == (20, 40)
+    top, bottom = np.asarray(loaded)[2, 10], np.asarray(loaded)[37, 10]
+    assert top[0] > 200 and top[2] < 60      # red on top after rotating clockwise
+    assert bottom[2] > 200 and bottom[0] < 60
+
+
+def test_rgba_is_composited_on_white_not_black():
+    image = Image.new("RGBA", (4, 4), (0, 0, 0, 0))
+    image.putpixel((0, 0), (255, 0, 0, 255))
+    pixels = np.asarray(load_image(encode(image, "PNG")))
+    assert tuple(pixels[0, 0]) == (255, 0, 0)
+    assert tuple(pixels[3, 3]) == (255, 255, 255)
+    # grayscale with alpha and palette with a transparent index behave the same way
+    la = Image.new("LA", (2, 2), (0, 0))
+    assert tuple(np.asarray(load_image(la))[0, 0]) == (255, 255, 255)
+    palette = Image.new("P", (2, 2), 0)
+    palette.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    palette.info["transparency"] = 0
+    assert tuple(np.asarray(load_image(encode(palette, "PNG")))[0, 0]) == (255, 255, 255)
+
+
+def test_cmyk_grayscale_and_palette_become_rgb():
+    cmyk = Image.new("CMYK", (8, 8), (0, 255, 255, 0))  # red in CMYK
+    red = np.asarray(load_image(encode(cmyk, "JPEG", quality=95)))[4, 4]
+    assert red[0] > 200 and red[1] < 60 and red[2] < 60
+    gray = load_image(DATA / "camera.jpg")
+    assert gray.mode == "RGB"
+    pixels = np.asarray(gray).astype(int)
+    assert np.array_equal(pixels[..., 0], pixels[..., 1])
+    palette = Image.new("P", (2, 2), 1)
+    palette.putpalette([0, 0, 0, 0, 128, 0] + [0] * 762)
+    assert tuple(np.asarray(load_image(palette))[0, 0]) == (0, 128, 0)
+
+
+def test_sixteen_bit_images_are_scaled_not_clipped():
+    values = np.full((6, 6), 40000, dtype=np.uint16)  # 61% grey, not white
+    for source in (Image.fromarray(values), encode(Image.fromarray(values), "PNG"), values):
+        pixel = np.asarray(load_image(source))[0, 0]
+        assert 150 <= pixel[0] <= 160, (type(source), pixel)
+
+
+def test_float_images_read_as_zero_to_one():
+    values = np.full((5, 5, 3), 0.5, dtype=np.float32)
+    assert 126 <= np.asarray(load_image(values))[0, 0, 0] <= 129
+    float_mode = Image.fromarray(np.full((3, 3), 0.25, dtype=np.float32), "F")
+    assert 62 <= np.asarray(load_image(float_mode))[0, 0, 0] <= 65
+
+
+def test_animated_gif_gives_the_first_frame():
+    frames = [Image.new("RGB", (8, 8), c) for c in [(255, 0, 0), (0, 0, 255)]]
+    data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100)
+    pixel = np.asarray(load_image(data))[4, 4]
+    assert pixel[0] > 200 and pixel[2] < 60
+
+
+def test_large_jpeg_is_draft_decoded_near_the_needed_size():
+    gradient = np.linspace(0, 255, 4000, dtype=np.uint8)
+    photo = Image.fromarray(np.stack([np.tile(gradient, (3000, 1))] * 3, axis=-1))
+    data = encode(photo, "JPEG", quality=80)
+    assert load_image(data).size == (4000, 3000)
+    small = load_image(data, min_size=256)
+    assert min(small.size) >= 256 and small.size == (500, 375)  # 1/8 scale in the DCT domain
+    # exactly at the boundary the decoder must not go below what was asked
+    assert min(load_image(data, min_size=376).size) >= 376
+
+
+def test_decompression_bomb_is_refused_from_the_header():
+    with pytest.raises(ImageError, match="too large: 3,600,000,000 pixels"):
+        load_image(png_claiming(60000, 60000))
+    with pytest.raises(ImageError, match="12000x10000 = 120,000,000 pixels, limit is 100,000,000"):
+        load_image(png_claiming(12000, 10000))
+    tiny = encode(Image.new("RGB", (20, 20)), "PNG")
+    with pytest.raises(ImageError, match="limit is 100"):
+        load_image(tiny, max_pixels=100)
+    assert load_image(tiny, max_pixels=400).size == (20, 20)
+
+
+BAD_FILES = {
+    "missing.jpg": ("file not found", None),
+    "folder.jpg": ("is a directory", None),
+    "empty.jpg": ("empty file", b""),
+    "notes.jpg": ("not a recognised image format", "这不是图片, just text\n".encode()),
+    "random.bin": ("not a recognised image format", bytes(range(256)) * 4),
+    "drawing.svg": ("SVG", b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"/>'),
+    "truncated.jpg": ("corrupt or truncated", (DATA / "chelsea.jpg").read_bytes()[:5000]),
+    "bomb.png": ("too large", png_claiming(60000, 60000)),
+    "dangling.jpg": ("broken symbolic link", None),
+}
+
+
+def make_bad_files(folder):
+    (folder / "folder.jpg").mkdir()
+    os.symlink(folder / "gone.jpg", folder / "dangling.jpg")
+    for name, (_, data) in BAD_FILES.items():
+        if data is not None:
+            (folder / name).write_bytes(data)
+    return [folder / name for name in BAD_FILES]
+
+
+def test_bad_files_each_get_a_reason_naming_the_file(tmp_path):
+    for path in make_bad_files(tmp_path):
+        reason = BAD_FILES[path.name][0]
+        with pytest.raises(ImageError) as info:
+            load_image(path)
+        assert reason in info.value.reason, (path.name, info.value.reason)
+        assert str(info.value).startswith(str(path))
+        assert "\n" not in str(info.value)
+
+
+def test_bad_arrays_and_types():
+    with pytest.raises(ImageError, match="array must be"):
+        load_image(np.zeros((2, 2, 2), dtype=np.uint8))
+    with pytest.raises(ImageError, match="unsupported input type"):
+        load_image(12345)
+    with pytest.raises(ImageError, match="empty input"):
+        load_image(b"")
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=2048))
+def test_arbitrary_bytes_never_escape_as_anything_but_image_error(data):
+    try:
+        image = load_image(data)
+    except ImageError:
+        return
+    assert image.mode == "RGB"
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 4999), st.integers(1, 255))
+def test_corrupted_jpeg_bytes_give_image_error_or_an_image(offset, value):
+    data = bytearray((DATA / "chelsea.jpg").read_bytes()[:6000])
+    data[offset] ^= value
+    try:
+        image = load_image(bytes(data))
+    except ImageError:
+        return
+    assert image.mode == "RGB"

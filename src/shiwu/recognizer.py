@@ -73,7 +73,12 @@ class Recognizer:
                           max_pixels=self.max_pixels)
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
+        """Raw (N, classes) logits for a preprocessed float32 (N, 3, size, size) batch."""
         return self.backend.run(batch)
+
+    def predict_arrays(self, batch: np.ndarray, topk: int = 5) -> list[list[Prediction]]:
+        """Top-k predictions for an already preprocessed batch (see ``self.preprocessing``)."""
+        return top_k(self.logits(batch), self.labels, topk)
 
     def predict(self, source: ImageSource, topk: int = 5) -> list[Prediction]:
         """Top-``topk`` predictions for one image, best first. Raises ImageError for bad input."""
@@ -115,5 +120,5 @@ class Recognizer:
 
     def _infer(self, pending: list[tuple[Result, np.ndarray]], topk: int) -> None:
         batch = np.stack([array for _, array in pending])
-        for (result, _), predictions in zip(pending, top_k(self.logits(batch), self.labels, topk)):
+        for (result, _), predictions in zip(pending, self.predict_arrays(batch, topk)):
             result.predictions = predictions

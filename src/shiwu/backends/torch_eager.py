@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import torch
 
-from ..cpu import default_threads
+from . import BackendUnavailable
 
 
 class TorchBackend:
     name = "torch"
-    precision = "fp32"
 
-    def __init__(self, spec, *, size: int, threads: int | None = None):
+    def __init__(self, spec, *, size: int, precision: str = "fp32", threads: int | None = None):
+        from ..cpu import default_threads
+
+        if precision not in ("fp32", "bf16"):
+            raise BackendUnavailable(f"torch runs fp32 and bf16, not {precision}")
+        self.precision = precision
         self.threads = threads or default_threads()
         torch.set_num_threads(self.threads)
+        self.dtype = torch.bfloat16 if precision == "bf16" else torch.float32
         self.model = spec.build(size)
+        self._lock = threading.Lock()
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return self.model(torch.from_numpy(batch)).numpy()
+        with self._lock, torch.inference_mode(), torch.autocast(
+                "cpu", dtype=self.dtype, enabled=self.dtype != torch.float32):
+            return self.model(torch.from_numpy(batch)).float().numpy()

@@ -1,0 +1,76 @@
+"""OpenVINO on the CPU: fp32 (asked for explicitly), bf16 where the CPU has it, int8 via NNCF.
+
+OpenVINO defaults to bf16 on CPUs with AVX-512 BF16 or AMX, so "fp32" must set the inference
+precision hint to f32; otherwise results silently change. torch is not imported here.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from . import BackendUnavailable, export
+from .cache import cache_dir, discard
+
+HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8 layers are fixed by the model itself
+
+
+def _import():
+    try:
+        import openvino
+    except ImportError:
+        raise BackendUnavailable("openvino is not installed: pip install 'shiwu[openvino]'") from None
+    return openvino
+
+
+def bf16_supported() -> bool:
+    from ..cpu import cpu_flags
+
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
+
+
+class OpenVINOBackend:
+    name = "openvino"
+
+    def __init__(self, spec, *, size: int, precision: str = "fp32", threads: int | None = None,
+                 calibration=None):
+        from ..cpu import default_threads
+
+        ov = _import()
+        if precision not in HINTS:
+            raise BackendUnavailable(f"openvino runs fp32, bf16 and int8, not {precision}")
+        if precision == "bf16" and not bf16_supported():
+            raise BackendUnavailable("this CPU has no bf16 instructions (AVX-512 BF16 or AMX); use fp32 or int8")
+        self.precision = precision
+        self.threads = threads or default_threads()
+        core = ov.Core()
+        config = {
+            "INFERENCE_PRECISION_HINT": HINTS[precision],
+            "INFERENCE_NUM_THREADS": self.threads,
+            "PERFORMANCE_HINT": "LATENCY",
+            # OpenVINO's own cache of compiled blobs: the second start skips compilation.
+            "CACHE_DIR": str(cache_dir() / "openvino-blobs"),
+        }
+
+        def locate(rebuild: bool):
+            if precision == "int8":
+                from .quantize import cached_openvino_int8
+                return cached_openvino_int8(spec, size, calibration=calibration, rebuild=rebuild)
+            return export.cached_onnx(spec, size, rebuild=rebuild)
+
+        path = locate(False)
+        try:
+            compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+        except RuntimeError:  # unreadable model file: rebuild it once
+            discard(path)
+            path = locate(True)
+            compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+        self.model_path = path
+        self.request = compiled.create_infer_request()
+        self._lock = threading.Lock()  # one infer request: calls from several threads take turns
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        with self._lock:
+            result = self.request.infer({0: batch})
+            return np.array(result[0], copy=True)

@@ -65,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     models = commands.add_parser("models", help="list models and whether their weights are installed")
     models.add_argument("--json", action="store_true", help="print JSON")
     models.set_defaults(run=cmd_models)
+
+    _add_serve_command(commands)
     return parser
 
 
@@ -147,6 +149,84 @@ def cmd_models(args) -> int:
               f"{row['description']}{default}")
         if row["install"]:
             print(f"{'':<22} {row['install']}")
+    return EXIT_OK
+
+
+
+def _number(minimum: float, allow_equal: bool):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value < minimum or (value == minimum and not allow_equal):
+            raise argparse.ArgumentTypeError(f"must be {'at least' if allow_equal else 'more than'} "
+                                             f"{minimum:g}, got {text}")
+        return value
+    return parse
+
+
+def _add_serve_command(commands) -> None:
+    from .server.settings import ENV_API_KEY, MB, ServerSettings
+
+    d = ServerSettings()
+    serve = commands.add_parser(
+        "serve", help="HTTP service with micro-batching and a web page (pip install \"shiwu[serve]\")",
+        description="POST /v1/recognize, GET /v1/models /healthz /readyz /metrics /docs, web page at /.")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    serve.add_argument("--workers", type=positive_int, default=1,
+                       help="processes, each with its own model and batcher (default 1)")
+    serve.add_argument("--max-batch-size", type=positive_int, default=d.max_batch_size,
+                       help=f"most images in one inference batch (default {d.max_batch_size})")
+    serve.add_argument("--max-wait-ms", type=_number(0, True), default=d.max_wait_ms,
+                       help=f"longest wait for a batch to fill, in ms (default {d.max_wait_ms:g})")
+    serve.add_argument("--max-queue", type=positive_int, default=d.max_queue,
+                       help=f"images waiting before requests get 503 (default {d.max_queue})")
+    serve.add_argument("--max-upload-mb", type=_number(0, False), default=d.max_upload_bytes / MB,
+                       help=f"largest request body in MiB (default {d.max_upload_bytes / MB:g})")
+    serve.add_argument("--max-images", type=positive_int, default=d.max_images,
+                       help=f"most images in one request (default {d.max_images})")
+    serve.add_argument("--max-pixels", type=positive_int, default=d.max_pixels,
+                       help=f"most pixels in one image (default {d.max_pixels:,})")
+    serve.add_argument("--timeout", type=_number(0, False), default=d.request_timeout,
+                       help=f"request timeout in seconds (default {d.request_timeout:g})")
+    serve.add_argument("--api-key", default=None,
+                       help=f"require this key on /v1/recognize (or set {ENV_API_KEY})")
+    serve.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                       help="allow browser calls from this origin (repeatable; CORS is off by default)")
+    serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    serve.add_argument("--no-access-log", action="store_true", help="do not log every request")
+    _add_model_options(serve)
+    serve.set_defaults(run=cmd_serve)
+
+
+def cmd_serve(args) -> int:
+    import os
+
+    from .cpu import default_threads
+    from .models.registry import get_model
+    from .server import MissingExtra, ServerSettings, run
+    from .server.settings import ENV_API_KEY, MB
+
+    get_model(args.model).weights_path()  # unknown model or missing weights: say so now, exit 2
+    threads = args.threads
+    if threads is None and args.workers > 1:  # the workers share the cores
+        threads = max(1, default_threads() // args.workers)
+    settings = ServerSettings(
+        model=args.model, backend=args.backend, precision=args.precision, threads=threads,
+        size=args.size, max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
+        max_queue=args.max_queue, max_upload_bytes=int(args.max_upload_mb * MB),
+        max_images=args.max_images, max_pixels=args.max_pixels, request_timeout=args.timeout,
+        api_key=args.api_key or os.environ.get(ENV_API_KEY) or None,
+        cors_origins=tuple(args.cors_origin))
+    try:
+        run(settings, host=args.host, port=args.port, workers=args.workers,
+            log_level=args.log_level, access_log=not args.no_access_log)
+    except MissingExtra as exc:
+        print(f"shiwu: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     return EXIT_OK
 
 

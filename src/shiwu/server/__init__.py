@@ -1,0 +1,50 @@
+"""`shiwu serve`: an HTTP service with micro-batching and a web page.
+
+Needs the ``serve`` extra (``pip install "shiwu[serve]"``). ``create_app`` (in ``.app``) builds
+the ASGI app; ``run`` starts uvicorn the way the command line does.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import ipaddress
+import os
+import sys
+
+from .settings import ENV_SETTINGS, ServerSettings
+
+__all__ = ["ServerSettings", "run", "MissingExtra"]
+
+
+class MissingExtra(RuntimeError):
+    """The web framework is not installed."""
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def run(settings: ServerSettings, *, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
+        log_level: str = "info", access_log: bool = True) -> None:
+    try:
+        import fastapi  # noqa: F401
+        import prometheus_client  # noqa: F401
+        import uvicorn
+    except ImportError as exc:
+        raise MissingExtra(f"`shiwu serve` needs {exc.name}: pip install \"shiwu[serve]\"") from None
+    if not (importlib.util.find_spec("python_multipart") or importlib.util.find_spec("multipart")):
+        raise MissingExtra("`shiwu serve` needs python-multipart: pip install \"shiwu[serve]\"")
+    if not _is_loopback(host):
+        what = "an API key is required on /v1/recognize" if settings.api_key else \
+            "anyone who can reach it can use it (consider --api-key)"
+        print(f"shiwu: listening on {host}, not only on this machine: {what}", file=sys.stderr)
+    # Workers are separate processes: hand them the settings through the environment.
+    os.environ[ENV_SETTINGS] = settings.to_env()
+    uvicorn.run("shiwu.server.app:app_from_env", factory=True, host=host, port=port,
+                workers=workers, log_level=log_level, access_log=access_log,
+                timeout_graceful_shutdown=5)

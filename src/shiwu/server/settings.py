@@ -1,0 +1,61 @@
+"""Everything `shiwu serve` can be told, in one place that imports nothing heavy."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+
+ENV_SETTINGS = "SHIWU_SERVE_SETTINGS"  # how the CLI hands settings to uvicorn's worker processes
+ENV_API_KEY = "SHIWU_API_KEY"
+MB = 1024 * 1024
+
+
+@dataclass
+class ServerSettings:
+    # the model, as for `shiwu predict`
+    model: str | None = None
+    backend: str = "auto"
+    precision: str = "fp32"
+    threads: int | None = None
+    size: int | None = None
+    # micro-batching
+    max_batch_size: int = 16
+    max_wait_ms: float = 5.0
+    max_queue: int = 256              # images waiting for inference before 503 + Retry-After
+    # limits
+    max_upload_bytes: int = 20 * MB   # whole request body; 413 above
+    max_images: int = 16              # images in one request; 413 above
+    max_pixels: int = 50_000_000      # per image, checked from the header; 422 above
+    max_topk: int = 100
+    request_timeout: float = 30.0     # seconds for reading the body (408) and answering (504)
+    decode_threads: int = 2           # threads decoding and preprocessing uploads
+    # access
+    api_key: str | None = None        # required on /v1/recognize when set
+    cors_origins: tuple[str, ...] = ()  # CORS is off unless origins are listed
+    warmup: bool = True
+
+    def __post_init__(self) -> None:
+        self.cors_origins = tuple(self.cors_origins or ())
+        for name in ("max_batch_size", "max_queue", "max_upload_bytes", "max_images", "max_pixels",
+                     "max_topk", "decode_threads"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.max_wait_ms < 0:
+            raise ValueError("max_wait_ms must not be negative")
+        if self.request_timeout <= 0:
+            raise ValueError("request_timeout must be positive")
+        if self.max_queue < self.max_images:
+            self.max_queue = self.max_images  # one full request must always fit
+
+    def to_env(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_env(cls) -> "ServerSettings":
+        raw = os.environ.get(ENV_SETTINGS)
+        settings = cls(**json.loads(raw)) if raw else cls()
+        if settings.api_key is None and os.environ.get(ENV_API_KEY):
+            settings.api_key = os.environ[ENV_API_KEY]
+        return settings

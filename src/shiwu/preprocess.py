@@ -29,6 +29,12 @@ class Preprocessing:
         """Short side before the centre crop: 224 -> 256, 196 -> 224, 168 -> 192."""
         return int(round(self.size / self.crop_ratio))
 
+    @property
+    def decode_min_size(self) -> int | None:
+        """Short side a JPEG may be draft-decoded down to before ``crop``; None = full size.
+        (The ModelScope model decodes at full size, as its official pipeline does.)"""
+        return self.resize_short
+
     def with_size(self, size: int) -> "Preprocessing":
         if not 32 <= size <= 1024:
             raise ValueError(f"input size must be between 32 and 1024 pixels, got {size}")

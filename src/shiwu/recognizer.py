@@ -69,7 +69,7 @@ class Recognizer:
 
     def load(self, source: ImageSource):
         """Decode one source to RGB, as small as this model allows (raises ImageError)."""
-        return load_image(source, min_size=self.preprocessing.resize_short,
+        return load_image(source, min_size=self.preprocessing.decode_min_size,
                           max_pixels=self.max_pixels)
 
     def logits(self, batch: np.ndarray) -> np.ndarray:

@@ -108,8 +108,25 @@ MODELS: dict[str, ModelSpec] = {
 
 def get_model(name: str | None = None) -> ModelSpec:
     name = name or DEFAULT_MODEL
+    from . import modelscope
+
+    # modelscope:<org>/<name>, a bare ModelScope id, or a model directory: the 万物识别 model,
+    # with its labels counted from that download's meta_info.txt.
+    if name.startswith(modelscope.PREFIX) or (name not in MODELS and modelscope.handles(name)):
+        return modelscope.resolve(name)
     try:
         return MODELS[name]
     except KeyError:
         known = ", ".join(MODELS)
         raise ModelNotFound(f"unknown model {name!r}; known models: {known}") from None
+
+
+def _register_modelscope() -> None:
+    # Listed by `shiwu models` (installed or not, with the download command); imported here,
+    # after ModelSpec exists, because modelscope.py builds ModelSpecs.
+    from .modelscope import CATALOG_NAME, catalog_spec
+
+    MODELS[CATALOG_NAME] = catalog_spec()
+
+
+_register_modelscope()

@@ -1,0 +1,354 @@
+"""The 万物识别 model: ModelScope's ``damo/cv_resnest101_general_recognition`` (also ``iic/…``).
+
+ResNeSt-101 with 54,092 Chinese classes, from the user's own ModelScope download; nothing is
+fetched at run time. Accepted ``--model`` values:
+
+- ``modelscope:damo/cv_resnest101_general_recognition`` or ``modelscope:iic/…`` (the bare ids
+  work too): looked up in the ModelScope cache, every layout its SDK versions have used;
+- a directory holding ``pytorch_model.pt`` and ``meta_info.txt`` (e.g. from
+  ``modelscope download --model … --local_dir DIR``).
+
+Loading: ``torch.load(map_location="cpu", weights_only=True)`` always (a checkpoint is data,
+and tensors saved from CUDA land on the CPU), memory-mapped when the file is in torch's zip
+format, into a network built on the meta device with ``load_state_dict(assign=True)``: the
+630 MB of weights exist once, in the page cache, instead of once random-initialised and once
+loaded (what the official pipeline does).
+
+Preprocessing is the official ``GeneralRecognitionPipeline``'s, to the pixel: full-size
+decode (no JPEG draft scaling), torchvision ``Resize(256)`` (bilinear, long side truncated),
+``CenterCrop(224)`` (offsets rounded half-to-even), ImageNet mean/std. So the top-1 is the
+official pipeline's top-1, and shiwu adds top-k softmax probabilities and clean labels.
+
+No torch at import time: ``shiwu models`` and the cached ONNX / OpenVINO paths stay light.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import zipfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from PIL import Image
+
+from ..labels import LabelSet
+from ..preprocess import Preprocessing
+
+PREFIX = "modelscope:"
+MODEL_NAME = "cv_resnest101_general_recognition"
+MODEL_ID = f"damo/{MODEL_NAME}"
+MODEL_IDS = (MODEL_ID, f"iic/{MODEL_NAME}")  # the same model; ModelScope moved damo/ to iic/
+CATALOG_NAME = PREFIX + MODEL_ID
+NUM_CLASSES = 54092
+
+WEIGHTS_FILE = "pytorch_model.pt"
+LABELS_FILE = "meta_info.txt"
+CONFIG_FILE = "configuration.json"
+
+IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+
+
+@dataclass(frozen=True)
+class TorchvisionPreprocessing(Preprocessing):
+    """``transforms.Resize(short)`` + ``transforms.CenterCrop(size)`` on a PIL image, exactly.
+
+    Differs from the base class in three small ways that can each move a pixel and so, on a
+    close call, the top-1: the long side is truncated (``int``) not rounded, the crop offset is
+    ``round((H - size) / 2)`` (half to even) not floor, and the resize covers the whole image
+    before cropping (resizing only the crop box is faster but differs by one level in a few
+    pixels). And it asks for a full-size decode: JPEG draft (DCT-scaled) decoding gives
+    different pixels than the official pipeline's full decode followed by a bilinear resize.
+    """
+
+    @property
+    def decode_min_size(self) -> None:
+        return None  # always decode at full size, as the official pipeline does
+
+    def with_size(self, size: int) -> "TorchvisionPreprocessing":
+        if not 32 <= size <= 1024:
+            raise ValueError(f"input size must be between 32 and 1024 pixels, got {size}")
+        return replace(self, size=size)
+
+    def crop(self, image: Image.Image) -> Image.Image:
+        width, height = image.size
+        short, long = (width, height) if width <= height else (height, width)
+        new_short, new_long = self.resize_short, int(self.resize_short * long / short)
+        new_w, new_h = (new_short, new_long) if width <= height else (new_long, new_short)
+        if (new_w, new_h) != (width, height):
+            image = image.resize((new_w, new_h), self.resample)
+        if new_w < self.size or new_h < self.size:  # only when size > resize_short
+            raise ValueError(f"crop {self.size} is larger than the resized image {new_w}x{new_h}")
+        top = int(round((new_h - self.size) / 2.0))
+        left = int(round((new_w - self.size) / 2.0))
+        return image.crop((left, top, left + self.size, top + self.size))
+
+
+PREPROCESSING = TorchvisionPreprocessing(
+    size=224, crop_ratio=224 / 256, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+    resample=Image.Resampling.BILINEAR)
+
+
+# ----------------------------------------------------------------------------- finding it
+
+def handles(name: str) -> bool:
+    """Whether ``--model name`` is ours: a ``modelscope:`` id, a known bare id, or a directory."""
+    return (name.startswith(PREFIX) or name in MODEL_IDS or os.sep in name
+            or name.startswith((".", "~")) or Path(name).is_dir())
+
+
+def cache_roots() -> list[Path]:
+    """Where ModelScope SDKs keep downloads: ``$MODELSCOPE_CACHE``, then ``~/.cache/modelscope``."""
+    roots = []
+    env = os.environ.get("MODELSCOPE_CACHE")
+    if env:
+        roots.append(Path(env).expanduser())
+    default = Path.home() / ".cache" / "modelscope"
+    roots += [default / "hub", default]
+    return list(dict.fromkeys(roots))
+
+
+def _aliases(model_id: str) -> list[str]:
+    return [model_id] + [i for i in MODEL_IDS if i != model_id] if model_id in MODEL_IDS else [model_id]
+
+
+def candidate_dirs(model_id: str = MODEL_ID) -> list[Path]:
+    """Every directory a ModelScope download of ``model_id`` may be in, in search order.
+
+    SDK layouts: ``<root>/<org>/<name>`` (old), ``<root>/models/<org>/<name>`` (1.x; dots in
+    the name stored as ``___``) and ``<root>/models/<org>--<name>/snapshots/<rev>`` (modelscope-hub).
+    """
+    dirs = []
+    for ident in _aliases(model_id):
+        org, _, name = ident.partition("/")
+        safe = name.replace(".", "___")
+        for root in cache_roots():
+            for base in (root, root / "hub"):
+                dirs += [base / org / name, base / "models" / org / name]
+                if safe != name:
+                    dirs += [base / org / safe, base / "models" / org / safe]
+                dirs.append(base / "models" / f"{org}--{name}" / "snapshots")
+    return list(dict.fromkeys(dirs))
+
+
+def _is_model_dir(path: Path) -> bool:
+    return (path / WEIGHTS_FILE).is_file() and (path / LABELS_FILE).is_file()
+
+
+def find_model_dir(model_id: str = MODEL_ID) -> Path | None:
+    for path in candidate_dirs(model_id):
+        if path.name == "snapshots":
+            try:
+                snapshots = [p for p in path.iterdir() if _is_model_dir(p)]
+            except OSError:
+                continue
+            if snapshots:
+                return max(snapshots, key=lambda p: p.stat().st_mtime)
+        elif _is_model_dir(path):
+            return path
+    return None
+
+
+def download_command(model_id: str = MODEL_ID, local_dir: str | Path = "./cv_resnest101_general_recognition") -> str:
+    return f"modelscope download --model {model_id} --local_dir {local_dir}"
+
+
+def download_hint(model_id: str = MODEL_ID, searched: list[Path] | None = None) -> str:
+    searched = candidate_dirs(model_id) if searched is None else searched
+    local = "./cv_resnest101_general_recognition"
+    lines = [
+        f"Download it once (about 630 MB; needs `pip install modelscope`), then point shiwu at it:",
+        f"    {download_command(model_id, local)}",
+        f"    shiwu predict --model {local} photo.jpg",
+        "shiwu never downloads at run time. Looked in:",
+    ]
+    lines += [f"    {p}" for p in searched]
+    return "\n".join(lines)
+
+
+def resolve(name: str):
+    """The ModelSpec for ``--model name`` (see ``handles``), or ModelNotFound saying what to do."""
+    from .registry import ModelNotFound
+
+    ident = name[len(PREFIX):] if name.startswith(PREFIX) else name
+    if ident in MODEL_IDS or name.startswith(PREFIX):
+        if ident.count("/") != 1 or ident.startswith("/"):
+            raise ModelNotFound(f"{name!r}: expected modelscope:<org>/<name>, "
+                                f"e.g. {PREFIX}{MODEL_ID}")
+        if ident.split("/")[1] != MODEL_NAME:
+            raise ModelNotFound(f"{name!r}: shiwu runs ModelScope's {MODEL_NAME} "
+                                f"(damo/ or iic/), not {ident}")
+        directory = find_model_dir(ident)
+        if directory is None:
+            raise ModelNotFound(f"ModelScope model {ident} is not on this machine.\n"
+                                + download_hint(ident))
+        return spec_for_directory(directory, name=PREFIX + ident)
+    return spec_for_directory(Path(name).expanduser())
+
+
+# ----------------------------------------------------------------------------- the spec
+
+def _read_config(directory: Path) -> dict:
+    try:
+        config = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def spec_for_directory(directory: str | Path, name: str | None = None):
+    """A ModelSpec for a ModelScope model directory (weights + ``meta_info.txt``)."""
+    from .registry import ModelNotFound, ModelSpec
+
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ModelNotFound(f"model directory {directory} does not exist (or is not a directory). "
+                            f"Get the 万物识别 model with:\n    {download_command(MODEL_ID, directory)}")
+    missing = [f for f in (WEIGHTS_FILE, LABELS_FILE) if not (directory / f).is_file()]
+    if missing:
+        raise ModelNotFound(f"{directory} is not a ModelScope model directory: no {' or '.join(missing)}. "
+                            f"Download the model there with:\n    {download_command(MODEL_ID, directory)}")
+    labels_path = directory / LABELS_FILE
+    try:
+        labels = LabelSet.from_meta_info(labels_path)
+    except (OSError, ValueError) as exc:
+        raise ModelNotFound(f"cannot read the labels: {exc}") from None
+
+    synthetic = bool(_read_config(directory).get("synthetic"))
+    kind = "SYNTHETIC (random weights) " if synthetic else ""
+    weights = directory / WEIGHTS_FILE
+    return ModelSpec(
+        name=name or str(directory),
+        description=f"{kind}万物识别 ResNeSt-101, {len(labels):,} Chinese classes, from {directory}",
+        num_classes=len(labels),
+        preprocessing=PREPROCESSING,
+        locate_weights=lambda: weights,
+        install_hint=f"Download it with:\n    {download_command(MODEL_ID, directory)}",
+        load_labels=lambda: labels,
+        build_network=lambda spec, size: load_network(weights, num_classes=spec.num_classes),
+    )
+
+
+def catalog_spec():
+    """The entry in ``shiwu models``: the 54,092-class model, wherever the ModelScope cache has it."""
+    from .registry import ModelNotFound, ModelSpec
+
+    def located() -> Path:
+        directory = find_model_dir(MODEL_ID)
+        if directory is None:
+            raise ModelNotFound(f"ModelScope model {MODEL_ID} is not on this machine.\n"
+                                + download_hint(MODEL_ID))
+        return directory
+
+    def locate_weights() -> Path | None:
+        directory = find_model_dir(MODEL_ID)
+        return None if directory is None else directory / WEIGHTS_FILE
+
+    return ModelSpec(
+        name=CATALOG_NAME,
+        description="万物识别 ResNeSt-101, 54,092 Chinese classes (ModelScope; your local download)",
+        num_classes=NUM_CLASSES,
+        preprocessing=PREPROCESSING,
+        locate_weights=locate_weights,
+        install_hint=f"Download it with: {download_command()} (then --model that directory)",
+        load_labels=lambda: _cached_labels(located() / LABELS_FILE),
+        build_network=lambda spec, size: load_network(located() / WEIGHTS_FILE,
+                                                      num_classes=spec.num_classes),
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_labels(path: Path) -> LabelSet:
+    return LabelSet.from_meta_info(path)
+
+
+# ----------------------------------------------------------------------------- loading it
+
+def load_state_dict(path: str | Path) -> dict:
+    """The checkpoint's tensors under the network's own names, on the CPU, memory-mapped.
+
+    Accepts ``{'state_dict': sd}`` or a bare ``sd``, and ``module.`` (DataParallel) prefixes.
+    """
+    import pickle
+
+    import torch
+
+    from .registry import ModelNotFound
+
+    path = Path(path)
+    # Only torch's zip format (torch >= 1.6) can be memory-mapped; the legacy format is read
+    # into memory once, and ``assign=True`` below still avoids a second copy.
+    mmap = zipfile.is_zipfile(path)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as exc:
+        raise ModelNotFound(f"{path}: refused to load: it is not a plain tensor checkpoint "
+                            f"(weights_only=True). {exc}") from None
+    except (RuntimeError, EOFError, OSError) as exc:
+        raise ModelNotFound(f"{path}: cannot read this checkpoint ({exc})") from None
+
+    if isinstance(checkpoint, dict):
+        for key in ("state_dict", "model"):
+            if isinstance(checkpoint.get(key), dict):
+                checkpoint = checkpoint[key]
+                break
+    if not isinstance(checkpoint, dict) or not checkpoint:
+        raise ModelNotFound(f"{path}: expected a state dict, got {type(checkpoint).__name__}")
+
+    state = {}
+    for key, value in checkpoint.items():
+        if not isinstance(value, torch.Tensor):
+            continue
+        while key.startswith("module."):
+            key = key[len("module."):]
+        state[key.replace(".module.", ".")] = value
+    return state
+
+
+def load_network(path: str | Path, num_classes: int | None = None):
+    """ResNeSt-101 with the checkpoint's weights, eval mode, no autograd.
+
+    ``num_classes``: how many labels there are; a classifier of another size is an error that
+    says so, rather than labels silently pointing at the wrong classes.
+    """
+    import torch
+
+    from .registry import ModelNotFound
+    from .resnest import ResNeSt, ResNeStConfig
+
+    path = Path(path)
+    state = load_state_dict(path)
+    fc = state.get("fc.weight")
+    if fc is None or fc.ndim != 2:
+        raise ModelNotFound(f"{path}: no classifier (fc.weight) in this checkpoint; is it the "
+                            f"ResNeSt-101 {MODEL_NAME} model? Keys start with: {_first_keys(state)}")
+    if num_classes is not None and fc.shape[0] != num_classes:
+        raise ModelNotFound(
+            f"{path.parent}: {LABELS_FILE} has {num_classes:,} labels but {WEIGHTS_FILE}'s "
+            f"classifier has {fc.shape[0]:,} classes; the two files must come from the same model")
+
+    with torch.device("meta"):
+        network = ResNeSt(ResNeStConfig(num_classes=fc.shape[0]))
+    expected = network.state_dict()
+    for key in expected:
+        if key.endswith("num_batches_tracked") and key not in state:
+            state[key] = torch.zeros((), dtype=torch.long)  # pre-0.4.1 checkpoints lack it
+    missing = [k for k in expected if k not in state]
+    if missing:
+        raise ModelNotFound(
+            f"{path}: {len(missing)} of the network's {len(expected)} tensors are missing from the "
+            f"checkpoint, e.g. {', '.join(missing[:3])}; checkpoint keys start with: {_first_keys(state)}")
+    state = {k: (v.float() if v.is_floating_point() and v.dtype != torch.float32 else v)
+             for k, v in state.items() if k in expected}
+    try:
+        network.load_state_dict(state, strict=True, assign=True)
+    except RuntimeError as exc:
+        raise ModelNotFound(f"{path}: weights do not fit ResNeSt-101: {exc}") from None
+    network.requires_grad_(False)
+    return network.eval()
+
+
+def _first_keys(state: dict, n: int = 3) -> str:
+    return ", ".join(list(state)[:n]) or "(none)"

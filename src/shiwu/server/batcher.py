@@ -26,7 +26,7 @@ class QueueFull(RuntimeError):
     """More images are waiting than the server accepts; the client should retry later."""
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity (deque.remove), never by array contents
 class _Item:
     array: np.ndarray
     topk: int
@@ -96,11 +96,16 @@ class MicroBatcher:
         self._wakeup.set()
         try:
             return list(await asyncio.gather(*(item.future for item in items)))
-        finally:
-            # On cancellation (request timeout), the items still queued are skipped by _run.
+        except BaseException:
+            # Cancelled (request timeout, client gone) or failed: the images not yet taken into
+            # a batch leave the queue, so they neither get computed nor count against max_queue.
             for item in items:
-                if not item.future.done():
-                    item.future.cancel()
+                item.future.cancel()
+                try:
+                    self._queue.remove(item)
+                except ValueError:
+                    pass  # already taken into a batch
+            raise
 
     def _take(self) -> list[_Item]:
         batch = []

@@ -67,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     models.set_defaults(run=cmd_models)
 
     _add_serve_command(commands)
+    _add_batch_command(commands)
     return parser
 
 
@@ -228,6 +229,65 @@ def cmd_serve(args) -> int:
         print(f"shiwu: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     return EXIT_OK
+
+
+def _add_batch_command(commands) -> None:
+    batch = commands.add_parser(
+        "batch", help="label folders or file lists into JSONL/CSV/Parquet, resumably",
+        description="One row per image (the JSON of `predict --json`; flat columns in CSV/Parquet). "
+                    "Rows are written per batch; --resume continues an interrupted run; Ctrl-C "
+                    "stops after the current batch. Exit 0 ok, 1 some images failed, 2 usage, "
+                    "130 interrupted.")
+    batch.add_argument("inputs", nargs="+", metavar="INPUT",
+                       help="folders, file lists (.txt/.lst: one path per line; - for stdin) or images")
+    batch.add_argument("--out", "-o", required=True, metavar="FILE",
+                       help="results file: .jsonl, .csv or .parquet")
+    batch.add_argument("--recursive", "-r", action="store_true", help="look into sub-folders")
+    again = batch.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true",
+                       help="skip images already in the output and append the rest")
+    again.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    batch.add_argument("--topk", "-k", type=positive_int, default=5, help="labels per image (default 5)")
+    batch.add_argument("--batch-size", type=positive_int, default=32,
+                       help="images per inference batch and per write (default 32)")
+    batch.add_argument("--workers", "-w", type=int, default=None,
+                       help="decode processes (default: one per two CPUs; 0 decodes in the main "
+                            "process); with --engine ray, decode tasks at once")
+    batch.add_argument("--max-pixels", type=positive_int, default=None,
+                       help="refuse images with more pixels (default 100,000,000)")
+    batch.add_argument("--engine", choices=("local", "ray"), default="local",
+                       help="local (default) or ray (pip install \"shiwu[ray]\")")
+    batch.add_argument("--address", default=None,
+                       help="Ray cluster to join, e.g. auto or ray://head:10001 (default: start a local Ray)")
+    batch.add_argument("--actors", type=positive_int, default=None,
+                       help="Ray inference actors, one model each (default: CPUs / threads)")
+    batch.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    batch.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    _add_model_options(batch)
+    batch.set_defaults(run=cmd_batch)
+
+
+def cmd_batch(args) -> int:
+    from .batch import InputError, OutputError, run_batch
+    from .images import DEFAULT_MAX_PIXELS
+
+    try:
+        summary = run_batch(
+            args.inputs, args.out, recursive=args.recursive, resume=args.resume,
+            overwrite=args.overwrite, model=args.model, backend=args.backend,
+            precision=args.precision, threads=args.threads, size=args.size,
+            max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS, topk=args.topk,
+            batch_size=args.batch_size, workers=args.workers, engine=args.engine,
+            address=args.address, actors=args.actors, progress=not args.quiet)
+    except (InputError, OutputError) as exc:
+        print(f"shiwu: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"shiwu: {summary.format()}".replace("\n", "\nshiwu: "), file=sys.stderr)
+    if args.json:
+        print(json.dumps(summary.to_dict(), ensure_ascii=False))
+    if summary.interrupted:
+        return 130
+    return EXIT_SOME_FAILED if summary.failed or summary.failed_before else EXIT_OK
 
 
 if __name__ == "__main__":

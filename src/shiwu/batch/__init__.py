@@ -1,0 +1,221 @@
+"""``shiwu batch``: label whole folders into JSON Lines, CSV or Parquet, resumably.
+
+::
+
+    from shiwu.batch import run_batch
+    summary = run_batch(["照片/"], "results.jsonl", recursive=True, resume=True)
+
+The package has three parts: ``sources`` (INPUT arguments to image paths), ``writers`` (result
+files that survive kill -9 and resume) and the engines that turn paths into rows: ``local``
+(decoder processes overlapped with batched inference on this machine) and ``ray_engine`` (the
+same as a Ray Data pipeline, on one machine or a cluster). This module ties them together with
+the progress bar, Ctrl-C handling and the summary.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Sequence
+
+from ..images import DEFAULT_MAX_PIXELS
+from .local import ModelOptions
+from .sources import InputError, collect_images
+from .writers import OutputError, open_writer
+
+ENGINES = ("local", "ray")
+MAX_ERRORS_SHOWN = 10
+
+__all__ = ["run_batch", "BatchSummary", "ModelOptions", "InputError", "OutputError", "ENGINES"]
+
+
+@dataclass
+class BatchSummary:
+    output: str
+    total: int = 0              # images named by the inputs
+    skipped: int = 0            # already in the output (--resume)
+    done: int = 0               # rows written by this run
+    failed: int = 0             # of those, rows with an error
+    failed_before: int = 0      # error rows already in the output (--resume)
+    seconds: float = 0.0        # wall time of this run, start-up included
+    startup_seconds: float = 0.0  # until the first batch was written (model load, first decode)
+    first_batch: int = 0        # rows in that first batch
+    interrupted: bool = False
+    engine: str = "local"
+    model: str = ""
+    backend: str = ""
+    precision: str = ""
+    failures: list = field(default_factory=list, repr=False)  # first few (image, message)
+
+    @property
+    def remaining(self) -> int:
+        return self.total - self.skipped - self.done
+
+    @property
+    def images_per_second(self) -> float:
+        return self.done / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def steady_images_per_second(self) -> float:
+        """Throughput after the first batch: what a long run settles at, without start-up."""
+        span = self.seconds - self.startup_seconds
+        rest = self.done - self.first_batch
+        return rest / span if rest > 0 and span > 0 else self.images_per_second
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data.pop("failures")
+        data.update(remaining=self.remaining, images_per_second=round(self.images_per_second, 2),
+                    steady_images_per_second=round(self.steady_images_per_second, 2),
+                    seconds=round(self.seconds, 3), startup_seconds=round(self.startup_seconds, 3))
+        return data
+
+    def format(self) -> str:
+        lines = [
+            f"{self.done} images in {self.seconds:.1f} s ({self.images_per_second:.1f} images/s; "
+            f"{self.steady_images_per_second:.1f} images/s after start-up), "
+            f"{self.done - self.failed} recognised, {self.failed} failed, "
+            f"{self.skipped} skipped (already in {self.output})",
+        ]
+        if self.failed_before:
+            lines.append(f"{self.failed_before} failed images from earlier runs are in {self.output}")
+        if self.interrupted:
+            lines.append(f"interrupted: {self.remaining} images left; run the same command with "
+                         "--resume to finish")
+        if self.failed or self.failed_before:
+            lines.append("failed images have an \"error\" in their row "
+                         "(columns error_type, error_message in CSV/Parquet)")
+        return "\n".join(lines)
+
+
+def _model_name(model: str | None) -> str | None:
+    try:
+        from ..models.registry import get_model
+
+        return get_model(model).name
+    except Exception:  # noqa: BLE001 - the engine reports an unknown model properly
+        return None
+
+
+class _StopFlag:
+    """Set by the first Ctrl-C (or SIGTERM): finish the current batch, write it, stop. A second
+    Ctrl-C stops at once (rows already written stay valid)."""
+
+    def __init__(self, say: Callable[[str], None]):
+        self.event = threading.Event()
+        self.say = say
+        self.previous: dict = {}
+
+    def __call__(self) -> bool:
+        return self.event.is_set()
+
+    def _handle(self, signum, frame):
+        if self.event.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.event.set()
+        self.say("shiwu: stopping after the current batch (press Ctrl-C again to stop now)")
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self.previous[sig] = signal.signal(sig, self._handle)
+
+    def restore(self) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        self.previous.clear()
+
+
+def run_batch(inputs: Sequence[str], out: str, *, recursive: bool = False, resume: bool = False,
+              overwrite: bool = False, model: str | None = None, backend: str = "auto",
+              precision: str = "fp32", threads: int | None = None, size: int | None = None,
+              max_pixels: int = DEFAULT_MAX_PIXELS, topk: int = 5, batch_size: int = 32,
+              workers: int | None = None, engine: str = "local", address: str | None = None,
+              actors: int | None = None, progress: bool = True, stdin=None,
+              log: Callable[[str], None] | None = None) -> BatchSummary:
+    """Recognise every image named by ``inputs`` and write one row per image to ``out``.
+
+    Raises InputError / OutputError (and ModelNotFound, BackendUnavailable) for problems that
+    stop the run before it starts; a bad image never raises, it becomes a row with an error.
+    """
+    from tqdm import tqdm
+
+    if engine not in ENGINES:
+        raise InputError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
+    started = time.perf_counter()
+    say = log or (lambda message: tqdm.write(message, file=sys.stderr))
+    paths = collect_images(inputs, recursive=recursive, stdin=stdin)
+    if not paths:
+        hint = "" if recursive else " (add --recursive to look into sub-folders)"
+        raise InputError(f"no images found in {', '.join(map(str, inputs))}{hint}")
+    options = ModelOptions(model, backend, precision, threads, size, max_pixels)
+    writer = open_writer(out, topk=topk, resume=resume, overwrite=overwrite,
+                         model=_model_name(model))
+    summary = BatchSummary(output=str(out), total=len(paths), engine=engine)
+    stop = _StopFlag(say)
+    bar = None
+    try:
+        todo = [p for p in paths if p not in writer.done]
+        summary.skipped = len(paths) - len(todo)
+        summary.failed_before = getattr(writer, "failed_before", 0)
+        if not todo:
+            summary.seconds = time.perf_counter() - started
+            return summary
+        stop.install()
+        bar = tqdm(total=len(todo), unit="img", desc="shiwu batch", file=sys.stderr,
+                   disable=not progress, dynamic_ncols=True, smoothing=0.1,
+                   mininterval=0.5 if sys.stderr.isatty() else 30)
+
+        def ready(recognizer) -> None:
+            summary.model = recognizer.model_name
+            summary.backend = recognizer.backend.name
+            summary.precision = recognizer.backend.precision
+
+        if engine == "ray":
+            from .ray_engine import run_ray
+            batches = run_ray(todo, options, topk=topk, batch_size=batch_size, workers=workers,
+                              address=address, actors=actors, should_stop=stop)
+        else:
+            from .local import run_local
+            batches = run_local(todo, options, topk=topk, batch_size=batch_size, workers=workers,
+                                should_stop=stop, on_ready=ready)
+        try:
+            for rows in batches:
+                writer.write(rows)
+                if not summary.done:
+                    summary.startup_seconds = time.perf_counter() - started
+                    summary.first_batch = len(rows)
+                    first = rows[0] if rows else {}
+                    summary.model = summary.model or first.get("model", "")
+                    summary.backend = summary.backend or first.get("backend", "")
+                    summary.precision = summary.precision or first.get("precision", "")
+                summary.done += len(rows)
+                for row in rows:
+                    if row.get("error"):
+                        summary.failed += 1
+                        if len(summary.failures) < MAX_ERRORS_SHOWN:
+                            summary.failures.append((row["image"], row["error"]["message"]))
+                            say(f"shiwu: {row['image']}: {row['error']['message']}")
+                            if len(summary.failures) == MAX_ERRORS_SHOWN:
+                                say("shiwu: (further failures are only reported in the output)")
+                bar.update(len(rows))
+                if summary.failed:
+                    bar.set_postfix(failed=summary.failed, refresh=False)
+                if stop():
+                    break
+        finally:
+            batches.close()
+        summary.interrupted = stop() and summary.remaining > 0
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    finally:
+        stop.restore()
+        if bar is not None:
+            bar.close()
+        writer.close()
+        summary.seconds = time.perf_counter() - started
+    return summary

@@ -1,0 +1,419 @@
+"""Result files for ``shiwu batch``: JSON Lines, CSV or Parquet, chosen by the file extension.
+
+Every writer appends the rows of each batch and flushes them before the next batch starts, so a
+run killed at any moment loses at most the batch in flight. Opening with ``resume=True`` reads
+back which images are already done, and cuts off an incomplete last row that a kill left behind,
+so the resumed run adds exactly the missing rows.
+
+Rows are the JSON of DESIGN.md. CSV and Parquet flatten them into columns: ``image``, then
+``label_1, label_en_1, index_1, score_1`` ... up to ``topk``, then ``model, backend, precision,
+error_type, error_message``.
+
+Parquet files cannot be appended to, and a Parquet file cut short by a kill has no footer and
+cannot be read at all. So the Parquet writer journals its rows, per batch, as JSON Lines in
+``OUT.partial.jsonl`` beside the output, and writes the Parquet file when the run ends (also on
+Ctrl-C): old rows plus journal, into a temporary file renamed over the output, then the journal
+is deleted. A resumed run picks up both the Parquet file and the journal, and drops journal rows
+the Parquet file already has (a kill between the rename and the delete).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Iterable
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no lock, the rest works
+    fcntl = None
+
+FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+PREDICTION_FIELDS = ("label", "label_en", "index", "score")
+TRAILING_COLUMNS = ("model", "backend", "precision", "error_type", "error_message")
+PARQUET_CHUNK_ROWS = 65_536
+
+
+class OutputError(ValueError):
+    """The output file cannot be used as asked (wrong extension, exists, locked, mismatched)."""
+
+
+def output_format(path: str | os.PathLike) -> str:
+    suffix = Path(path).suffix.lower()
+    try:
+        return FORMATS[suffix]
+    except KeyError:
+        raise OutputError(f"cannot tell the output format of {os.fspath(path)!r}: "
+                          "name it .jsonl, .csv or .parquet") from None
+
+
+def columns(topk: int) -> list[str]:
+    """The flat column names for CSV and Parquet."""
+    names = ["image"]
+    for rank in range(1, topk + 1):
+        names += [f"{field}_{rank}" for field in PREDICTION_FIELDS]
+    return names + list(TRAILING_COLUMNS)
+
+
+def flatten(row: dict, topk: int) -> dict:
+    """One DESIGN.md JSON row as flat columns; missing ranks and fields are None."""
+    flat: dict = {"image": row["image"]}
+    predictions = row.get("predictions") or []
+    for rank in range(1, topk + 1):
+        prediction = predictions[rank - 1] if rank <= len(predictions) else {}
+        for field in PREDICTION_FIELDS:
+            flat[f"{field}_{rank}"] = prediction.get(field)
+    for key in ("model", "backend", "precision"):
+        flat[key] = row.get(key)
+    error = row.get("error") or {}
+    flat["error_type"] = error.get("type")
+    flat["error_message"] = error.get("message")
+    return flat
+
+
+def open_writer(path: str | os.PathLike, *, topk: int, resume: bool = False,
+                overwrite: bool = False, model: str | None = None):
+    """A writer for ``path``; ``writer.done`` holds the images already in it (after resume).
+
+    Without ``resume`` or ``overwrite``, an existing non-empty output is an error: a finished
+    million-image run should not disappear because a command was repeated.
+    """
+    if resume and overwrite:
+        raise OutputError("--resume and --overwrite contradict each other; choose one")
+    kind = output_format(path)
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{path} is a folder; give a file name for the results")
+    if path.parent and not path.parent.is_dir():
+        raise OutputError(f"the folder {path.parent} does not exist")
+    cls = {"jsonl": JsonlWriter, "csv": CsvWriter, "parquet": ParquetWriter}[kind]
+    writer = cls(path, topk=topk, resume=resume, overwrite=overwrite)
+    if model is not None and writer.models and model not in writer.models:
+        writer.close()
+        raise OutputError(f"{path} holds results of model {', '.join(sorted(writer.models))}, "
+                          f"not {model}; resume with the same --model or write a new file")
+    return writer
+
+
+def _exists_nonempty(path: Path) -> bool:
+    try:
+        return path.stat().st_size > 0
+    except OSError:
+        return False
+
+
+def _lock(handle, path: Path) -> None:
+    if fcntl is None:
+        return
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise OutputError(f"another shiwu batch is writing {path}; wait for it or choose another "
+                          "--out") from None
+
+
+def _note(message: str) -> None:
+    print(f"shiwu: {message}", file=sys.stderr)
+
+
+class _AppendFile:
+    """An append-only, locked file whose damaged tail (from a kill) is cut off on resume."""
+
+    def __init__(self, path: Path, *, resume: bool, overwrite: bool, what: str = ""):
+        self.path = path
+        if _exists_nonempty(path) and not (resume or overwrite):
+            raise OutputError(f"{path} already exists{what}: add --resume to continue it, "
+                              "or --overwrite to start again")
+        self.handle = open(path, "a+b")
+        _lock(self.handle, path)
+        if overwrite:
+            self.handle.truncate(0)
+
+    def write(self, data: bytes) -> None:
+        self.handle.write(data)
+        self.handle.flush()  # each batch reaches the OS before the next one starts
+
+    def cut(self, offset: int) -> None:
+        size = os.fstat(self.handle.fileno()).st_size
+        if offset < size:
+            _note(f"dropped an incomplete last row of {self.path} ({size - offset} bytes) "
+                  "left by an interrupted run")
+            self.handle.truncate(offset)
+
+    def close(self) -> None:
+        if self.handle.closed:
+            return
+        self.handle.flush()
+        try:
+            os.fsync(self.handle.fileno())
+        except OSError:
+            pass
+        self.handle.close()  # also releases the lock
+
+
+def _scan_jsonl(path: Path, on_row) -> int:
+    """Call ``on_row`` with each complete row of a JSON Lines file, in order; return the byte
+    offset where the complete rows end.
+
+    Only the last line may be incomplete (a kill in the middle of a write); a bad line
+    followed by good ones means the file was damaged some other way, and is an error.
+    """
+    offset = good = 0
+    bad_line = None
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, 1):
+            offset += len(raw)
+            complete = raw.endswith(b"\n")
+            if complete and not raw.strip():
+                continue  # a blank line
+            row = None
+            if complete:
+                try:
+                    row = json.loads(raw)
+                except ValueError:
+                    pass
+            if not isinstance(row, dict) or not isinstance(row.get("image"), str):
+                bad_line = bad_line or number
+                continue
+            if bad_line is not None:
+                raise OutputError(f"line {bad_line} of {path} is not a result row; remove it, "
+                                  "then resume")
+            on_row(row)
+            good = offset
+    return good
+
+
+class JsonlWriter:
+    kind = "jsonl"
+
+    def __init__(self, path: Path, *, topk: int, resume: bool = False, overwrite: bool = False,
+                 what: str = ""):
+        self.path = path
+        self.file = _AppendFile(path, resume=resume, overwrite=overwrite, what=what)
+        self.done: set[str] = set()
+        self.models: set[str] = set()
+        self.rows_before = 0
+        self.failed_before = 0  # rows with an error among them
+        if resume:
+            self.file.cut(_scan_jsonl(path, self._seen))
+
+    def _seen(self, row: dict) -> None:
+        self.done.add(row["image"])
+        if row.get("model"):
+            self.models.add(row["model"])
+        self.rows_before += 1
+        if row.get("error"):
+            self.failed_before += 1
+
+    def write(self, rows: Iterable[dict]) -> None:
+        data = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        if data:
+            self.file.write(data.encode("utf-8"))
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class CsvWriter:
+    """CSV in UTF-8 with a byte-order mark, so that Excel shows the Chinese labels correctly."""
+
+    kind = "csv"
+
+    def __init__(self, path: Path, *, topk: int, resume: bool = False, overwrite: bool = False):
+        self.path = path
+        self.topk = topk
+        self.columns = columns(topk)
+        self.file = _AppendFile(path, resume=resume, overwrite=overwrite)
+        self.done: set[str] = set()
+        self.models: set[str] = set()
+        self.rows_before = 0
+        self.failed_before = 0  # rows with an error among them
+        if resume:
+            self._resume()
+        if os.fstat(self.file.handle.fileno()).st_size == 0:
+            self.file.write(b"\xef\xbb\xbf" + self._encode([self.columns]))
+
+    def _encode(self, records) -> bytes:
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator="\n").writerows(records)
+        return buffer.getvalue().encode("utf-8")
+
+    def _resume(self) -> None:
+        offset = 0
+        ended_newline = True
+
+        def lines():
+            nonlocal offset, ended_newline
+            with open(self.path, "rb") as handle:
+                for index, raw in enumerate(handle):
+                    offset += len(raw)
+                    ended_newline = raw.endswith(b"\n")
+                    if index == 0 and raw.startswith(b"\xef\xbb\xbf"):
+                        raw = raw[3:]
+                    yield raw.decode("utf-8", errors="replace")
+
+        good = 0
+        bad_record = None
+        reader = csv.reader(lines(), strict=True)
+        image_col = model_col = error_col = None
+        while True:
+            try:
+                record = next(reader)
+            except StopIteration:
+                break
+            except csv.Error:  # only possible at the end: a quoted field cut off by the kill
+                bad_record = bad_record or reader.line_num
+                break
+            if image_col is None:  # the header
+                if not ended_newline:
+                    break
+                if record != self.columns:
+                    raise OutputError(
+                        f"{self.path} has other columns than --topk {self.topk} gives "
+                        f"({len(record)} instead of {len(self.columns)}); resume with the --topk "
+                        "of the first run, or write a new file")
+                image_col, model_col = record.index("image"), record.index("model")
+                error_col = record.index("error_type")
+                good = offset
+                continue
+            if not ended_newline or len(record) != len(self.columns):
+                bad_record = bad_record or reader.line_num
+                continue
+            if bad_record is not None:
+                raise OutputError(f"line {bad_record} of {self.path} is not a complete result row; "
+                                  "remove it, then resume")
+            self.done.add(record[image_col])
+            if record[model_col]:
+                self.models.add(record[model_col])
+            self.rows_before += 1
+            self.failed_before += bool(record[error_col])
+            good = offset
+        self.file.cut(good)
+
+    def write(self, rows: Iterable[dict]) -> None:
+        records = []
+        for row in rows:
+            flat = flatten(row, self.topk)
+            records.append(["" if flat[c] is None else flat[c] for c in self.columns])
+        if records:
+            self.file.write(self._encode(records))
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def parquet_schema(topk: int):
+    import pyarrow as pa
+
+    types = {"label": pa.string(), "label_en": pa.string(), "index": pa.int32(), "score": pa.float64()}
+    fields = [pa.field("image", pa.string(), nullable=False)]
+    for rank in range(1, topk + 1):
+        fields += [pa.field(f"{name}_{rank}", kind) for name, kind in types.items()]
+    fields += [pa.field(name, pa.string()) for name in TRAILING_COLUMNS]
+    return pa.schema(fields)
+
+
+def _import_pyarrow():
+    try:
+        import pyarrow  # noqa: F401
+        import pyarrow.parquet  # noqa: F401
+    except ImportError:
+        raise OutputError("writing Parquet needs pyarrow: pip install 'shiwu[parquet]'") from None
+
+
+class ParquetWriter:
+    kind = "parquet"
+
+    def __init__(self, path: Path, *, topk: int, resume: bool = False, overwrite: bool = False):
+        _import_pyarrow()
+        import pyarrow.parquet as pq
+
+        self.path = path
+        self.topk = topk
+        self.schema = parquet_schema(topk)
+        self.journal_path = path.with_name(path.name + ".partial.jsonl")
+        if _exists_nonempty(path) and not (resume or overwrite):
+            raise OutputError(f"{path} already exists: add --resume to continue it, "
+                              "or --overwrite to start again")
+        self.journal = JsonlWriter(self.journal_path, topk=topk, resume=resume, overwrite=overwrite,
+                                   what=" (rows of an interrupted run)")
+        self.keep_old = resume and path.exists()
+        self.old_images: set[str] = set()
+        self.failed_before = 0
+        self.models = set(self.journal.models)
+        if overwrite and path.exists():
+            path.unlink()  # a later resume must not merge the rows this run replaces
+        if self.keep_old:
+            try:
+                parquet = pq.ParquetFile(path)
+                names = parquet.schema_arrow.names
+                if names != self.schema.names:
+                    raise OutputError(
+                        f"{path} has other columns than --topk {topk} gives; resume with the "
+                        "--topk of the first run, or write a new file")
+                table = parquet.read(columns=["image", "model", "error_type"])
+            except OutputError:
+                self.journal.close()
+                raise
+            except Exception as exc:  # pyarrow's errors for a file that is not Parquet
+                self.journal.close()
+                raise OutputError(f"cannot read {path} as Parquet ({exc})") from None
+            self.old_images = set(table.column("image").to_pylist())
+            self.models |= {m for m in table.column("model").to_pylist() if m}
+            self.failed_before = sum(1 for e in table.column("error_type").to_pylist() if e)
+        self.done = self.old_images | self.journal.done
+        self.rows_before = len(self.done)
+        self.failed_before += self.journal.failed_before
+
+    def write(self, rows: Iterable[dict]) -> None:
+        self.journal.write(rows)
+
+    def close(self) -> None:
+        """Write the Parquet file (old rows + journal), then remove the journal."""
+        if self.journal.file.handle.closed:
+            return
+        self.journal.file.handle.flush()
+        try:
+            self._finish()
+        finally:
+            self.journal.close()
+        self.journal_path.unlink(missing_ok=True)
+
+    def _finish(self) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if self.keep_old and self.path.exists() and self.journal_path.stat().st_size == 0:
+            return  # nothing new
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        try:
+            with pq.ParquetWriter(tmp, self.schema) as out:
+                if self.keep_old and self.path.exists():
+                    for batch in pq.ParquetFile(self.path).iter_batches(batch_size=PARQUET_CHUNK_ROWS):
+                        out.write_batch(batch)
+                seen = set(self.old_images) if self.keep_old else set()
+                chunk: list[dict] = []
+
+                def add(row: dict) -> None:
+                    if row["image"] in seen:
+                        return  # already in the Parquet file (a kill after rename, before delete)
+                    seen.add(row["image"])
+                    chunk.append(flatten(row, self.topk))
+                    if len(chunk) == PARQUET_CHUNK_ROWS:
+                        out.write_table(pa.Table.from_pylist(chunk, schema=self.schema))
+                        chunk.clear()
+
+                _scan_jsonl(self.journal_path, add)
+                if chunk:
+                    out.write_table(pa.Table.from_pylist(chunk, schema=self.schema))
+            with open(tmp, "rb") as handle:
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()

@@ -1,0 +1,146 @@
+"""The web page at / in a real headless Chromium (Debian's, installed by .ci/run), driven by Playwright.
+
+Screenshots go to the test's tmp_path; their paths are printed (see them with `pytest -rP`).
+"""
+
+import base64
+import os
+import shutil
+
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+sync_api = pytest.importorskip("playwright.sync_api")
+
+from conftest import CAT_CLASSES, DATA  # noqa: E402
+
+from shiwu.server.process import ServerProcess  # noqa: E402
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+if CHROMIUM is None:
+    if os.environ.get("SHIWU_REQUIRE_BROWSER"):
+        raise RuntimeError("SHIWU_REQUIRE_BROWSER is set but chromium is not installed "
+                           "(apt-get install -y chromium)")
+    pytest.skip("chromium is not installed (apt-get install -y chromium)", allow_module_level=True)
+
+KEY = "web-test-key-42"
+PHONE = {"width": 390, "height": 844}
+
+
+@pytest.fixture(scope="module")
+def server():
+    with ServerProcess(["--backend", "torch", "--threads", "2", "--no-access-log"]) as process:
+        yield process
+
+
+@pytest.fixture(scope="module")
+def keyed_server():
+    with ServerProcess(["--backend", "torch", "--threads", "1", "--no-access-log"],
+                       env={"SHIWU_API_KEY": KEY}) as process:
+        yield process
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    context = browser.new_context(viewport=PHONE, device_scale_factor=2, is_mobile=True,
+                                  has_touch=True, locale="zh-CN")
+    page = context.new_page()
+    requests = []
+    page.on("request", lambda request: requests.append(request.url))
+    page.requests = requests
+    yield page
+    context.close()
+
+
+def shoot(page, tmp_path, name):
+    path = tmp_path / name
+    page.screenshot(path=str(path), full_page=True)
+    print(f"screenshot: {path}")
+    return path
+
+
+def test_choosing_a_photo_shows_its_chinese_top1_and_five_bars(page, server, tmp_path):
+    page.goto(server.url + "/")
+    page.wait_for_selector("#model:has-text('efficientnet-lite0')")
+    page.set_input_files("#file", str(DATA / "coffee.jpg"))
+    page.wait_for_selector("#result.show", timeout=30_000)
+    assert page.inner_text("#top1") == "浓缩咖啡"
+    assert "espresso" in page.inner_text("#top1-en")
+    items = page.locator("#predictions li")
+    assert items.count() == 5
+    assert items.first.get_attribute("data-index") == "967"
+    assert "浓缩咖啡" in items.first.inner_text() and "%" in items.first.inner_text()
+    widths = page.eval_on_selector_all("#predictions .bar > div", "els => els.map(e => e.getBoundingClientRect().width)")
+    assert widths == sorted(widths, reverse=True) and widths[0] > 5 * widths[1]
+    assert page.eval_on_selector("#preview", "img => img.naturalWidth") > 0
+    # readable on a phone: nothing wider than the screen, text not tiny
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    assert page.evaluate("parseFloat(getComputedStyle(document.querySelector('#top1')).fontSize)") >= 24
+    shoot(page, tmp_path, "web-coffee-phone.png")
+    # offline: every request the page made went to this server (no CDN, no fonts, no analytics)
+    assert page.requests and all(url.startswith((server.url, "blob:" + server.url)) for url in page.requests), page.requests
+
+
+def _drop_or_paste(page, path, how):
+    data = base64.b64encode(path.read_bytes()).decode()
+    page.evaluate("""([data, name, how]) => {
+        const bytes = Uint8Array.from(atob(data), c => c.charCodeAt(0));
+        const file = new File([bytes], name, {type: "image/jpeg"});
+        const transfer = new DataTransfer();
+        transfer.items.add(file);
+        if (how === "drop") {
+            document.querySelector("#drop").dispatchEvent(
+                new DragEvent("drop", {dataTransfer: transfer, bubbles: true, cancelable: true}));
+        } else {
+            document.dispatchEvent(new ClipboardEvent("paste", {clipboardData: transfer, bubbles: true}));
+        }
+    }""", [data, path.name, how])
+
+
+@pytest.mark.parametrize("how", ["drop", "paste"])
+def test_dropping_or_pasting_a_photo_works_too(page, server, how):
+    page.goto(server.url + "/")
+    _drop_or_paste(page, DATA / "chelsea.jpg", how)
+    page.wait_for_selector("#result.show", timeout=30_000)
+    top = page.locator("#predictions li").first
+    assert int(top.get_attribute("data-index")) in CAT_CLASSES
+    assert "猫" in page.inner_text("#top1")
+
+
+def test_a_file_that_is_not_an_image_shows_the_reason(page, server, tmp_path):
+    page.goto(server.url + "/")
+    page.set_input_files("#file", files=[{"name": "notes.jpg", "mimeType": "image/jpeg",
+                                          "buffer": "这不是图片".encode()}])
+    page.wait_for_selector("#status.error", timeout=30_000)
+    status = page.inner_text("#status")
+    assert "415" in status and "not a recognised image format" in status
+    assert not page.is_visible("#result")
+    shoot(page, tmp_path, "web-error-phone.png")
+
+
+def test_the_page_asks_for_the_api_key_when_the_server_wants_one(browser, keyed_server, tmp_path):
+    context = browser.new_context(viewport={"width": 1100, "height": 760}, locale="zh-CN")
+    page = context.new_page()
+    try:
+        page.goto(keyed_server.url + "/")
+        page.wait_for_selector("#key-row.show")
+        page.set_input_files("#file", str(DATA / "coffee.jpg"))
+        page.wait_for_selector("#status.error")
+        assert "API 密钥" in page.inner_text("#status")
+        page.fill("#key", KEY)
+        page.set_input_files("#file", str(DATA / "coffee.jpg"))
+        page.wait_for_selector("#result.show", timeout=30_000)
+        assert page.inner_text("#top1") == "浓缩咖啡"
+        shoot(page, tmp_path, "web-coffee-desktop.png")
+    finally:
+        context.close()

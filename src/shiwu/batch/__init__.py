@@ -91,13 +91,11 @@ class BatchSummary:
         return "\n".join(lines)
 
 
-def _model_name(model: str | None) -> str | None:
-    try:
-        from ..models.registry import get_model
+def _model_name(model: str | None) -> str:
+    """The model's canonical name; raises ModelNotFound before any file is touched."""
+    from ..models.registry import get_model
 
-        return get_model(model).name
-    except Exception:  # noqa: BLE001 - the engine reports an unknown model properly
-        return None
+    return get_model(model).name
 
 
 class _StopFlag:

@@ -1,0 +1,250 @@
+"""shiwu.batch in-process: inputs, result files (resume, torn tails, locks), the local pipeline."""
+
+import io
+import json
+import os
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from shiwu.batch import InputError, OutputError, run_batch
+from shiwu.batch.local import decode_batch, rows_for
+from shiwu.batch.sources import collect_images
+from shiwu.batch.writers import columns, flatten, open_writer
+
+from conftest import CAT_CLASSES, DATA, PHOTOS
+from test_images import BAD_FILES, make_bad_files
+
+MODEL = "efficientnet-lite0"
+
+
+def row(image, *, label="虎斑猫", index=281, error=None, model=MODEL):
+    predictions = [] if error else [{"label": label, "label_en": "tabby cat", "index": index,
+                                     "score": 0.5}]
+    return {"image": image, "predictions": predictions, "model": model, "backend": "torch",
+            "precision": "fp32", "error": error}
+
+
+def small_photos(folder, count):
+    """``count`` small JPEGs made from the test photos (different sizes, so no two are equal)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    sources = [Image.open(p).convert("RGB") for p in PHOTOS[:4]]
+    paths = []
+    for i in range(count):
+        image = sources[i % len(sources)].resize((160 + i % 7 * 8, 120 + i % 5 * 8))
+        path = folder / f"img_{i:03d}.jpg"
+        image.save(path, quality=85)
+        paths.append(path)
+    return paths
+
+
+# --- inputs -----------------------------------------------------------------------------------
+
+def test_folders_lists_stdin_and_files_become_one_ordered_list(tmp_path):
+    top = tmp_path / "photos"
+    (top / "sub" / "deeper").mkdir(parents=True)
+    (top / ".hidden").mkdir()
+    for name in ("b.JPG", "a.png", "notes.txt", ".DS_Store", "._a.png"):
+        (top / name).write_bytes(b"x")
+    (top / "sub" / "c.webp").write_bytes(b"x")
+    (top / "sub" / "deeper" / "d.jpeg").write_bytes(b"x")
+    (top / ".hidden" / "e.jpg").write_bytes(b"x")
+    assert collect_images([str(top)]) == [str(top / "a.png"), str(top / "b.JPG")]
+    assert collect_images([str(top)], recursive=True) == [
+        str(top / "a.png"), str(top / "b.JPG"), str(top / "sub" / "c.webp"),
+        str(top / "sub" / "deeper" / "d.jpeg")]
+
+    listing = tmp_path / "lists" / "todo.txt"
+    listing.parent.mkdir()
+    listing.write_text("\ufeff# my photos\n../photos/a.png\n\n  ../photos/sub/c.webp  \r\n"
+                       f"{top / 'b.JPG'}\nmissing.jpg\n", encoding="utf-8")
+    stdin = io.StringIO(f"{top / 'a.png'}\n{tmp_path / 'x.gif'}\n")
+    got = collect_images([str(listing), "-", str(top / "a.png"), str(tmp_path / "nowhere.jpg")],
+                         stdin=stdin)
+    assert got == [str(top / "a.png"), str(top / "sub" / "c.webp"), str(top / "b.JPG"),
+                   str(tmp_path / "lists" / "missing.jpg"), str(tmp_path / "x.gif"),
+                   str(tmp_path / "nowhere.jpg")]  # each path once, missing ones kept
+
+
+def test_an_empty_input_is_a_usage_error(tmp_path):
+    with pytest.raises(InputError, match="no images found.*--recursive"):
+        run_batch([str(tmp_path)], str(tmp_path / "out.jsonl"))
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+# --- result files -----------------------------------------------------------------------------
+
+def test_flat_columns_for_csv_and_parquet():
+    assert columns(2) == ["image", "label_1", "label_en_1", "index_1", "score_1", "label_2",
+                          "label_en_2", "index_2", "score_2", "model", "backend", "precision",
+                          "error_type", "error_message"]
+    flat = flatten(row("a.jpg"), 2)
+    assert flat["label_1"] == "虎斑猫" and flat["index_1"] == 281 and flat["label_2"] is None
+    assert flat["error_type"] is None
+    bad = flatten(row("b.jpg", error={"type": "ImageError", "message": "file not found"}), 2)
+    assert bad["label_1"] is None and bad["error_message"] == "file not found"
+
+
+def test_jsonl_resume_cuts_the_torn_last_row_of_a_killed_run(tmp_path, capsys):
+    out = tmp_path / "out.jsonl"
+    good = "".join(json.dumps(row(f"{i}.jpg"), ensure_ascii=False) + "\n" for i in range(3))
+    out.write_text(good + json.dumps(row("3.jpg"), ensure_ascii=False)[:40], encoding="utf-8")
+    writer = open_writer(out, topk=1, resume=True, model=MODEL)
+    assert writer.done == {"0.jpg", "1.jpg", "2.jpg"}
+    writer.write([row("3.jpg"), row("4.jpg", error={"type": "ImageError", "message": "bad"})])
+    writer.close()
+    lines = out.read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line)["image"] for line in lines] == [f"{i}.jpg" for i in range(5)]
+    assert "incomplete last row" in capsys.readouterr().err
+    again = open_writer(out, topk=1, resume=True)
+    assert len(again.done) == 5 and again.failed_before == 1
+    again.close()
+
+
+def test_existing_damaged_locked_or_mismatched_outputs_are_refused(tmp_path):
+    out = tmp_path / "out.jsonl"
+    out.write_text(json.dumps(row("a.jpg")) + "\n")
+    with pytest.raises(OutputError, match="--resume"):
+        open_writer(out, topk=1)
+    with pytest.raises(OutputError, match="model efficientnet-lite0"):
+        open_writer(out, topk=1, resume=True, model="other-model")
+    holder = open_writer(out, topk=1, resume=True)
+    with pytest.raises(OutputError, match="another shiwu batch"):
+        open_writer(out, topk=1, resume=True)
+    holder.close()
+    out.write_text("not json\n" + json.dumps(row("a.jpg")) + "\n")
+    with pytest.raises(OutputError, match="line 1"):
+        open_writer(out, topk=1, resume=True)
+    with pytest.raises(OutputError, match=r"\.jsonl, \.csv or \.parquet"):
+        open_writer(tmp_path / "out.xlsx", topk=1)
+    overwritten = open_writer(out, topk=1, overwrite=True)
+    assert overwritten.done == set()
+    overwritten.close()
+    assert out.read_bytes() == b""
+
+
+def test_csv_is_excel_friendly_and_resume_cuts_a_torn_quoted_row(tmp_path):
+    out = tmp_path / "out.csv"
+    writer = open_writer(out, topk=2)
+    writer.write([row("a.jpg"), row("逗号,和\"引号\".jpg", error={"type": "ImageError",
+                                                                "message": "two\nlines"})])
+    writer.close()
+    data = out.read_bytes()
+    assert data.startswith(b"\xef\xbb\xbfimage,label_1,")  # UTF-8 BOM: Excel shows Chinese
+    out.write_bytes(data + b'"c.jpg,\xe8\x99\x8e')  # a kill in the middle of a quoted field
+    writer = open_writer(out, topk=2, resume=True)
+    assert writer.done == {"a.jpg", "逗号,和\"引号\".jpg"} and writer.failed_before == 1
+    writer.write([row("c.jpg")])
+    writer.close()
+    import csv
+    with open(out, encoding="utf-8-sig", newline="") as handle:
+        records = list(csv.DictReader(handle))
+    assert [r["image"] for r in records] == ["a.jpg", "逗号,和\"引号\".jpg", "c.jpg"]
+    assert records[0]["label_1"] == "虎斑猫" and records[1]["error_message"] == "two\nlines"
+    with pytest.raises(OutputError, match="--topk"):
+        open_writer(out, topk=3, resume=True)
+
+
+def test_parquet_journal_merges_into_one_file_without_duplicates(tmp_path):
+    out = tmp_path / "out.parquet"
+    journal = tmp_path / "out.parquet.partial.jsonl"
+    writer = open_writer(out, topk=1)
+    writer.write([row("a.jpg"), row("b.jpg")])
+    assert journal.exists() and not out.exists()  # rows are safe in the journal per batch
+    writer.close()
+    assert not journal.exists()
+    assert pq.read_table(out).column("image").to_pylist() == ["a.jpg", "b.jpg"]
+
+    # A run killed after the rename but before deleting its journal, then one killed mid-batch.
+    journal.write_text(json.dumps(row("b.jpg")) + "\n" + json.dumps(row("c.jpg")) + "\n"
+                       + json.dumps(row("d.jpg"))[:30])
+    with pytest.raises(OutputError, match="--resume"):
+        open_writer(out, topk=1)
+    writer = open_writer(out, topk=1, resume=True)
+    assert writer.done == {"a.jpg", "b.jpg", "c.jpg"}
+    writer.write([row("d.jpg", error={"type": "ImageError", "message": "file not found"})])
+    writer.close()
+    table = pq.read_table(out)
+    assert table.column("image").to_pylist() == ["a.jpg", "b.jpg", "c.jpg", "d.jpg"]
+    assert table.column("label_1").to_pylist()[0] == "虎斑猫"
+    assert table.column("error_message").to_pylist()[3] == "file not found"
+    assert str(table.schema.field("index_1").type) == "int32"
+    with pytest.raises(OutputError, match="--topk"):
+        open_writer(out, topk=2, resume=True)
+
+
+# --- the local pipeline -----------------------------------------------------------------------
+
+def test_decode_batch_matches_the_recognizer_and_reports_bad_files(tmp_path, recognizer):
+    bad = make_bad_files(tmp_path)
+    paths = [str(PHOTOS[0]), *map(str, bad), str(PHOTOS[1])]
+    decoded = decode_batch(paths, recognizer.preprocessing)
+    assert decoded.ok == [0, len(paths) - 1]
+    for array, position in zip(decoded.pixels, decoded.ok):
+        expected = recognizer.preprocessing(recognizer.load(paths[position]))
+        assert np.array_equal(array, expected)
+    for position, path in enumerate(bad, 1):
+        kind, message = decoded.errors[position]
+        assert kind == "ImageError" and BAD_FILES[path.name][0] in message
+    rows = rows_for(paths, decoded, recognizer, topk=3)
+    assert [r["image"] for r in rows] == paths
+    assert len(rows[0]["predictions"]) == 3 and rows[1]["predictions"] == []
+
+
+def test_run_batch_gives_the_same_rows_as_recognize(tmp_path):
+    from shiwu import Recognizer
+
+    recognizer = Recognizer(backend="torch", threads=1)
+    (tmp_path / "bad").mkdir()
+    bad = make_bad_files(tmp_path / "bad")
+    listing = tmp_path / "list.txt"
+    listing.write_text("\n".join(map(str, bad)) + "\n")
+    out = tmp_path / "out.jsonl"
+    summary = run_batch([str(DATA), str(listing)], str(out), backend="torch", threads=1,
+                        batch_size=4, workers=1, topk=3, progress=False, log=lambda m: None)
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    expected = recognizer.recognize([str(p) for p in PHOTOS] + [str(p) for p in bad], topk=3)
+    assert [r["image"] for r in rows] == [e.image for e in expected]
+    for got, want in zip(rows, expected):
+        want = want.to_dict()
+        assert (got["error"] is None) == (want["error"] is None)
+        assert [p["index"] for p in got["predictions"]] == [p["index"] for p in want["predictions"]]
+        for p, q in zip(got["predictions"], want["predictions"]):
+            assert p["score"] == pytest.approx(q["score"], abs=1e-4)
+        if want["error"]:
+            assert got["error"] == want["error"]
+    chelsea = next(r for r in rows if r["image"].endswith("chelsea.jpg"))
+    assert chelsea["predictions"][0]["index"] in CAT_CLASSES
+    assert (summary.total, summary.done, summary.failed, summary.skipped) == (
+        len(rows), len(rows), len(bad), 0)
+    assert not summary.interrupted and summary.backend == "torch"
+
+    # resume: nothing left to do; new images are the only work
+    extra = small_photos(tmp_path / "new", 3)
+    again = run_batch([str(DATA), str(listing), str(tmp_path / "new")], str(out), resume=True,
+                      backend="torch", threads=1, workers=0, progress=False, log=lambda m: None)
+    assert (again.skipped, again.done, again.failed_before) == (len(rows), 3, len(bad))
+    images = [json.loads(line)["image"] for line in out.read_text(encoding="utf-8").splitlines()]
+    assert images == [r["image"] for r in rows] + [str(p) for p in extra]
+
+
+def test_workers_are_separate_processes_without_torch(tmp_path):
+    """Decoders must not carry the model or the inference threads (spawned, not forked)."""
+    from concurrent.futures import ProcessPoolExecutor
+    import multiprocessing
+
+    from shiwu.batch import local
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=local._init_worker,
+                             initargs=(local.Preprocessing(), 10**8)) as pool:
+        pid, has_torch = pool.submit(_probe).result()
+    assert pid != os.getpid() and not has_torch
+
+
+def _probe():
+    import sys
+
+    return os.getpid(), "torch" in sys.modules

@@ -1,0 +1,219 @@
+"""`shiwu batch` as a user runs it: real subprocesses, kill -9, Ctrl-C, and a real local Ray."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import CAT_CLASSES, DATA, PHOTOS
+from test_batch import small_photos
+from test_images import BAD_FILES, make_bad_files
+
+SHIWU = str(Path(sys.executable).parent / "shiwu")
+FAST = ["--backend", "torch", "--threads", "1", "-q"]  # torch ships with shiwu: no export step
+
+
+def shiwu(*args, env=None, timeout=300):
+    return subprocess.run([SHIWU, *map(str, args)], capture_output=True, text=True,
+                          encoding="utf-8", timeout=timeout, env=env)
+
+
+def read_rows(out: Path) -> list[dict]:
+    """The rows of a result file as DESIGN.md-like dicts (flat columns for CSV/Parquet)."""
+    if out.suffix == ".jsonl":
+        return [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    if out.suffix == ".csv":
+        with open(out, encoding="utf-8-sig", newline="") as handle:
+            return list(csv.DictReader(handle))
+    return pq.read_table(out).to_pylist()
+
+
+def written_rows(out: Path) -> int:
+    """Complete rows on disk right now, while a run is writing (the journal for Parquet)."""
+    target = out.with_name(out.name + ".partial.jsonl") if out.suffix == ".parquet" else out
+    try:
+        lines = target.read_bytes().count(b"\n")
+    except FileNotFoundError:
+        return 0
+    return lines - 1 if out.suffix == ".csv" else lines
+
+
+def top1(row: dict):
+    if "predictions" in row:
+        return row["predictions"][0]["index"] if row["predictions"] else None
+    value = row["index_1"]
+    return None if value in (None, "") else int(value)
+
+
+def error_of(row: dict):
+    if "predictions" in row:
+        return row["error"]["message"] if row["error"] else None
+    return row["error_message"] or None
+
+
+def child_pids(pid: int) -> set[int]:
+    children = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        children |= {int(c) for c in text}
+    return children
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def start_and_wait_for_rows(args, out: Path, rows: int, total: int):
+    run = subprocess.Popen([SHIWU, *map(str, args)], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 240
+    while written_rows(out) < rows:
+        assert run.poll() is None, f"ended before it could be stopped: {run.communicate()[1]!r}"
+        assert time.monotonic() < deadline, "no rows written in time"
+        time.sleep(0.01)
+    assert written_rows(out) < total, "the run finished too quickly to be interrupted"
+    return run
+
+
+def test_folder_list_and_bad_files_to_all_three_formats(tmp_path):
+    (tmp_path / "bad").mkdir()
+    bad = make_bad_files(tmp_path / "bad")
+    listing = tmp_path / "bad.txt"
+    listing.write_text("\n".join(str(p) for p in bad) + "\n")
+    nested = small_photos(tmp_path / "photos" / "2024" / "春节", 2)
+    inputs = [DATA, tmp_path / "photos", listing]
+    expected = [str(p) for p in PHOTOS] + [str(p) for p in nested] + [str(p) for p in bad]
+    results = {}
+    for suffix in ("jsonl", "csv", "parquet"):
+        out = tmp_path / f"results.{suffix}"
+        run = shiwu("batch", *inputs, "--out", out, "--recursive", "-k", "3", "--json", *FAST)
+        assert run.returncode == 1, run.stderr  # some images failed
+        summary = json.loads(run.stdout)
+        assert summary["total"] == summary["done"] == len(expected)
+        assert summary["failed"] == len(bad) and summary["skipped"] == 0
+        assert f"{len(bad)} failed" in run.stderr and "images/s" in run.stderr
+        rows = read_rows(out)
+        assert [r["image"] for r in rows] == expected
+        results[suffix] = rows
+    jsonl = results["jsonl"]
+    for row in jsonl:
+        assert set(row) == {"image", "predictions", "model", "backend", "precision", "error"}
+        assert row["model"] == "efficientnet-lite0" and row["backend"] == "torch"
+    for path, row in zip(bad, jsonl[-len(bad):]):
+        assert row["predictions"] == [] and row["error"]["type"] == "ImageError"
+        assert BAD_FILES[path.name][0] in row["error"]["message"]
+    assert top1(next(r for r in jsonl if r["image"].endswith("chelsea.jpg"))) in CAT_CLASSES
+    for flat in (results["csv"], results["parquet"]):
+        assert list(flat[0])[:5] == ["image", "label_1", "label_en_1", "index_1", "score_1"]
+        assert "label_3" in flat[0] and "label_4" not in flat[0]
+        assert [top1(r) for r in flat] == [top1(r) for r in jsonl]
+        assert [error_of(r) for r in flat] == [error_of(r) for r in jsonl]
+        assert [r["label_1"] or None for r in flat] == [
+            r["predictions"][0]["label"] if r["predictions"] else None for r in jsonl]
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "csv", "parquet"])
+def test_kill_9_mid_run_then_resume_gives_exactly_one_row_per_image(tmp_path, suffix):
+    photos = small_photos(tmp_path / "in", 60)
+    out = tmp_path / f"out.{suffix}"
+    args = ["batch", tmp_path / "in", "-o", out, "--batch-size", "4", "--workers", "1", *FAST]
+    run = start_and_wait_for_rows(args, out, rows=8, total=len(photos))
+    workers = child_pids(run.pid)
+    run.send_signal(signal.SIGKILL)
+    run.communicate(timeout=60)
+    assert 8 <= written_rows(out) < len(photos)
+    deadline = time.monotonic() + 10  # the decoder processes die with the main one
+    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(alive(pid) for pid in workers)
+
+    resumed = shiwu(*args, "--resume", "--json")
+    assert resumed.returncode == 0, resumed.stderr
+    summary = json.loads(resumed.stdout)
+    assert summary["skipped"] >= 8 and summary["skipped"] + summary["done"] == len(photos)
+    rows = read_rows(out)
+    assert sorted(r["image"] for r in rows) == sorted(str(p) for p in photos)  # each once
+    assert all(top1(r) is not None and not error_of(r) for r in rows)
+    assert not out.with_name(out.name + ".partial.jsonl").exists()
+
+
+def test_ctrl_c_stops_after_the_current_batch_with_a_valid_file(tmp_path):
+    photos = small_photos(tmp_path / "in", 60)
+    out = tmp_path / "out.parquet"  # the hard case: the Parquet file is written on the way out
+    args = ["batch", tmp_path / "in", "-o", out, "--batch-size", "4", "--workers", "1", *FAST]
+    run = start_and_wait_for_rows(args, out, rows=4, total=len(photos))
+    os.killpg(run.pid, signal.SIGINT)  # like Ctrl-C in a terminal: the whole process group
+    _, stderr = run.communicate(timeout=120)
+    stderr = stderr.decode()
+    assert run.returncode == 130, stderr
+    assert "stopping after the current batch" in stderr and "--resume" in stderr
+    assert "Traceback" not in stderr
+    rows = read_rows(out)  # a complete, readable Parquet file
+    assert 4 <= len(rows) < len(photos) and len(rows) % 4 == 0
+    assert not out.with_name(out.name + ".partial.jsonl").exists()
+    resumed = shiwu(*args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert sorted(r["image"] for r in read_rows(out)) == sorted(str(p) for p in photos)
+
+
+def test_usage_errors_exit_2_and_leave_results_alone(tmp_path):
+    out = tmp_path / "out.jsonl"
+    assert shiwu("batch", DATA / "coffee.jpg", "-o", out, *FAST).returncode == 0
+    before = out.read_bytes()
+    for args, message in [
+        (["batch", DATA / "coffee.jpg", "-o", out], "--resume"),
+        (["batch", DATA / "coffee.jpg", "-o", tmp_path / "out.xlsx"], ".parquet"),
+        (["batch", tmp_path / "empty", "-o", tmp_path / "x.jsonl"], "no images found"),
+        (["batch", DATA / "coffee.jpg", "-o", out, "--resume", "--overwrite"], "not allowed"),
+        (["batch", DATA / "coffee.jpg"], "--out"),
+        (["batch", DATA / "coffee.jpg", "-o", out, "--resume", "-m", "no-such-model"], "no-such"),
+    ]:
+        (tmp_path / "empty").mkdir(exist_ok=True)
+        run = shiwu(*args)
+        assert run.returncode == 2, (args, run.stderr)
+        assert message in run.stderr, (args, run.stderr)
+    assert out.read_bytes() == before
+    again = shiwu("batch", DATA / "coffee.jpg", "-o", out, "--resume", *FAST)
+    assert again.returncode == 0 and "1 skipped" in again.stderr
+    assert out.read_bytes() == before
+
+
+def test_ray_engine_on_a_local_two_cpu_ray_matches_the_local_engine(tmp_path):
+    """One Ray start (slow): resume a file the local engine began, with the same schema."""
+    (tmp_path / "bad").mkdir()
+    bad = make_bad_files(tmp_path / "bad")[:4]
+    listing = tmp_path / "all.txt"
+    everything = [str(p) for p in PHOTOS] + [str(p) for p in bad]
+    listing.write_text("\n".join(everything) + "\n")
+    first = tmp_path / "first.txt"
+    first.write_text("\n".join(everything[:5]) + "\n")
+
+    local = tmp_path / "local.jsonl"
+    assert shiwu("batch", listing, "-o", local, "-k", "2", *FAST).returncode == 1
+    mixed = tmp_path / "mixed.jsonl"
+    assert shiwu("batch", first, "-o", mixed, "-k", "2", *FAST).returncode == 0
+    env = {**os.environ, "SHIWU_RAY_NUM_CPUS": "2", "RAY_USAGE_STATS_ENABLED": "0"}
+    run = shiwu("batch", listing, "-o", mixed, "-k", "2", "--resume", "--engine", "ray",
+                "--batch-size", "4", "--json", *FAST, env=env, timeout=300)
+    assert run.returncode == 1, run.stderr
+    summary = json.loads(run.stdout)
+    assert summary["engine"] == "ray"
+    assert (summary["skipped"], summary["done"], summary["failed"]) == (5, len(everything) - 5, len(bad))
+    by_image = {r["image"]: r for r in read_rows(mixed)}
+    assert len(by_image) == len(read_rows(mixed)) == len(everything)
+    for want in read_rows(local):
+        got = by_image[want["image"]]
+        assert set(got) == set(want) and got["backend"] == want["backend"] == "torch"
+        assert top1(got) == top1(want) and got["error"] == want["error"]
+        assert len(got["predictions"]) == len(want["predictions"])

@@ -13,6 +13,7 @@ from shiwu.batch import InputError, OutputError, run_batch
 from shiwu.batch.local import decode_batch, rows_for
 from shiwu.batch.sources import collect_images
 from shiwu.batch.writers import columns, flatten, open_writer
+from shiwu.preprocess import Preprocessing
 
 from conftest import CAT_CLASSES, DATA, PHOTOS
 from test_images import BAD_FILES, make_bad_files
@@ -248,3 +249,35 @@ def _probe():
     import sys
 
     return os.getpid(), "torch" in sys.modules
+
+
+class _CrashOn13(Preprocessing):
+    """Preprocessing whose process dies (like a C-level fault in a decoder) on 13x13 images."""
+
+    def __call__(self, image):
+        if image.size == (13, 13):
+            os._exit(11)
+        return super().__call__(image)
+
+
+def test_a_decoder_crash_costs_only_the_file_that_caused_it(tmp_path):
+    from dataclasses import dataclass, fields
+
+    from shiwu.batch.local import ModelOptions, run_local
+
+    @dataclass(frozen=True)
+    class Options(ModelOptions):
+        def recognizer(self, batch_size=32):
+            recognizer = super().recognizer(batch_size)
+            p = recognizer.preprocessing
+            recognizer.preprocessing = _CrashOn13(**{f.name: getattr(p, f.name) for f in fields(p)})
+            return recognizer
+
+    paths = [str(p) for p in small_photos(tmp_path, 9)]
+    Image.new("RGB", (13, 13), "red").save(tmp_path / "img_004.jpg")
+    rows = [r for batch in run_local(paths, Options(backend="torch", threads=1), batch_size=3,
+                                     workers=1) for r in batch]
+    assert [r["image"] for r in rows] == paths
+    assert [bool(r["error"]) for r in rows] == [i == 4 for i in range(9)]
+    assert "crashed" in rows[4]["error"]["message"]
+    assert all(r["predictions"] for i, r in enumerate(rows) if i != 4)

@@ -23,7 +23,8 @@ from shiwu.server.process import ServerProcess  # noqa: E402
 def server():
     with ServerProcess(["--backend", "torch", "--threads", "1", "--timeout", "1",
                         "--max-wait-ms", "5000", "--max-batch-size", "64",
-                        "--max-images", "2", "--max-queue", "2", "--no-access-log"]) as process:
+                        "--max-images", "2", "--max-queue", "2", "--warmup-seconds", "0",
+                        "--no-access-log"]) as process:
         yield process
 
 

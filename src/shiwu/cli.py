@@ -193,6 +193,9 @@ def _add_serve_command(commands) -> None:
                        help=f"most pixels in one image (default {d.max_pixels:,})")
     serve.add_argument("--timeout", type=_number(0, False), default=d.request_timeout,
                        help=f"request timeout in seconds (default {d.request_timeout:g})")
+    serve.add_argument("--warmup-seconds", type=_number(0, True), default=d.warmup_seconds,
+                       help="time allowed for running every batch size once before /readyz says "
+                            f"ready (default {d.warmup_seconds:g}; 0: no warm-up)")
     serve.add_argument("--api-key", default=None,
                        help=f"require this key on /v1/recognize (or set {ENV_API_KEY})")
     serve.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
@@ -220,7 +223,7 @@ def cmd_serve(args) -> int:
         size=args.size, max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
         max_queue=args.max_queue, max_upload_bytes=int(args.max_upload_mb * MB),
         max_images=args.max_images, max_pixels=args.max_pixels, request_timeout=args.timeout,
-        api_key=args.api_key or os.environ.get(ENV_API_KEY) or None,
+        warmup_seconds=args.warmup_seconds, api_key=args.api_key or os.environ.get(ENV_API_KEY) or None,
         cors_origins=tuple(args.cors_origin))
     try:
         run(settings, host=args.host, port=args.port, workers=args.workers,

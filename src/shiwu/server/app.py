@@ -130,11 +130,27 @@ class Service:
         recognizer = self.recognizer or Recognizer(
             s.model, backend=s.backend, precision=s.precision, threads=s.threads, size=s.size,
             batch_size=s.max_batch_size, max_pixels=s.max_pixels)
-        if s.warmup:  # first calls allocate and pick kernels; do that before saying "ready"
-            size = recognizer.preprocessing.size
-            for n in sorted({1, s.max_batch_size}):
-                recognizer.predict_arrays(np.zeros((n, 3, size, size), np.float32), 1)
+        self._warm_up(recognizer)
         return recognizer
+
+    def _warm_up(self, recognizer) -> None:
+        """Run each batch size the batcher can form, so no request pays for a first call."""
+        s = self.settings
+        if s.warmup_seconds <= 0:
+            return
+        size = recognizer.preprocessing.size
+        sizes = [1, s.max_batch_size] + list(range(2, s.max_batch_size))
+        sizes = list(dict.fromkeys(sizes))  # the extremes first, in case time runs out
+        deadline = time.monotonic() + s.warmup_seconds
+        done = 0
+        for _ in range(2):
+            for n in sizes:
+                if time.monotonic() > deadline:
+                    log.info("shiwu: warm-up stopped after %d of %d batch shapes (--warmup-seconds)",
+                             done, 2 * len(sizes))
+                    return
+                recognizer.predict_arrays(np.zeros((n, 3, size, size), np.float32), 1)
+                done += 1
 
     async def start(self) -> None:
         self.decode_pool = ThreadPoolExecutor(self.settings.decode_threads,

@@ -34,7 +34,10 @@ class ServerSettings:
     # access
     api_key: str | None = None        # required on /v1/recognize when set
     cors_origins: tuple[str, ...] = ()  # CORS is off unless origins are listed
-    warmup: bool = True
+    # Before /readyz says ready, run every batch size 1..max_batch_size (twice), within this many
+    # seconds: the first call at a new shape allocates, picks kernels, and on torchscript
+    # re-optimises the graph (seconds, not milliseconds). 0 turns warm-up off.
+    warmup_seconds: float = 20.0
 
     def __post_init__(self) -> None:
         self.cors_origins = tuple(self.cors_origins or ())
@@ -44,6 +47,8 @@ class ServerSettings:
                 raise ValueError(f"{name} must be at least 1")
         if self.max_wait_ms < 0:
             raise ValueError("max_wait_ms must not be negative")
+        if self.warmup_seconds < 0:
+            raise ValueError("warmup_seconds must not be negative")
         if self.request_timeout <= 0:
             raise ValueError("request_timeout must be positive")
         if self.max_queue < self.max_images:

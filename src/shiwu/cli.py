@@ -254,8 +254,11 @@ def _add_batch_command(commands) -> None:
     batch.add_argument("--batch-size", type=positive_int, default=32,
                        help="images per inference batch and per write (default 32)")
     batch.add_argument("--workers", "-w", type=int, default=None,
-                       help="decode processes (default: one per two CPUs; 0 decodes in the main "
+                       help="decode processes (default: one per CPU; 0 decodes in the main "
                             "process); with --engine ray, decode tasks at once")
+    batch.add_argument("--streams", type=positive_int, default=None,
+                       help="models working side by side on different batches, sharing --threads "
+                            "(default 2; 1 halves the memory)")
     batch.add_argument("--max-pixels", type=positive_int, default=None,
                        help="refuse images with more pixels (default 100,000,000)")
     batch.add_argument("--engine", choices=("local", "ray"), default="local",
@@ -280,7 +283,8 @@ def cmd_batch(args) -> int:
             overwrite=args.overwrite, model=args.model, backend=args.backend,
             precision=args.precision, threads=args.threads, size=args.size,
             max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS, topk=args.topk,
-            batch_size=args.batch_size, workers=args.workers, engine=args.engine,
+            batch_size=args.batch_size, workers=args.workers, streams=args.streams,
+            engine=args.engine,
             address=args.address, actors=args.actors, progress=not args.quiet)
     except (InputError, OutputError) as exc:
         print(f"shiwu: error: {exc}", file=sys.stderr)

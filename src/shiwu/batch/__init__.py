@@ -132,7 +132,8 @@ def run_batch(inputs: Sequence[str], out: str, *, recursive: bool = False, resum
               overwrite: bool = False, model: str | None = None, backend: str = "auto",
               precision: str = "fp32", threads: int | None = None, size: int | None = None,
               max_pixels: int = DEFAULT_MAX_PIXELS, topk: int = 5, batch_size: int = 32,
-              workers: int | None = None, engine: str = "local", address: str | None = None,
+              workers: int | None = None, streams: int | None = None, engine: str = "local",
+              address: str | None = None,
               actors: int | None = None, progress: bool = True, stdin=None,
               log: Callable[[str], None] | None = None) -> BatchSummary:
     """Recognise every image named by ``inputs`` and write one row per image to ``out``.
@@ -180,7 +181,7 @@ def run_batch(inputs: Sequence[str], out: str, *, recursive: bool = False, resum
         else:
             from .local import run_local
             batches = run_local(todo, options, topk=topk, batch_size=batch_size, workers=workers,
-                                should_stop=stop, on_ready=ready)
+                                streams=streams, should_stop=stop, on_ready=ready)
         try:
             for rows in batches:
                 writer.write(rows)

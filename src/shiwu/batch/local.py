@@ -9,12 +9,14 @@ do not inherit the inference threads of this process.
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
+import queue
 import signal
 import sys
 from collections import deque
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
@@ -210,33 +212,54 @@ def rows_for(paths: Sequence[str], decoded: Decoded, recognizer, topk: int) -> l
 
 
 def default_workers() -> int:
-    """Decode processes: one per two usable CPUs, at least one.
+    """Decode processes: one per usable CPU.
 
-    Decoding a 640x480 JPEG and preparing it costs a few milliseconds, a fraction of what the
-    model costs; more decoders than that only take cores away from inference.
+    Decoders only use a CPU while they have a batch to decode, and a 12-megapixel JPEG costs
+    several times what EfficientNet-Lite0 costs to classify it, so on a small machine they need
+    every core at times; the inference streams (one thread each) keep their share regardless.
     """
     from ..cpu import usable_cpus
 
-    return max(1, len(usable_cpus()) // 2)
+    return max(1, len(usable_cpus()))
+
+
+def plan_streams(threads: int | None, streams: int | None) -> tuple[int, int]:
+    """(streams, threads per stream) for ``threads`` inference threads in all (default: one
+    per physical core).
+
+    Two single-threaded models working on different batches beat one model with two threads:
+    no synchronisation between the threads of one operator, and no stall when a decoder takes a
+    core for a moment. Two streams (not one per core) keep memory at two copies of the model.
+    """
+    from ..cpu import default_threads
+
+    total = threads or default_threads()
+    streams = streams or min(2, total)
+    return streams, max(1, total // streams)
 
 
 def run_local(paths: Sequence[str], options: ModelOptions, *, topk: int = 5, batch_size: int = 32,
-              workers: int | None = None, should_stop: Callable[[], bool] = lambda: False,
+              workers: int | None = None, streams: int | None = None,
+              should_stop: Callable[[], bool] = lambda: False,
               on_ready: Callable[[object], None] | None = None) -> Iterator[list[dict]]:
     """Yield the rows of each batch of ``paths``, in order, until done or ``should_stop()``.
 
-    ``workers=0`` decodes in this process (no overlap; for debugging and one-core machines).
+    ``workers=0`` decodes in this process (no overlap; for debugging). ``streams`` models run
+    batches side by side, in threads of this process (default 2; see ``plan_streams``).
+    After ``should_stop()`` the batches already in the models are finished and yielded.
     """
-    recognizer = options.recognizer(batch_size)
+    streams, per_stream = plan_streams(options.threads, streams)
+    stream_options = dataclasses.replace(options, threads=per_stream)
+    recognizers = [stream_options.recognizer(batch_size) for _ in range(streams)]
     if on_ready is not None:
-        on_ready(recognizer)
-    preprocessing = recognizer.preprocessing
+        on_ready(recognizers[0])
+    preprocessing = recognizers[0].preprocessing
     chunks = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
     workers = default_workers() if workers is None else workers
     if workers <= 0 or not chunks:
         for chunk in chunks:
             yield rows_for(chunk, decode_batch(chunk, preprocessing, options.max_pixels),
-                           recognizer, topk)
+                           recognizers[0], topk)
             if should_stop():
                 return
         return
@@ -246,51 +269,78 @@ def run_local(paths: Sequence[str], options: ModelOptions, *, topk: int = 5, bat
                                    initializer=_init_worker,
                                    initargs=(preprocessing, options.max_pixels))
 
-    depth = 2 * workers  # batches decoding or decoded ahead of the model
-    # one buffer per batch in flight, plus the one the model is reading
-    slots = _Slots(depth + 1, batch_size, preprocessing.size) if _Slots.usable() else None
+    depth = workers + 1  # batches decoding or decoded, waiting for a model
+    # a buffer for each batch in the decoders and each batch in the models
+    slots = _Slots(depth + streams, batch_size, preprocessing.size) if _Slots.usable() else None
     pool = new_pool()
-    pending: deque = deque()  # (chunk, slot or None, future), in input order
+    models = ThreadPoolExecutor(streams, thread_name_prefix="shiwu-infer")
+    idle = queue.SimpleQueue()
+    for recognizer in recognizers:
+        idle.put(recognizer)
+
+    def infer(chunk, decoded):
+        recognizer = idle.get()
+        try:
+            return rows_for(chunk, decoded, recognizer, topk)
+        finally:
+            idle.put(recognizer)
+
+    decoding: deque = deque()   # (chunk, slot or None, future), in input order
+    inferring: deque = deque()  # (slot or None, future), in input order
     next_chunk = 0
 
     def submit(chunk, slot=None):
         if slots is not None and slot is None:
             slot = slots.free.popleft()
         address = slots.address(slot) if slots is not None else None
-        pending.append((chunk, slot, pool.submit(_decode_in_worker, chunk, address)))
+        decoding.append((chunk, slot, pool.submit(_decode_in_worker, chunk, address)))
 
+    def fill():
+        nonlocal next_chunk
+        while (next_chunk < len(chunks) and len(decoding) < depth
+               and (slots is None or slots.free)):
+            submit(chunks[next_chunk])
+            next_chunk += 1
+
+    stopping = False
     try:
-        while next_chunk < len(chunks) or pending:
-            while next_chunk < len(chunks) and len(pending) < depth:
-                submit(chunks[next_chunk])
-                next_chunk += 1
-            chunk, slot, future = pending.popleft()
-            try:
-                decoded = future.result()
-                if slot is not None:
-                    decoded.pixels = slots.view(slot, len(decoded.ok))
-            except BrokenProcessPool:
-                # A decoder crashed (a C-level fault in an image library). Decode this batch
-                # image by image, each in a fresh process, to find the culprit; restart the rest.
-                pool.shutdown(wait=False, cancel_futures=True)
-                decoded = _decode_isolated(chunk, preprocessing, options.max_pixels)
-                pool = new_pool()
-                retry = list(pending)
-                pending.clear()
-                for c, s_, _ in retry:
-                    submit(c, s_)
-            # keep the decoders busy while the model works on this batch
-            if next_chunk < len(chunks):
-                submit(chunks[next_chunk])
-                next_chunk += 1
-            rows = rows_for(chunk, decoded, recognizer, topk)
-            decoded = None  # drop the view before the buffer is reused
+        while decoding or inferring or (next_chunk < len(chunks) and not stopping):
+            if not stopping:
+                fill()
+            if decoding and len(inferring) < streams and not stopping:
+                chunk, slot, future = decoding.popleft()
+                try:
+                    decoded = future.result()
+                    if slot is not None:
+                        decoded.pixels = slots.view(slot, len(decoded.ok))
+                except BrokenProcessPool:
+                    # A decoder crashed (a C-level fault in an image library). Decode this
+                    # batch image by image, each in a fresh process, to find the culprit.
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    decoded = _decode_isolated(chunk, preprocessing, options.max_pixels)
+                    pool = new_pool()
+                    retry = list(decoding)
+                    decoding.clear()
+                    for c, s_, _ in retry:
+                        submit(c, s_)
+                inferring.append((slot, models.submit(infer, chunk, decoded)))
+                decoded = None
+                fill()  # keep the decoders busy while the models work
+                continue
+            if not inferring:
+                break  # stopping, and nothing in the models
+            slot, future = inferring.popleft()
+            rows = future.result()
             if slot is not None:
                 slots.free.append(slot)
             yield rows
-            if should_stop():
-                return
+            if should_stop() and not stopping:
+                stopping = True
+                for _, s_, f in decoding:
+                    f.cancel()
+                decoding.clear()
     finally:
+        models.shutdown(wait=True, cancel_futures=True)
         pool.shutdown(wait=True, cancel_futures=True)
         if slots is not None:
             slots.close()

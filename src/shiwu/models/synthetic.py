@@ -28,8 +28,9 @@ FULL_CLASSES = 54092
 CONFIGURATION = {
     "framework": "pytorch",
     "task": "general-recognition",
+    # No "model" section, as in the real file: with one, ModelScope would try to build a
+    # registered model class instead of handing the directory to GeneralRecognitionPipeline.
     "pipeline": {"type": "resnet101-general-recognition"},
-    "model": {"type": "resnet101-general-recognition"},
     "synthetic": True,
     "description": "SYNTHETIC stand-in for damo/cv_resnest101_general_recognition written by shiwu: "
                    "random weights, placeholder labels. Its predictions mean nothing.",
@@ -155,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     path = write_synthetic_model(args.directory, args.classes, seed=args.seed,
                                  wrapper=not args.no_wrapper,
                                  module_prefix=not args.no_module_prefix)
-    size = (path / "pytorch_model.pt").stat().st_size / 2**20
+    size = (path / "pytorch_model.pt").stat().st_size / 1e6
     print(f"wrote SYNTHETIC model ({args.classes} classes, {size:.0f} MB weights) to {path}")
     print(f"try: shiwu predict --model {path} photo.jpg")
     return 0

@@ -1,0 +1,234 @@
+"""The official ModelScope GeneralRecognitionPipeline against shiwu, on the 万物识别 model.
+
+Both sides load the same model directory (by default a SYNTHETIC 54,092-class one in the real
+format, written on first use by ``python -m shiwu.models.synthetic``: the real weights cannot be
+downloaded here; pass ``--model-dir`` to use a real download) and recognise the same photos one
+at a time, decode included. Each side runs in its own fresh process, so that its load time and
+peak RSS are its own. The script checks that the top-1 class index is the same on every photo
+and that the preprocessed input tensors agree, then prints latency, load time and peak RSS for
+both sides and the ratios.
+
+The official side needs ``modelscope`` with ``torchvision`` and ``opencv``, and torchvision
+needs the CUDA build of torch, so run it from a separate virtualenv (not part of CI)::
+
+    python3 -m venv /tmp/venv-ms && . /tmp/venv-ms/bin/activate
+    pip install torch==2.14.1 torchvision==0.29.1          # ~5.5 GB
+    pip install modelscope==1.40.2 opencv-python-headless && pip install -e .
+    python benchmarks/vs_modelscope.py [--repeat 2] [--backends torch,onnxruntime] [--images DIR]
+
+Without modelscope it measures shiwu alone and says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DIR = Path(tempfile.gettempdir()) / "shiwu-synthetic-cv_resnest101_general_recognition"
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def current_rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def timed_run(predict, paths, repeat):
+    """top-1 per photo and per-image seconds; the first two calls are warm-up, not timed."""
+    for path in paths[:2]:
+        predict(path)
+    top1, times = {}, []
+    for _ in range(repeat):
+        for path in paths:
+            start = time.perf_counter()
+            top1[str(path)] = predict(path)
+            times.append(time.perf_counter() - start)
+    return top1, times
+
+
+# ----------------------------------------------------------------------------- the two sides
+# Each runs in a child process: `python vs_modelscope.py --child official|shiwu ...`.
+
+def child_official(model_dir: Path, paths, repeat: int) -> dict:
+    import torch
+    from modelscope.pipelines.cv.general_recognition_pipeline import GeneralRecognitionPipeline
+
+    labels = [line.split("\t")[1] for line in
+              (model_dir / "meta_info.txt").read_text(encoding="utf-8").splitlines(keepends=True)]
+    index_of = {label: i for i, label in enumerate(labels)}  # labels keep their "\n", like the pipeline's
+
+    rss_before = current_rss_mb()
+    start = time.perf_counter()
+    # Constructed directly: pipeline() on modelscope 1.40 passes trust_remote_code, which this
+    # class's __init__(model, device) does not accept.
+    pipe = GeneralRecognitionPipeline(model=str(model_dir), device="cpu")
+    load = time.perf_counter() - start
+    rss_loaded = current_rss_mb()
+
+    def predict(path):
+        result = pipe(str(path))
+        return index_of[result["labels"][0]]
+
+    top1, times = timed_run(predict, paths, repeat)
+    inputs = {str(p): pipe.preprocess(str(p))["img"].numpy().tolist() for p in paths}
+    return {"name": f"ModelScope GeneralRecognitionPipeline (torch {torch.__version__} eager)",
+            "load_s": load, "times": times, "top1": top1, "inputs": inputs,
+            "rss_before_load_mb": rss_before, "rss_loaded_mb": rss_loaded, "peak_rss_mb": peak_rss_mb(),
+            "threads": torch.get_num_threads()}
+
+
+def child_shiwu(model_dir: Path, paths, repeat: int, backend: str, precision: str,
+                threads: int | None) -> dict:
+    rss_before = current_rss_mb()
+    start = time.perf_counter()
+    from shiwu import Recognizer
+
+    recognizer = Recognizer(str(model_dir), backend=backend, precision=precision, threads=threads,
+                            batch_size=1)
+    load = time.perf_counter() - start
+    rss_loaded = current_rss_mb()
+
+    def predict(path):
+        return recognizer.predict(path, topk=5)[0].index
+
+    top1, times = timed_run(predict, paths, repeat)
+    import torch
+
+    return {"name": f"shiwu ({recognizer.backend.name}, {recognizer.backend.precision}, torch {torch.__version__})",
+            "load_s": load, "times": times, "top1": top1,
+            "rss_before_load_mb": rss_before, "rss_loaded_mb": rss_loaded, "peak_rss_mb": peak_rss_mb(),
+            "threads": getattr(recognizer.backend, "threads", None)}
+
+
+def run_child(args, side: str, extra: list[str], python: str = sys.executable) -> dict | None:
+    command = [python, __file__, "--child", side, "--model-dir", str(args.model_dir),
+               "--images", str(args.images), "--repeat", str(args.repeat), *extra]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        print(f"--- {side} {' '.join(extra)} failed (exit {done.returncode}):\n{done.stderr[-3000:]}",
+              file=sys.stderr)
+        return None
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# ----------------------------------------------------------------------------- report
+
+def shiwu_inputs(model_dir: Path, paths) -> dict:
+    """shiwu's preprocessed tensors for the same photos (its loader: full decode for this model)."""
+    from shiwu.images import load_image
+    from shiwu.models.registry import get_model
+
+    pre = get_model(str(model_dir)).preprocessing
+    return {str(p): pre(load_image(p, min_size=pre.decode_min_size)) for p in paths}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model-dir", type=Path, default=DEFAULT_DIR,
+                        help=f"ModelScope model directory (default: synthetic, written if missing: {DEFAULT_DIR})")
+    parser.add_argument("--images", type=Path, default=ROOT / "tests" / "data")
+    parser.add_argument("--repeat", type=int, default=2, help="timed rounds over the photos (default 2)")
+    parser.add_argument("--backends", default="torch",
+                        help="shiwu backends, comma-separated backend[:precision] (default torch)")
+    parser.add_argument("--threads", type=int, default=None, help="shiwu threads (default: its own)")
+    parser.add_argument("--shiwu-python", action="append", default=[],
+                        help="also run shiwu with this interpreter, e.g. a venv with the CPU build "
+                             "of torch (repeatable; the current interpreter always runs)")
+    parser.add_argument("--child", choices=["official", "shiwu"], help=argparse.SUPPRESS)
+    parser.add_argument("--backend", default="torch", help=argparse.SUPPRESS)
+    parser.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    paths = sorted(p for p in args.images.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+
+    if args.child == "official":
+        print(json.dumps(child_official(args.model_dir, paths, args.repeat), ensure_ascii=False))
+        return 0
+    if args.child == "shiwu":
+        print(json.dumps(child_shiwu(args.model_dir, paths, args.repeat, args.backend,
+                                     args.precision, args.threads), ensure_ascii=False))
+        return 0
+
+    if not (args.model_dir / "pytorch_model.pt").is_file():
+        print(f"writing a SYNTHETIC 54,092-class model to {args.model_dir} (once) ...", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "shiwu.models.synthetic", str(args.model_dir)], check=True)
+
+    import importlib.util
+    have_official = all(importlib.util.find_spec(m) for m in ("modelscope", "torchvision", "cv2"))
+    official = run_child(args, "official", []) if have_official else None
+    if not have_official:
+        print("ModelScope's pipeline is not installed here (needs modelscope, torchvision, "
+              "opencv: see this file's docstring); measuring shiwu alone.\n", file=sys.stderr)
+
+    runs = []
+    for entry in args.backends.split(","):
+        backend, _, precision = entry.partition(":")
+        extra = ["--backend", backend, "--precision", precision or "fp32"]
+        if args.threads:
+            extra += ["--threads", str(args.threads)]
+        for python in [sys.executable, *args.shiwu_python]:
+            result = run_child(args, "shiwu", extra, python)
+            if result:
+                if python != sys.executable:
+                    result["name"] += f" [{Path(python).parent.parent.name}]"
+                runs.append(result)
+
+    config = json.loads((args.model_dir / "configuration.json").read_text(encoding="utf-8"))
+    classes = sum(1 for _ in open(args.model_dir / "meta_info.txt", encoding="utf-8"))
+    kind = "SYNTHETIC (random weights)" if config.get("synthetic") else "real"
+    print(f"{kind} ResNeSt-101, {classes:,} classes, {args.model_dir}")
+    print(f"{len(paths)} photos x {args.repeat} rounds, one image per call, decode included, "
+          f"each side in a fresh process; {os.cpu_count()} CPUs\n")
+
+    failed = False
+    if official:
+        import numpy as np
+
+        ours = shiwu_inputs(args.model_dir, paths)
+        worst = max(float(np.abs(np.asarray(official["inputs"][str(p)], dtype=np.float32) - ours[str(p)]).max())
+                    for p in paths)
+        print(f"input tensors, official vs shiwu: max abs difference {worst:.2e} over {len(paths)} photos")
+        for run in runs:
+            differ = [Path(p).name for p in official["top1"] if official["top1"][p] != run["top1"][p]]
+            same = len(official["top1"]) - len(differ)
+            print(f"top-1 index, {run['name']}: same on {same}/{len(official['top1'])} photos"
+                  + (f"; DIFFERENT on {', '.join(differ)}" if differ else ""))
+            failed |= bool(differ)
+        print()
+
+    rows = ([official] if official else []) + runs
+    base = official or (runs[0] if runs else None)
+    if base is None:
+        print("nothing ran", file=sys.stderr)
+        return 1
+    width = max(len(row["name"]) for row in rows)
+    header = (f"| {'side':<{width}} | {'median ms':>9} | {'p95 ms':>7} | {'load s':>6} | "
+              f"{'RSS loaded MB':>13} | {'peak RSS MB':>11} | {'speed-up':>8} | {'peak RSS ratio':>14} |")
+    print(header)
+    print("|" + "|".join("-" * len(c) for c in header.split("|")[1:-1]) + "|")
+    base_median = statistics.median(base["times"])
+    for row in rows:
+        median = statistics.median(row["times"])
+        p95 = sorted(row["times"])[int(0.95 * (len(row["times"]) - 1))]
+        print(f"| {row['name']:<{width}} | {median * 1e3:9.1f} | {p95 * 1e3:7.1f} | {row['load_s']:6.2f} | "
+              f"{row['rss_loaded_mb']:13.0f} | {row['peak_rss_mb']:11.0f} | "
+              f"{base_median / median:7.2f}x | {row['peak_rss_mb'] / base['peak_rss_mb']:13.2f}x |")
+    if official:
+        print("\nspeed-up = official median / this median; peak RSS ratio = this / official. "
+              "load s: constructing the pipeline / Recognizer (weights read, network built).")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -9,11 +9,28 @@ CAT_CLASSES = set(range(281, 286))  # tabby, tiger cat, Persian, Siamese, Egypti
 PHOTOS = sorted(p for p in DATA.iterdir() if p.suffix in (".jpg", ".png"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """Exports, int8 models and --backend auto choices go to a cache of this test session,
+    never the user's; subprocesses inherit it through the environment."""
+    import os
+
+    folder = tmp_path_factory.mktemp("shiwu-cache")
+    old = os.environ.get("SHIWU_CACHE")
+    os.environ["SHIWU_CACHE"] = str(folder)
+    yield folder
+    if old is None:
+        os.environ.pop("SHIWU_CACHE", None)
+    else:
+        os.environ["SHIWU_CACHE"] = old
+
+
 @pytest.fixture(scope="session")
 def recognizer():
+    """The reference: torch eager, fp32."""
     from shiwu import Recognizer
 
-    return Recognizer(threads=2)
+    return Recognizer(backend="torch", threads=2)
 
 
 @pytest.fixture(scope="session")

@@ -42,6 +42,8 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                         help="intra-op threads (default: physical cores)")
     parser.add_argument("--size", "-s", type=input_size, default=None,
                         help="input resolution, e.g. 224, 196, 168 (default: the model's)")
+    parser.add_argument("--calibration", metavar="DIR", default=None,
+                        help="photos to calibrate int8 on (default: shiwu's bundled photos)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,6 +59,15 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--json", action="store_true", help="one JSON object per image (JSON Lines)")
     _add_model_options(predict)
     predict.set_defaults(run=cmd_predict)
+
+    export = commands.add_parser("export", help="write the model as ONNX, TorchScript or OpenVINO IR")
+    export.add_argument("--format", "-f", required=True, choices=("onnx", "torchscript", "openvino"))
+    export.add_argument("--out", "-o", required=True, help="output file (.onnx, .pt or .xml)")
+    export.add_argument("--model", "-m", default=DEFAULT_MODEL, help="model name")
+    export.add_argument("--size", "-s", type=input_size, default=None, help="input resolution")
+    export.add_argument("--precision", "-p", default="fp32", choices=("fp32", "int8"))
+    export.add_argument("--calibration", metavar="DIR", default=None, help="photos to calibrate int8 on")
+    export.set_defaults(run=cmd_export)
 
     doctor = commands.add_parser("doctor", help="show the CPU, threads, versions and available backends")
     doctor.add_argument("--json", action="store_true", help="print JSON")
@@ -95,7 +106,8 @@ def cmd_predict(args) -> int:
     from .recognizer import Recognizer
 
     recognizer = Recognizer(args.model, backend=args.backend, precision=args.precision,
-                            threads=args.threads, size=args.size, batch_size=args.batch_size)
+                            threads=args.threads, size=args.size, batch_size=args.batch_size,
+                            calibration=args.calibration)
     failed = 0
     for result in recognizer.iter_recognize(args.images, topk=args.topk):
         if result.error is not None:
@@ -125,6 +137,22 @@ def format_predictions(result) -> str:
         english = f"  {p.label_en}" if p.label_en else ""
         lines.append(f"  {rank}. {pad(p.label, width)}  {p.score * 100:5.1f}%{english}")
     return "\n".join(lines)
+
+
+def cmd_export(args) -> int:
+    from .backends.export import export_for_deployment
+    from .models.registry import get_model
+
+    spec = get_model(args.model)
+    size = args.size or spec.preprocessing.size
+    for path in export_for_deployment(spec, size=size, fmt=args.format, out=args.out,
+                                      precision=args.precision, calibration=args.calibration):
+        print(path)
+    pre = spec.preprocessing.with_size(size)
+    print(f"input: float32 NCHW (batch, 3, {size}, {size}), RGB; resize short side to {pre.resize_short}, "
+          f"centre crop {size}, (pixel - {pre.mean}) / {pre.std} on the 0-255 scale; output: logits",
+          file=sys.stderr)
+    return EXIT_OK
 
 
 def cmd_doctor(args) -> int:

@@ -8,12 +8,15 @@ import os
 import platform
 
 from . import __version__
+from .backends.auto import remembered_choices
+from .backends.cache import cache_dir
 from .cpu import cpu_features, cpu_model, default_threads, physical_cores, usable_cpus
 
 # backend name -> (python module, distribution for its version, why it may be missing)
 OPTIONAL_RUNTIMES = {
-    "onnxruntime": ("onnxruntime", "onnxruntime", "pip install 'shiwu[onnx]'"),
-    "openvino": ("openvino", "openvino", "pip install 'shiwu[openvino]'"),
+    "onnxruntime": ("onnxruntime", "onnxruntime", "pip install onnxruntime"),
+    "openvino": ("openvino", "openvino", "pip install openvino"),
+    "nncf (openvino int8)": ("nncf", "nncf", "pip install 'shiwu[int8]'"),
     "ipex": ("intel_extension_for_pytorch", "intel-extension-for-pytorch",
              "Intel Extension for PyTorch stopped at 2.8 and has no build for torch 2.13; "
              "the other backends cover what it did"),
@@ -59,6 +62,8 @@ def report() -> dict:
             "mkldnn": torch.backends.mkldnn.is_available(),
         },
         "backends": runtimes,
+        "cache_dir": str(cache_dir()),
+        "auto_choices": remembered_choices(),
     }
 
 
@@ -86,4 +91,12 @@ def format_report(info: dict) -> str:
         state = f"available ({entry['version']})" if entry["available"] else "missing"
         note = f" — {entry['note']}" if entry.get("note") else ""
         lines.append(f"  {name:<12} {state}{note}")
+    lines.append(f"cache:           {info['cache_dir']}")
+    choices = info["auto_choices"]
+    lines.append("--backend auto:  " + ("nothing measured yet (the first run measures)" if not choices else
+                                        "remembered choices"))
+    for c in choices:
+        timings = ", ".join(f"{k} {v:.2f} ms" for k, v in c.get("ms_per_image", {}).items())
+        lines.append(f"  {c['model']} {c['size']}px {c['precision']} {c['threads']} threads -> "
+                     f"{c['winner']}  ({timings}; measured {c.get('measured_at', '?')})")
     return "\n".join(lines)

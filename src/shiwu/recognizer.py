@@ -53,13 +53,16 @@ class Recognizer:
 
     def __init__(self, model: str | None = None, *, backend: str = "auto",
                  precision: str = "fp32", threads: int | None = None, size: int | None = None,
-                 batch_size: int = 8, max_pixels: int = DEFAULT_MAX_PIXELS):
+                 batch_size: int = 8, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 calibration: str | None = None):
         self.spec = get_model(model)
         self.preprocessing = (self.spec.preprocessing if size is None
                               else self.spec.preprocessing.with_size(size))
         self.labels = self.spec.labels()
+        # int8 is calibrated on real photos: shiwu's bundled ones, or the folder given here.
+        options = {"calibration": calibration} if precision == "int8" else {}
         self.backend = create_backend(backend, self.spec, size=self.preprocessing.size,
-                                      precision=precision, threads=threads)
+                                      precision=precision, threads=threads, **options)
         self.batch_size = max(1, int(batch_size))
         self.max_pixels = max_pixels
 

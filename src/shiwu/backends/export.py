@@ -73,3 +73,47 @@ def export_torchscript(spec, size: int, target: Path) -> Path:
     with cache.atomic_output(target) as tmp:
         torch.jit.save(frozen, str(tmp))
     return target
+
+
+FORMATS = ("onnx", "torchscript", "openvino")
+
+
+def export_for_deployment(spec, *, size: int, fmt: str, out: Path, precision: str = "fp32",
+                          calibration=None) -> list[Path]:
+    """Write the model in ``fmt`` to ``out`` for use outside shiwu, with its labels beside it
+    (``<out>.labels.tsv``: index, Chinese, English). Returns the files written."""
+    import shutil
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
+    if precision not in ("fp32", "int8") or (precision == "int8" and fmt == "torchscript"):
+        from . import BackendUnavailable
+        raise BackendUnavailable(f"{fmt} export supports fp32{' and int8' if fmt != 'torchscript' else ''}, "
+                                 f"not {precision}")
+    written = [out]
+    if fmt == "torchscript":
+        export_torchscript(spec, size, out)
+    elif fmt == "onnx":
+        if precision == "int8":
+            from .quantize import cached_onnx_int8
+            source = cached_onnx_int8(spec, size, calibration=calibration)
+        else:
+            source = cached_onnx(spec, size)
+        shutil.copyfile(source, out)
+    else:
+        if precision == "int8":
+            from .quantize import cached_openvino_int8
+            source = cached_openvino_int8(spec, size, calibration=calibration)
+            shutil.copyfile(source.with_suffix(".bin"), out.with_suffix(".bin"))
+            shutil.copyfile(source, out)
+        else:
+            import openvino as ov
+            ov.save_model(ov.Core().read_model(str(cached_onnx(spec, size))), str(out), compress_to_fp16=False)
+        written.append(out.with_suffix(".bin"))
+    labels = spec.labels()
+    label_file = out.with_name(out.name + ".labels.tsv")
+    label_file.write_text("".join(f"{i}\t{zh}\t{en}\n" for i, (zh, en) in enumerate(zip(labels.zh, labels.en))),
+                          encoding="utf-8")
+    return written + [label_file]

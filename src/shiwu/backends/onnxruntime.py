@@ -19,7 +19,7 @@ def _import():
     try:
         import onnxruntime
     except ImportError:
-        raise BackendUnavailable("onnxruntime is not installed: pip install 'shiwu[onnx]'") from None
+        raise BackendUnavailable("onnxruntime is not installed: pip install onnxruntime") from None
     return onnxruntime
 
 

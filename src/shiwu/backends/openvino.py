@@ -20,7 +20,7 @@ def _import():
     try:
         import openvino
     except ImportError:
-        raise BackendUnavailable("openvino is not installed: pip install 'shiwu[openvino]'") from None
+        raise BackendUnavailable("openvino is not installed: pip install openvino") from None
     return openvino
 
 

@@ -1,15 +1,16 @@
 """Load on `shiwu serve` over loopback: micro-batching against one image per inference.
 
-Starts a real server process twice on a free 127.0.0.1 port — once with ``--max-batch-size 1``
-(every request its own inference, the baseline) and once with micro-batching — and sends each
+Starts two real server processes on free 127.0.0.1 ports — one with ``--max-batch-size 1``
+(every request its own inference: the baseline) and one with micro-batching — and sends each
 the same bounded load: ``--concurrency`` clients (default 32) sending ``--requests`` requests
-in total (default 2,000), one photo from tests/data per request as a raw body, cycling through
-the photos. Reports, per server: throughput, p50 / p95 / p99 latency, 5xx and other failures,
-answers that disagree with the first answer for the same photo, mean inference batch size
-(from /metrics), and the server's resident memory before and after the load; then the ratios
-against the baseline measured in the same run.
+(default 2,000) per server, one photo from tests/data per request as a raw body, cycling
+through the photos. The load alternates between the two servers in ``--rounds`` rounds, so that
+other work on the machine hurts both alike. Reports, per server: throughput, p50 / p95 / p99
+latency, 5xx and other failures, answers whose top-1 differs from the first answer for the
+same photo, mean inference batch size and model time per image (from /metrics), and the
+server's resident memory before and after the load; then the ratios against the baseline.
 
-Clients and server share this machine's cores, so the absolute numbers include the clients'
+Clients and servers share this machine's cores, so the absolute numbers include the clients'
 own cost; the ratio is the point. Usage:
 
     python benchmarks/serve_load.py [--requests 2000] [--concurrency 32] [--backend auto]
@@ -21,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -46,8 +46,11 @@ def metric(text: str, name: str) -> float:
     return float(match.group(1)) if match else 0.0
 
 
+TOP1: dict[str, int] = {}  # photo -> top-1 index of the first answer, across servers and rounds
+
+
 async def load(url: str, photos: list[tuple[str, bytes]], requests: int, concurrency: int) -> dict:
-    latencies, statuses, top1 = [], [], {}
+    latencies, statuses = [], []
     disagreements = transport_errors = 0
     next_index = 0
 
@@ -68,7 +71,7 @@ async def load(url: str, photos: list[tuple[str, bytes]], requests: int, concurr
             statuses.append(response.status_code)
             if response.status_code == 200:
                 index = response.json()["results"][0]["predictions"][0]["index"]
-                if top1.setdefault(name, index) != index:
+                if TOP1.setdefault(name, index) != index:
                     disagreements += 1
 
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
@@ -80,33 +83,30 @@ async def load(url: str, photos: list[tuple[str, bytes]], requests: int, concurr
             "disagreements": disagreements, "transport_errors": transport_errors}
 
 
-def run_one(label: str, server_args: list[str], photos, args) -> dict:
-    with ServerProcess(server_args) as server:
-        print(f"  {label}: server pid {server.pid}, {' '.join(server_args)}", file=sys.stderr, flush=True)
-        asyncio.run(load(server.url, photos, args.warmup, min(args.concurrency, args.warmup)))
-        before_metrics = httpx.get(server.url + "/metrics").text
-        rss_before = server.rss_bytes()
-        result = asyncio.run(load(server.url, photos, args.requests, args.concurrency))
-        rss_after = server.rss_bytes()
-        after_metrics = httpx.get(server.url + "/metrics").text
-    batches = metric(after_metrics, "shiwu_batch_size_count") - metric(before_metrics, "shiwu_batch_size_count")
-    images = metric(after_metrics, "shiwu_batch_size_sum") - metric(before_metrics, "shiwu_batch_size_sum")
-    ok = sum(1 for s in result["statuses"] if s == 200)
+def summarise(label: str, runs: list[dict], server: ServerProcess, rss_before: int,
+              before_metrics: str, after_metrics: str) -> dict:
+    def delta(name):
+        return metric(after_metrics, name) - metric(before_metrics, name)
+
+    latencies = [x for run in runs for x in run["latencies"]]
+    statuses = [x for run in runs for x in run["statuses"]]
+    elapsed = sum(run["elapsed"] for run in runs)
+    batches, images = delta("shiwu_batch_size_count"), delta("shiwu_batch_size_sum")
+    ok = sum(1 for s in statuses if s == 200)
     return {
         "label": label,
-        "throughput": ok / result["elapsed"],
-        "p50": percentile(result["latencies"], 50) * 1000,
-        "p95": percentile(result["latencies"], 95) * 1000,
-        "p99": percentile(result["latencies"], 99) * 1000,
-        "mean": statistics.fmean(result["latencies"]) * 1000 if result["latencies"] else float("nan"),
+        "throughput": ok / elapsed,
+        "p50": percentile(latencies, 50) * 1000,
+        "p95": percentile(latencies, 95) * 1000,
+        "p99": percentile(latencies, 99) * 1000,
         "ok": ok,
-        "5xx": sum(1 for s in result["statuses"] if s >= 500),
-        "other": sum(1 for s in result["statuses"] if s != 200 and s < 500) + result["transport_errors"],
-        "wrong": result["disagreements"],
+        "5xx": sum(1 for s in statuses if s >= 500),
+        "other": sum(1 for s in statuses if s != 200 and s < 500) + sum(r["transport_errors"] for r in runs),
+        "wrong": sum(run["disagreements"] for run in runs),
         "batch": images / batches if batches else float("nan"),
+        "infer_ms": delta("shiwu_inference_duration_seconds_sum") / images * 1000 if images else float("nan"),
         "rss_before": rss_before / 2**20,
-        "rss_after": rss_after / 2**20,
-        "elapsed": result["elapsed"],
+        "rss_after": server.rss_bytes() / 2**20,
     }
 
 
@@ -115,6 +115,8 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=2000, help="requests per server (default 2000)")
     parser.add_argument("--concurrency", type=int, default=32, help="concurrent clients (default 32)")
     parser.add_argument("--warmup", type=int, default=64, help="requests before measuring (default 64)")
+    parser.add_argument("--rounds", type=int, default=4,
+                        help="alternating rounds the requests are split into (default 4)")
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--threads", type=int, default=None, help="server inference threads")
     parser.add_argument("--max-batch-size", type=int, default=16)
@@ -129,21 +131,47 @@ def main() -> int:
         common += ["--threads", str(args.threads)]
     print(f"{len(photos)} photos, {args.requests} requests per server, {args.concurrency} concurrent "
           f"clients, backend {args.backend}", file=sys.stderr)
-    rows = [
-        run_one("batch size 1", common + ["--max-batch-size", "1", "--max-wait-ms", "0"], photos, args),
-        run_one(f"micro-batch ≤{args.max_batch_size}, {args.max_wait_ms:g} ms",
-                common + ["--max-batch-size", str(args.max_batch_size),
-                          "--max-wait-ms", str(args.max_wait_ms)], photos, args),
+    configs = [
+        ("batch size 1", ["--max-batch-size", "1", "--max-wait-ms", "0"]),
+        (f"micro-batch ≤{args.max_batch_size}, {args.max_wait_ms:g} ms",
+         ["--max-batch-size", str(args.max_batch_size), "--max-wait-ms", str(args.max_wait_ms)]),
     ]
+    servers = []
+    try:
+        for label, extra in configs:
+            servers.append(ServerProcess(common + extra).start())
+            print(f"  {label}: server pid {servers[-1].pid}", file=sys.stderr, flush=True)
+        # Other work on this machine comes and goes: both servers stay up (an idle one costs
+        # nothing) and take the load in alternating rounds, so a busy minute hurts both alike.
+        for server in servers:
+            asyncio.run(load(server.url, photos, args.warmup, min(args.concurrency, args.warmup)))
+        before = [httpx.get(server.url + "/metrics").text for server in servers]
+        rss = [server.rss_bytes() for server in servers]
+        runs = [[] for _ in servers]
+        per_round = -(-args.requests // args.rounds)
+        done = 0
+        while done < args.requests:
+            n = min(per_round, args.requests - done)
+            for i, server in enumerate(servers):
+                runs[i].append(asyncio.run(load(server.url, photos, n, args.concurrency)))
+            done += n
+            print(f"  {done}/{args.requests} requests per server", file=sys.stderr, flush=True)
+        rows = [summarise(label, runs[i], servers[i], rss[i], before[i],
+                          httpx.get(servers[i].url + "/metrics").text)
+                for i, (label, _) in enumerate(configs)]
+    finally:
+        for server in servers:
+            server.stop()
     base = rows[0]
     header = (f"{'server':<26} {'req/s':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'5xx':>4} "
-              f"{'other':>5} {'wrong':>5} {'batch':>6} {'RSS MB before→after':>20} {'throughput':>10}")
+              f"{'other':>5} {'wrong':>5} {'batch':>6} {'infer ms/img':>12} {'RSS MB before→after':>20} {'throughput':>10}")
     print(header)
     print("-" * len(header))
     for row in rows:
         rss = f"{row['rss_before']:.0f} → {row['rss_after']:.0f}"
         print(f"{row['label']:<26} {row['throughput']:>7.1f} {row['p50']:>8.1f} {row['p95']:>8.1f} "
               f"{row['p99']:>8.1f} {row['5xx']:>4} {row['other']:>5} {row['wrong']:>5} {row['batch']:>6.2f} "
+              f"{row['infer_ms']:>12.1f} "
               f"{rss:>20} {row['throughput'] / base['throughput']:>9.2f}×")
     best = rows[1]
     print(f"\nmicro-batching vs batch size 1: throughput {best['throughput'] / base['throughput']:.2f}×, "

@@ -142,12 +142,16 @@ class MicroBatcher:
                 continue
             await self._infer(loop, batch)
 
+    def _predict(self, arrays: list[np.ndarray], topk: int):
+        # On the inference thread: even stacking a batch (megabytes) stays off the event loop.
+        return self.predict(np.stack(arrays), topk)
+
     async def _infer(self, loop, batch: list[_Item]) -> None:
         topk = max(item.topk for item in batch)
         started = time.perf_counter()
+        arrays = [item.array for item in batch]
         try:
-            stacked = np.stack([item.array for item in batch])
-            outputs = await loop.run_in_executor(self._executor, self.predict, stacked, topk)
+            outputs = await loop.run_in_executor(self._executor, self._predict, arrays, topk)
         except asyncio.CancelledError:
             for item in batch:
                 if not item.future.done():

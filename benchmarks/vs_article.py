@@ -58,7 +58,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=Path, default=ROOT / "tests" / "data")
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--backends", default="torch", help="comma-separated backend[:precision] list")
+    parser.add_argument("--backends", default="torch,onnxruntime,openvino,openvino:bf16",
+                        help="comma-separated backend[:precision] list")
     args = parser.parse_args()
     paths = sorted(p for p in args.images.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
 

@@ -58,16 +58,20 @@ class BatchSummary:
     def images_per_second(self) -> float:
         return self.done / self.seconds if self.seconds > 0 else 0.0
 
+    steady_from: tuple = (0.0, 0)  # (seconds, rows done) where the steady part begins
+
     @property
     def steady_images_per_second(self) -> float:
-        """Throughput after the first batch: what a long run settles at, without start-up."""
-        span = self.seconds - self.startup_seconds
-        rest = self.done - self.first_batch
-        return rest / span if rest > 0 and span > 0 else self.images_per_second
+        """Throughput once the pipeline is full: from the first batch after a quarter of the rows
+        (model load, the first batch and the decoders' head start left out) to the end."""
+        start, done = self.steady_from
+        span, rest = self.seconds - start, self.done - done
+        return rest / span if rest > 0 and span > 0 and done else self.images_per_second
 
     def to_dict(self) -> dict:
         data = asdict(self)
         data.pop("failures")
+        data.pop("steady_from")
         data.update(remaining=self.remaining, images_per_second=round(self.images_per_second, 2),
                     steady_images_per_second=round(self.steady_images_per_second, 2),
                     seconds=round(self.seconds, 3), startup_seconds=round(self.startup_seconds, 3))
@@ -193,6 +197,8 @@ def run_batch(inputs: Sequence[str], out: str, *, recursive: bool = False, resum
                     summary.backend = summary.backend or first.get("backend", "")
                     summary.precision = summary.precision or first.get("precision", "")
                 summary.done += len(rows)
+                if not summary.steady_from[1] and summary.done >= max(len(todo) / 4, 2 * len(rows)):
+                    summary.steady_from = (time.perf_counter() - started, summary.done)
                 for row in rows:
                     if row.get("error"):
                         summary.failed += 1

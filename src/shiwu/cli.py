@@ -212,7 +212,8 @@ def _add_serve_command(commands) -> None:
     serve.add_argument("--max-wait-ms", type=_number(0, True), default=d.max_wait_ms,
                        help=f"longest wait for a batch to fill, in ms (default {d.max_wait_ms:g})")
     serve.add_argument("--max-queue", type=positive_int, default=d.max_queue,
-                       help=f"images waiting before requests get 503 (default {d.max_queue})")
+                       help=f"images in progress (decoding, queued, in a batch) before requests "
+                            f"get 503 (default {d.max_queue})")
     serve.add_argument("--max-upload-mb", type=_number(0, False), default=d.max_upload_bytes / MB,
                        help=f"largest request body in MiB (default {d.max_upload_bytes / MB:g})")
     serve.add_argument("--max-images", type=positive_int, default=d.max_images,
@@ -262,6 +263,15 @@ def cmd_serve(args) -> int:
     return EXIT_OK
 
 
+def _count(text: str) -> int:
+    if text.strip() == "0":
+        return 0
+    try:
+        return positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}") from None
+
+
 def _add_batch_command(commands) -> None:
     batch = commands.add_parser(
         "batch", help="label folders or file lists into JSONL/CSV/Parquet, resumably",
@@ -281,7 +291,7 @@ def _add_batch_command(commands) -> None:
     batch.add_argument("--topk", "-k", type=positive_int, default=5, help="labels per image (default 5)")
     batch.add_argument("--batch-size", type=positive_int, default=32,
                        help="images per inference batch and per write (default 32)")
-    batch.add_argument("--workers", "-w", type=int, default=None,
+    batch.add_argument("--workers", "-w", type=_count, default=None,
                        help="decode processes (default: one per CPU; 0 decodes in the main "
                             "process); with --engine ray, decode tasks at once")
     batch.add_argument("--streams", type=positive_int, default=None,
@@ -313,7 +323,8 @@ def cmd_batch(args) -> int:
             max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS, topk=args.topk,
             batch_size=args.batch_size, workers=args.workers, streams=args.streams,
             engine=args.engine,
-            address=args.address, actors=args.actors, progress=not args.quiet)
+            address=args.address, actors=args.actors,
+            calibration=getattr(args, "calibration", None), progress=not args.quiet)
     except (InputError, OutputError) as exc:
         print(f"shiwu: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -78,6 +78,11 @@ class BatchSummary:
         return data
 
     def format(self) -> str:
+        if not self.done and not self.interrupted:
+            lines = [f"nothing to do: all {self.total} images are already in {self.output}"]
+            if self.failed_before:
+                lines.append(f"{self.failed_before} of them failed (rows with an \"error\")")
+            return "\n".join(lines)
         lines = [
             f"{self.done} images in {self.seconds:.1f} s ({self.images_per_second:.1f} images/s; "
             f"{self.steady_images_per_second:.1f} images/s after start-up), "
@@ -138,7 +143,8 @@ def run_batch(inputs: Sequence[str], out: str, *, recursive: bool = False, resum
               max_pixels: int = DEFAULT_MAX_PIXELS, topk: int = 5, batch_size: int = 32,
               workers: int | None = None, streams: int | None = None, engine: str = "local",
               address: str | None = None,
-              actors: int | None = None, progress: bool = True, stdin=None,
+              actors: int | None = None, calibration: str | None = None,
+              progress: bool = True, stdin=None,
               log: Callable[[str], None] | None = None) -> BatchSummary:
     """Recognise every image named by ``inputs`` and write one row per image to ``out``.
 
@@ -155,7 +161,7 @@ def run_batch(inputs: Sequence[str], out: str, *, recursive: bool = False, resum
     if not paths:
         hint = "" if recursive else " (add --recursive to look into sub-folders)"
         raise InputError(f"no images found in {', '.join(map(str, inputs))}{hint}")
-    options = ModelOptions(model, backend, precision, threads, size, max_pixels)
+    options = ModelOptions(model, backend, precision, threads, size, max_pixels, calibration)
     writer = open_writer(out, topk=topk, resume=resume, overwrite=overwrite,
                          model=_model_name(model))
     summary = BatchSummary(output=str(out), total=len(paths), engine=engine)

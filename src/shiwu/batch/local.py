@@ -1,10 +1,15 @@
-"""The local engine: decode in worker processes, infer in batches in this one, overlapped.
+"""The local engine: decoder processes overlapped with batched inference in this process.
 
-Worker processes decode and preprocess whole batches (JPEG draft decoding, resize, crop,
-normalise) while this process runs the model on the batch before; a few batches are kept in
-flight so the model never waits for a decoder unless decoding is really the slower side.
-Workers are started with ``spawn``: they import Pillow and numpy, never torch or a runtime, and
-do not inherit the inference threads of this process.
+::
+
+    paths ─▶ decoder processes ─▶ shared-memory batch buffers ─▶ inference streams ─▶ rows
+             (spawned: Pillow +    (no pickling of pixels)        (threads of this
+              numpy, no torch)                                     process, a model each)
+
+Decoders work on whole batches (JPEG draft decoding, resize, crop, normalise) and stay a few
+batches ahead; two models ("streams", one thread each on a 2-core machine) work on different
+batches at once, so a core freed by a decoder is picked up at once, without the stalls of one
+model synchronising two threads. Rows come out in input order.
 """
 
 from __future__ import annotations
@@ -37,13 +42,15 @@ class ModelOptions:
     threads: int | None = None
     size: int | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
+    calibration: str | None = None  # int8: folder of photos to calibrate on
 
     def recognizer(self, batch_size: int = 32):
         from ..recognizer import Recognizer
 
+        extra = {"calibration": self.calibration} if self.calibration else {}
         return Recognizer(self.model, backend=self.backend, precision=self.precision,
                           threads=self.threads, size=self.size, batch_size=batch_size,
-                          max_pixels=self.max_pixels)
+                          max_pixels=self.max_pixels, **extra)
 
 
 @dataclass

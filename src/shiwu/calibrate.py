@@ -82,13 +82,22 @@ def view_batch(photos: list[Path], preprocessing: Preprocessing, per_photo: int,
     return preprocessing.batch(images)
 
 
+def _calibration_photos(folder: str | Path | None) -> list[Path]:
+    return photos_in(folder) if folder else bundled_photos()
+
+
+def calibration_id(folder: str | Path | None = None, count: int = 128) -> str:
+    """Names a calibration set in cache keys without decoding it."""
+    photos = _calibration_photos(folder)
+    return f"{'user' if folder else 'bundled'}-{photo_set_id(photos)}-{count}"
+
+
 def calibration_batch(preprocessing: Preprocessing, folder: str | Path | None = None,
-                      count: int = 128) -> tuple[np.ndarray, str]:
-    """Calibration inputs and an id for cache keys; the bundled photos unless ``folder``."""
-    photos = photos_in(folder) if folder else bundled_photos()
+                      count: int = 128) -> np.ndarray:
+    """Calibration inputs: views of the bundled photos, or of the photos in ``folder``."""
+    photos = _calibration_photos(folder)
     per_photo = max(1, -(-count // len(photos)))
-    batch = view_batch(photos, preprocessing, per_photo, seed=1234)[:count]
-    return batch, f"{'user' if folder else 'bundled'}-{photo_set_id(photos)}-{len(batch)}"
+    return view_batch(photos, preprocessing, per_photo, seed=1234)[:count]
 
 
 def top1_agreement(reference_logits: np.ndarray, logits: np.ndarray) -> float:

@@ -62,20 +62,30 @@ def _record(path: Path, reference: np.ndarray, quantized: np.ndarray, calibratio
     return verdict
 
 
+def _int8_entry(spec, size: int, calibration, *, kind: str, runtime: str, suffix: str) -> tuple[Path, str]:
+    from ..calibrate import calibration_id
+
+    calib_id = calibration_id(calibration, CALIBRATION_IMAGES)
+    path = cache.entry_path(model=spec.name, fingerprint=cache.weights_fingerprint(spec.weights_path()),
+                            size=size, precision="int8", kind=kind,
+                            runtime_version=f"{runtime}-{calib_id}", suffix=suffix)
+    return path, calib_id
+
+
+def _calibration(spec, size: int, calibration) -> np.ndarray:
+    from ..calibrate import calibration_batch
+
+    return calibration_batch(spec.preprocessing.with_size(size), calibration, CALIBRATION_IMAGES)
+
+
 def _run_in_chunks(run, batch: np.ndarray, chunk: int = 16) -> np.ndarray:
     return np.concatenate([run(batch[i:i + chunk]) for i in range(0, len(batch), chunk)])
 
 
 def cached_openvino_int8(spec, size: int, *, calibration=None, rebuild: bool = False) -> Path:
     """An NNCF-quantized OpenVINO IR (.xml + .bin), built once and checked against fp32."""
-    from ..calibrate import calibration_batch
-
-    ov_version, nncf_version = _version("openvino"), _version("nncf")
-    pre = spec.preprocessing.with_size(size)
-    calib, calib_id = calibration_batch(pre, calibration, CALIBRATION_IMAGES)
-    path = cache.entry_path(model=spec.name, fingerprint=cache.weights_fingerprint(spec.weights_path()),
-                            size=size, precision="int8", kind="openvino-int8",
-                            runtime_version=f"ov-{ov_version}-nncf-{nncf_version}-{calib_id}", suffix=".xml")
+    path, calib_id = _int8_entry(spec, size, calibration, kind="openvino-int8", suffix=".xml",
+                                 runtime=f"ov-{_version('openvino')}-nncf-{_version('nncf')}")
     if rebuild:
         cache.discard(path)
         cache.discard(path.with_suffix(".bin"))
@@ -86,6 +96,7 @@ def cached_openvino_int8(spec, size: int, *, calibration=None, rebuild: bool = F
     import nncf
     import openvino as ov
 
+    calib = _calibration(spec, size, calibration)
     print(f"shiwu: quantizing {spec.name} to int8 with NNCF on {len(calib)} calibration views (once)",
           file=sys.stderr)
     core = ov.Core()
@@ -112,15 +123,9 @@ def cached_openvino_int8(spec, size: int, *, calibration=None, rebuild: bool = F
 
 def cached_onnx_int8(spec, size: int, *, calibration=None, rebuild: bool = False) -> Path:
     """An ONNX Runtime static-quantized (QDQ, per-channel) model, built once and checked."""
-    from ..calibrate import calibration_batch
-
-    ort_version = _version("onnxruntime")
-    _version("onnx")
-    pre = spec.preprocessing.with_size(size)
-    calib, calib_id = calibration_batch(pre, calibration, CALIBRATION_IMAGES)
-    path = cache.entry_path(model=spec.name, fingerprint=cache.weights_fingerprint(spec.weights_path()),
-                            size=size, precision="int8", kind="onnx-int8",
-                            runtime_version=f"ort-{ort_version}-{calib_id}", suffix=".onnx")
+    _version("onnx")  # the quantizer's own dependency
+    path, calib_id = _int8_entry(spec, size, calibration, kind="onnx-int8", suffix=".onnx",
+                                 runtime=f"ort-{_version('onnxruntime')}")
     if rebuild:
         cache.discard(path)
     if path.exists() and _verdict(path):
@@ -139,6 +144,7 @@ def cached_onnx_int8(spec, size: int, *, calibration=None, rebuild: bool = False
         def get_next(self):
             return next(self.items, None)
 
+    calib = _calibration(spec, size, calibration)
     print(f"shiwu: quantizing {spec.name} to int8 for ONNX Runtime on {len(calib)} calibration views (once)",
           file=sys.stderr)
     fp32_path = export.cached_onnx(spec, size)

@@ -68,8 +68,10 @@ def test_a_full_queue_answers_503_with_retry_after(server):
     thread.join()
     assert response.status_code == 503, (response.text, first["response"].text)
     assert response.headers["retry-after"] == "1" and "busy" in response.json()["detail"]
+    assert "2 images are in progress (limit 2)" in response.json()["detail"]
     assert first["response"].status_code == 504
     # after the timeout the queued images are dropped: the queue is empty again
     metrics = httpx.get(server.url + "/metrics").text
+    assert "shiwu_images_in_progress 0.0" in metrics
     assert "shiwu_queue_images 0.0" in metrics, [l for l in metrics.splitlines() if "queue" in l]
     assert 'shiwu_errors_total{kind="overloaded"} 1.0' in metrics

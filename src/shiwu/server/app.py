@@ -74,7 +74,9 @@ class Metrics:
                                     buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64))
         self.inference = Histogram("shiwu_inference_duration_seconds", "Time of one inference batch",
                                    registry=r, buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5))
-        self.queue = Gauge("shiwu_queue_images", "Images waiting for inference", registry=r)
+        self.queue = Gauge("shiwu_queue_images", "Images decoded and waiting for inference", registry=r)
+        self.in_flight = Gauge("shiwu_images_in_progress", "Images being decoded, queued or inferred",
+                               registry=r)
         self.ready = Gauge("shiwu_model_ready", "1 once the model is loaded and warmed up", registry=r)
 
     def observe_batch(self, size: int, seconds: float) -> None:
@@ -117,6 +119,7 @@ class Service:
         self.recognizer = recognizer
         self.batcher: MicroBatcher | None = None
         self.error: str | None = None
+        self.in_flight = 0  # images accepted and not yet answered
         self.decode_pool: ThreadPoolExecutor | None = None
 
     @property
@@ -129,7 +132,8 @@ class Service:
         s = self.settings
         recognizer = self.recognizer or Recognizer(
             s.model, backend=s.backend, precision=s.precision, threads=s.threads, size=s.size,
-            batch_size=s.max_batch_size, max_pixels=s.max_pixels)
+            batch_size=s.max_batch_size, max_pixels=s.max_pixels,
+            **({"calibration": s.calibration} if s.calibration else {}))
         self._warm_up(recognizer)
         return recognizer
 
@@ -168,6 +172,7 @@ class Service:
                                observe=self.metrics.observe_batch)
         batcher.start()
         self.metrics.queue.set_function(lambda: batcher.queued)
+        self.metrics.in_flight.set_function(lambda: self.in_flight)
         self.batcher = batcher
         self.metrics.ready.set(1)
         log.info("shiwu: %s ready (%s, %s) in %.1f s; batches of up to %d, waiting at most %g ms",
@@ -185,6 +190,17 @@ class Service:
         return self.recognizer.preprocessing(self.recognizer.load(data))
 
     async def recognize(self, uploads: list[tuple[str, bytes]], topk: int) -> list[Result]:
+        # Refuse before decoding, not after: at most max_queue images are in the works at once
+        # (decoding, queued or in a batch), which bounds memory and time under overload.
+        if self.in_flight + len(uploads) > self.settings.max_queue:
+            raise QueueFull(f"{self.in_flight} images are in progress (limit {self.settings.max_queue})")
+        self.in_flight += len(uploads)
+        try:
+            return await self._recognize(uploads, topk)
+        finally:
+            self.in_flight -= len(uploads)
+
+    async def _recognize(self, uploads: list[tuple[str, bytes]], topk: int) -> list[Result]:
         loop = asyncio.get_running_loop()
         rec = self.recognizer
         arrays = await asyncio.gather(

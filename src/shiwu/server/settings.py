@@ -20,10 +20,11 @@ class ServerSettings:
     precision: str = "fp32"
     threads: int | None = None
     size: int | None = None
+    calibration: str | None = None    # photos to calibrate --precision int8 on
     # micro-batching
     max_batch_size: int = 16
     max_wait_ms: float = 5.0
-    max_queue: int = 256              # images waiting for inference before 503 + Retry-After
+    max_queue: int = 256              # images in progress (decoding, queued, inferred); 503 above
     # limits
     max_upload_bytes: int = 20 * MB   # whole request body; 413 above
     max_images: int = 16              # images in one request; 413 above

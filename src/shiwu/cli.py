@@ -34,15 +34,14 @@ def input_size(text: str) -> int:
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", "-m", default=DEFAULT_MODEL,
                         help=f"model name (default {DEFAULT_MODEL}; see `shiwu models`)")
-    # None = not given: `shiwu tune`'s settings for the model apply, else the defaults below
-    parser.add_argument("--backend", "-b", default=None, choices=BACKENDS,
-                        help="inference runtime (default: tuned, else auto)")
-    parser.add_argument("--precision", "-p", default=None, choices=PRECISIONS,
-                        help="numeric precision (default: tuned, else fp32)")
+    parser.add_argument("--backend", "-b", default="auto", choices=BACKENDS,
+                        help="inference runtime (default auto)")
+    parser.add_argument("--precision", "-p", default="fp32", choices=PRECISIONS,
+                        help="numeric precision (default fp32)")
     parser.add_argument("--threads", "-t", type=positive_int, default=None,
-                        help="intra-op threads (default: tuned, else physical cores)")
+                        help="intra-op threads (default: physical cores)")
     parser.add_argument("--size", "-s", type=input_size, default=None,
-                        help="input resolution, e.g. 224, 196, 168 (default: tuned, else the model's)")
+                        help="input resolution, e.g. 224, 196, 168 (default: the model's)")
     parser.add_argument("--calibration", metavar="DIR", default=None,
                         help="photos to calibrate int8 on (default: shiwu's bundled photos)")
 
@@ -56,8 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict = commands.add_parser("predict", help="recognise images and print their top labels")
     predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     predict.add_argument("--topk", "-k", type=positive_int, default=5, help="labels per image (default 5)")
-    predict.add_argument("--batch-size", type=positive_int, default=None,
-                         help="images per inference batch (default: tuned, else 8)")
+    predict.add_argument("--batch-size", type=positive_int, default=8, help="images per inference batch")
     predict.add_argument("--json", action="store_true", help="one JSON object per image (JSON Lines)")
     _add_model_options(predict)
     predict.set_defaults(run=cmd_predict)

@@ -122,6 +122,9 @@ def main() -> int:
     parser.add_argument("--max-batch-size", type=int, default=16)
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
     parser.add_argument("--images", type=Path, default=ROOT / "tests" / "data")
+    parser.add_argument("--server-arg", action="append", default=[], metavar="ARG",
+                        help="extra `shiwu serve` argument for both servers (repeatable), "
+                             "e.g. --server-arg=--decode-threads=1")
     args = parser.parse_args()
 
     photos = [(p.name, p.read_bytes()) for p in sorted(args.images.iterdir())
@@ -129,6 +132,7 @@ def main() -> int:
     common = ["--backend", args.backend, "--no-access-log", "--max-queue", str(max(256, 4 * args.concurrency))]
     if args.threads:
         common += ["--threads", str(args.threads)]
+    common += args.server_arg
     print(f"{len(photos)} photos, {args.requests} requests per server, {args.concurrency} concurrent "
           f"clients, backend {args.backend}", file=sys.stderr)
     configs = [

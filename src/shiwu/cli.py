@@ -222,6 +222,8 @@ def _add_serve_command(commands) -> None:
                        help=f"most pixels in one image (default {d.max_pixels:,})")
     serve.add_argument("--timeout", type=_number(0, False), default=d.request_timeout,
                        help=f"request timeout in seconds (default {d.request_timeout:g})")
+    serve.add_argument("--decode-threads", type=positive_int, default=d.decode_threads,
+                       help=f"threads decoding and preprocessing uploads (default {d.decode_threads})")
     serve.add_argument("--warmup-seconds", type=_number(0, True), default=d.warmup_seconds,
                        help="time allowed for running every batch size once before /readyz says "
                             f"ready (default {d.warmup_seconds:g}; 0: no warm-up)")
@@ -253,6 +255,7 @@ def cmd_serve(args) -> int:
         max_queue=args.max_queue, max_upload_bytes=int(args.max_upload_mb * MB),
         max_images=args.max_images, max_pixels=args.max_pixels, request_timeout=args.timeout,
         calibration=args.calibration, warmup_seconds=args.warmup_seconds,
+        decode_threads=args.decode_threads,
         api_key=args.api_key or os.environ.get(ENV_API_KEY) or None,
         cors_origins=tuple(args.cors_origin))
     try:

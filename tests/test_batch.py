@@ -120,10 +120,15 @@ def test_existing_damaged_locked_or_mismatched_outputs_are_refused(tmp_path):
         open_writer(out, topk=1, resume=True)
     with pytest.raises(OutputError, match=r"\.jsonl, \.csv or \.parquet"):
         open_writer(tmp_path / "out.xlsx", topk=1)
+    before = out.read_bytes()
     overwritten = open_writer(out, topk=1, overwrite=True)
     assert overwritten.done == set()
     overwritten.close()
-    assert out.read_bytes() == b""
+    assert out.read_bytes() == before  # nothing written: the old results stay
+    overwritten = open_writer(out, topk=1, overwrite=True)
+    overwritten.write([row("b.jpg")])
+    overwritten.close()
+    assert [json.loads(line)["image"] for line in out.read_text().splitlines()] == ["b.jpg"]
 
 
 def test_csv_is_excel_friendly_and_resume_cuts_a_torn_quoted_row(tmp_path):
@@ -281,3 +286,34 @@ def test_a_decoder_crash_costs_only_the_file_that_caused_it(tmp_path):
     assert [bool(r["error"]) for r in rows] == [i == 4 for i in range(9)]
     assert "crashed" in rows[4]["error"]["message"]
     assert all(r["predictions"] for i, r in enumerate(rows) if i != 4)
+
+
+def test_a_run_that_writes_nothing_leaves_no_file_behind(tmp_path):
+    for suffix in ("jsonl", "csv", "parquet"):
+        out = tmp_path / f"out.{suffix}"
+        open_writer(out, topk=1).close()  # e.g. the backend could not be loaded
+        assert not out.exists() and not list(tmp_path.iterdir())
+    for suffix in ("jsonl", "csv", "parquet"):  # existing results are never removed
+        out = tmp_path / f"out.{suffix}"
+        writer = open_writer(out, topk=1)
+        writer.write([row("a.jpg")])
+        writer.close()
+        before = out.read_bytes()
+        for how in ({"resume": True}, {"overwrite": True}):
+            open_writer(out, topk=1, **how).close()
+            assert out.read_bytes() == before
+        writer = open_writer(out, topk=1, overwrite=True)
+        writer.write([row("b.jpg")])
+        writer.close()
+        assert [r["image"] for r in read_back(out)] == ["b.jpg"]
+
+
+def read_back(out):
+    import csv
+
+    if out.suffix == ".jsonl":
+        return [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    if out.suffix == ".csv":
+        with open(out, encoding="utf-8-sig", newline="") as handle:
+            return list(csv.DictReader(handle))
+    return pq.read_table(out).to_pylist()

@@ -129,14 +129,29 @@ class _AppendFile:
         if _exists_nonempty(path) and not (resume or overwrite):
             raise OutputError(f"{path} already exists{what}: add --resume to continue it, "
                               "or --overwrite to start again")
+        existed = path.exists()
         self.handle = open(path, "a+b")
         _lock(self.handle, path)
-        if overwrite:
-            self.handle.truncate(0)
+        # --overwrite empties the file at the first write, not now: if the run never gets that
+        # far (the model failed to load, Ctrl-C during start-up), the old results stay.
+        self.truncate_first = overwrite
+        # A file that starts out empty and gets no row is removed again on close, so it does
+        # not stand in the way of the next run.
+        self.fresh = not existed or os.fstat(self.handle.fileno()).st_size == 0
+        self.rows_written = 0
 
-    def write(self, data: bytes) -> None:
+    @property
+    def empty(self) -> bool:
+        """Whether the next write starts the file (so a CSV header goes first)."""
+        return self.truncate_first or os.fstat(self.handle.fileno()).st_size == 0
+
+    def write(self, data: bytes, rows: int = 0) -> None:
+        if self.truncate_first:
+            self.handle.truncate(0)
+            self.truncate_first = False
         self.handle.write(data)
         self.handle.flush()  # each batch reaches the OS before the next one starts
+        self.rows_written += rows
 
     def cut(self, offset: int) -> None:
         size = os.fstat(self.handle.fileno()).st_size
@@ -145,8 +160,16 @@ class _AppendFile:
                   "left by an interrupted run")
             self.handle.truncate(offset)
 
+    @property
+    def unused(self) -> bool:
+        return self.fresh and not self.rows_written
+
     def close(self) -> None:
         if self.handle.closed:
+            return
+        if self.unused:
+            self.path.unlink(missing_ok=True)  # still locked: nobody else is using it
+            self.handle.close()
             return
         self.handle.flush()
         try:
@@ -211,9 +234,9 @@ class JsonlWriter:
             self.failed_before += 1
 
     def write(self, rows: Iterable[dict]) -> None:
-        data = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-        if data:
-            self.file.write(data.encode("utf-8"))
+        lines = [json.dumps(row, ensure_ascii=False) + "\n" for row in rows]
+        if lines:
+            self.file.write("".join(lines).encode("utf-8"), rows=len(lines))
 
     def close(self) -> None:
         self.file.close()
@@ -235,8 +258,6 @@ class CsvWriter:
         self.failed_before = 0  # rows with an error among them
         if resume:
             self._resume()
-        if os.fstat(self.file.handle.fileno()).st_size == 0:
-            self.file.write(b"\xef\xbb\xbf" + self._encode([self.columns]))
 
     def _encode(self, records) -> bytes:
         buffer = io.StringIO()
@@ -301,7 +322,8 @@ class CsvWriter:
             flat = flatten(row, self.topk)
             records.append(["" if flat[c] is None else flat[c] for c in self.columns])
         if records:
-            self.file.write(self._encode(records))
+            header = b"\xef\xbb\xbf" + self._encode([self.columns]) if self.file.empty else b""
+            self.file.write(header + self._encode(records), rows=len(records))
 
     def close(self) -> None:
         self.file.close()
@@ -346,8 +368,9 @@ class ParquetWriter:
         self.old_images: set[str] = set()
         self.failed_before = 0
         self.models = set(self.journal.models)
-        if overwrite and path.exists():
-            path.unlink()  # a later resume must not merge the rows this run replaces
+        # --overwrite: the old file goes at the first write (a later resume must not merge the
+        # rows this run replaces), and stays if this run writes nothing
+        self.unlink_first = overwrite
         if self.keep_old:
             try:
                 parquet = pq.ParquetFile(path)
@@ -371,11 +394,18 @@ class ParquetWriter:
         self.failed_before += self.journal.failed_before
 
     def write(self, rows: Iterable[dict]) -> None:
+        rows = list(rows)
+        if rows and self.unlink_first:
+            self.path.unlink(missing_ok=True)
+            self.unlink_first = False
         self.journal.write(rows)
 
     def close(self) -> None:
         """Write the Parquet file (old rows + journal), then remove the journal."""
         if self.journal.file.handle.closed:
+            return
+        if self.journal.file.unused and not self.keep_old:
+            self.journal.close()  # nothing written: the output stays as it was, or absent
             return
         self.journal.file.handle.flush()
         try:

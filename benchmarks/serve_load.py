@@ -1,10 +1,11 @@
 """Load on `shiwu serve` over loopback: micro-batching against one image per inference.
 
-Starts two real server processes on free 127.0.0.1 ports — one with ``--max-batch-size 1``
-(every request its own inference: the baseline) and one with micro-batching — and sends each
+Starts three real server processes on free 127.0.0.1 ports — ``--max-batch-size 1`` (every
+request its own inference: the baseline), micro-batching up to ``--max-batch-size`` (16), and
+the default ``auto`` (the batch size measured at start-up) — and sends each
 the same bounded load: ``--concurrency`` clients (default 32) sending ``--requests`` requests
 (default 2,000) per server, one photo from tests/data per request as a raw body, cycling
-through the photos. The load alternates between the two servers in ``--rounds`` rounds, so that
+through the photos. The load alternates between the servers in ``--rounds`` rounds, so that
 other work on the machine hurts both alike. Reports, per server: throughput, p50 / p95 / p99
 latency, 5xx and other failures, answers whose top-1 differs from the first answer for the
 same photo, mean inference batch size and model time per image (from /metrics), and the
@@ -139,12 +140,17 @@ def main() -> int:
         ("batch size 1", ["--max-batch-size", "1", "--max-wait-ms", "0"]),
         (f"micro-batch ≤{args.max_batch_size}, {args.max_wait_ms:g} ms",
          ["--max-batch-size", str(args.max_batch_size), "--max-wait-ms", str(args.max_wait_ms)]),
+        (f"auto (measured), {args.max_wait_ms:g} ms", ["--max-wait-ms", str(args.max_wait_ms)]),
     ]
     servers = []
     try:
         for label, extra in configs:
             servers.append(ServerProcess(common + extra).start())
-            print(f"  {label}: server pid {servers[-1].pid}", file=sys.stderr, flush=True)
+            batching = httpx.get(servers[-1].url + "/v1/models").json()["batching"]
+            print(f"  {label}: server pid {servers[-1].pid}, batches of up to "
+                  f"{batching['max_batch_size']}", file=sys.stderr, flush=True)
+            if batching["measurement"]:
+                print(f"    measured: {batching['measurement']}", file=sys.stderr, flush=True)
         # Other work on this machine comes and goes: both servers stay up (an idle one costs
         # nothing) and take the load in alternating rounds, so a busy minute hurts both alike.
         for server in servers:
@@ -167,19 +173,20 @@ def main() -> int:
         for server in servers:
             server.stop()
     base = rows[0]
-    header = (f"{'server':<26} {'req/s':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'5xx':>4} "
+    header = (f"{'server':<28} {'req/s':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'5xx':>4} "
               f"{'other':>5} {'wrong':>5} {'batch':>6} {'infer ms/img':>12} {'RSS MB before→after':>20} {'throughput':>10}")
     print(header)
     print("-" * len(header))
     for row in rows:
         rss = f"{row['rss_before']:.0f} → {row['rss_after']:.0f}"
-        print(f"{row['label']:<26} {row['throughput']:>7.1f} {row['p50']:>8.1f} {row['p95']:>8.1f} "
+        print(f"{row['label']:<28} {row['throughput']:>7.1f} {row['p50']:>8.1f} {row['p95']:>8.1f} "
               f"{row['p99']:>8.1f} {row['5xx']:>4} {row['other']:>5} {row['wrong']:>5} {row['batch']:>6.2f} "
               f"{row['infer_ms']:>12.1f} "
               f"{rss:>20} {row['throughput'] / base['throughput']:>9.2f}×")
-    best = rows[1]
-    print(f"\nmicro-batching vs batch size 1: throughput {best['throughput'] / base['throughput']:.2f}×, "
-          f"p50 latency {base['p50'] / best['p50']:.2f}× lower, p99 {base['p99'] / best['p99']:.2f}× lower")
+    print()
+    for row in rows[1:]:
+        print(f"{row['label']} vs batch size 1: throughput {row['throughput'] / base['throughput']:.2f}×, "
+              f"p50 latency {base['p50'] / row['p50']:.2f}× lower, p99 {base['p99'] / row['p99']:.2f}× lower")
     failed = any(row["5xx"] or row["wrong"] for row in rows)
     return 1 if failed else 0
 

@@ -144,3 +144,20 @@ def test_the_page_asks_for_the_api_key_when_the_server_wants_one(browser, keyed_
         shoot(page, tmp_path, "web-coffee-desktop.png")
     finally:
         context.close()
+
+
+def test_a_server_with_default_settings_measured_its_batch_size(server):
+    """No --max-batch-size: the server timed batches of 1, 4, 8, 16 and batches only if it pays."""
+    import httpx
+
+    batching = httpx.get(server.url + "/v1/models").json()["batching"]
+    assert batching["chosen_by"] == "measurement"
+    per_image = {int(n): ms for n, ms in batching["measurement"]["per_image_ms"].items()}
+    assert set(per_image) == {1, 4, 8, 16} and all(ms > 0 for ms in per_image.values())
+    chosen = batching["max_batch_size"]
+    if chosen == 1:
+        assert batching["measurement"]["gain"] < 1.10
+    else:
+        assert per_image[chosen] == min(per_image.values()) and per_image[1] / per_image[chosen] >= 1.10
+    assert f"shiwu_max_batch_size {float(chosen)}" in httpx.get(server.url + "/metrics").text
+

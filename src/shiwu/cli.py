@@ -207,8 +207,10 @@ def _add_serve_command(commands) -> None:
     serve.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
     serve.add_argument("--workers", type=positive_int, default=1,
                        help="processes, each with its own model and batcher (default 1)")
-    serve.add_argument("--max-batch-size", type=positive_int, default=d.max_batch_size,
-                       help=f"most images in one inference batch (default {d.max_batch_size})")
+    serve.add_argument("--max-batch-size", type=lambda t: None if t == "auto" else positive_int(t),
+                       default=None, metavar="N|auto",
+                       help="most images in one inference batch (default auto: the size with the "
+                            "lowest model time per image here, 1 unless batches are >=10%% cheaper)")
     serve.add_argument("--max-wait-ms", type=_number(0, True), default=d.max_wait_ms,
                        help=f"longest wait for a batch to fill, in ms (default {d.max_wait_ms:g})")
     serve.add_argument("--max-queue", type=positive_int, default=d.max_queue,

@@ -35,7 +35,7 @@ from .. import __version__
 from ..images import ImageError, describe
 from ..recognizer import Result
 from .batcher import MicroBatcher, QueueFull
-from .settings import ServerSettings
+from .settings import AUTO_BATCH_SIZES, BATCH_GAIN_NEEDED, ServerSettings
 
 log = logging.getLogger("uvicorn.error")  # shows up with uvicorn's own start-up lines
 
@@ -78,6 +78,8 @@ class Metrics:
         self.in_flight = Gauge("shiwu_images_in_progress", "Images being decoded, queued or inferred",
                                registry=r)
         self.ready = Gauge("shiwu_model_ready", "1 once the model is loaded and warmed up", registry=r)
+        self.max_batch = Gauge("shiwu_max_batch_size", "Largest inference batch the server forms",
+                               registry=r)
 
     def observe_batch(self, size: int, seconds: float) -> None:
         self.batch_size.observe(size)
@@ -120,6 +122,8 @@ class Service:
         self.batcher: MicroBatcher | None = None
         self.error: str | None = None
         self.in_flight = 0  # images accepted and not yet answered
+        self.max_batch_size: int | None = settings.max_batch_size  # decided at start-up when None
+        self.batch_measurement: dict | None = None  # what decided it
         self.decode_pool: ThreadPoolExecutor | None = None
 
     @property
@@ -132,18 +136,42 @@ class Service:
         s = self.settings
         recognizer = self.recognizer or Recognizer(
             s.model, backend=s.backend, precision=s.precision, threads=s.threads, size=s.size,
-            batch_size=s.max_batch_size, max_pixels=s.max_pixels,
+            batch_size=s.max_batch_size or max(AUTO_BATCH_SIZES), max_pixels=s.max_pixels,
             **({"calibration": s.calibration} if s.calibration else {}))
-        self._warm_up(recognizer)
+        self.max_batch_size = s.max_batch_size or self._measure_batch_size(recognizer)
+        self._warm_up(recognizer, self.max_batch_size)
         return recognizer
 
-    def _warm_up(self, recognizer) -> None:
+    def _measure_batch_size(self, recognizer) -> int:
+        """The batch size with the lowest model time per image (1 unless batching clearly pays)."""
+        size = recognizer.preprocessing.size
+        batches = {n: np.zeros((n, 3, size, size), np.float32) for n in AUTO_BATCH_SIZES}
+        per_image = dict.fromkeys(AUTO_BATCH_SIZES, float("inf"))
+        for n, batch in batches.items():  # first calls allocate and compile: not timed
+            recognizer.predict_arrays(batch, 1)
+        for _ in range(3):  # interleaved, best of 3: other work on the machine hurts all alike
+            for n, batch in batches.items():
+                started = time.perf_counter()
+                recognizer.predict_arrays(batch, 1)
+                per_image[n] = min(per_image[n], (time.perf_counter() - started) / n)
+        best = min(AUTO_BATCH_SIZES, key=per_image.get)
+        gain = per_image[1] / per_image[best]
+        chosen = best if gain >= BATCH_GAIN_NEEDED else 1
+        self.batch_measurement = {"per_image_ms": {str(n): round(t * 1000, 2) for n, t in per_image.items()},
+                                  "gain": round(gain, 3), "gain_needed": BATCH_GAIN_NEEDED}
+        log.info("shiwu: model time per image by batch size: %s; batches of %d pay %.2fx "
+                 "(%.2fx needed): batches of up to %d",
+                 ", ".join(f"{n}: {t * 1000:.1f} ms" for n, t in per_image.items()), best, gain,
+                 BATCH_GAIN_NEEDED, chosen)
+        return chosen
+
+    def _warm_up(self, recognizer, max_batch_size: int) -> None:
         """Run each batch size the batcher can form, so no request pays for a first call."""
         s = self.settings
         if s.warmup_seconds <= 0:
             return
         size = recognizer.preprocessing.size
-        sizes = [1, s.max_batch_size] + list(range(2, s.max_batch_size))
+        sizes = [1, max_batch_size] + list(range(2, max_batch_size))
         sizes = list(dict.fromkeys(sizes))  # the extremes first, in case time runs out
         deadline = time.monotonic() + s.warmup_seconds
         done = 0
@@ -167,7 +195,7 @@ class Service:
             log.error("shiwu: model could not be loaded: %s", self.error)
             return
         self.recognizer = recognizer
-        batcher = MicroBatcher(recognizer.predict_arrays, max_batch_size=self.settings.max_batch_size,
+        batcher = MicroBatcher(recognizer.predict_arrays, max_batch_size=self.max_batch_size,
                                max_wait_ms=self.settings.max_wait_ms, max_queue=self.settings.max_queue,
                                observe=self.metrics.observe_batch)
         batcher.start()
@@ -177,7 +205,8 @@ class Service:
         self.metrics.ready.set(1)
         log.info("shiwu: %s ready (%s, %s) in %.1f s; batches of up to %d, waiting at most %g ms",
                  recognizer.model_name, recognizer.backend.name, recognizer.backend.precision,
-                 time.perf_counter() - started, self.settings.max_batch_size, self.settings.max_wait_ms)
+                 time.perf_counter() - started, self.max_batch_size, self.settings.max_wait_ms)
+        self.metrics.max_batch.set(self.max_batch_size)
 
     async def stop(self) -> None:
         if self.batcher is not None:
@@ -412,7 +441,9 @@ def create_app(settings: ServerSettings | None = None, *, recognizer=None) -> Fa
             "limits": {"max_upload_bytes": settings.max_upload_bytes, "max_images": settings.max_images,
                        "max_pixels": settings.max_pixels, "max_topk": settings.max_topk,
                        "request_timeout_s": settings.request_timeout},
-            "batching": {"max_batch_size": settings.max_batch_size, "max_wait_ms": settings.max_wait_ms},
+            "batching": {"max_batch_size": service.max_batch_size, "max_wait_ms": settings.max_wait_ms,
+                         "chosen_by": "setting" if settings.max_batch_size else "measurement",
+                         "measurement": service.batch_measurement},
             "version": __version__,
         }
 

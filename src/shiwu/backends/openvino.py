@@ -60,12 +60,14 @@ class OpenVINOBackend:
             return export.cached_onnx(spec, size, rebuild=rebuild)
 
         path = locate(False)
+        # Compiling from the path (not a read_model object) lets OpenVINO load its cached blob
+        # directly: no ONNX parsing, and about half the peak memory for a large model.
         try:
-            compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+            compiled = core.compile_model(str(path), "CPU", config)
         except RuntimeError:  # unreadable model file: rebuild it once
             discard(path)
             path = locate(True)
-            compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+            compiled = core.compile_model(str(path), "CPU", config)
         self.model_path = path
         self.request = compiled.create_infer_request()
         self._lock = threading.Lock()  # one infer request: calls from several threads take turns

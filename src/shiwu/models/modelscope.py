@@ -159,7 +159,7 @@ def download_hint(model_id: str = MODEL_ID, searched: list[Path] | None = None) 
     searched = candidate_dirs(model_id) if searched is None else searched
     local = "./cv_resnest101_general_recognition"
     lines = [
-        f"Download it once (about 630 MB; needs `pip install modelscope`), then point shiwu at it:",
+        "Download it once (about 630 MB; needs `pip install modelscope`), then point shiwu at it:",
         f"    {download_command(model_id, local)}",
         f"    shiwu predict --model {local} photo.jpg",
         "shiwu never downloads at run time. Looked in:",

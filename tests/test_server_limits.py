@@ -24,7 +24,7 @@ def server():
     with ServerProcess(["--backend", "torch", "--threads", "1", "--timeout", "1",
                         "--max-wait-ms", "5000", "--max-batch-size", "64",
                         "--max-images", "2", "--max-queue", "2", "--warmup-seconds", "0",
-                        "--no-access-log"]) as process:
+                        "--cors-origin", "https://app.example", "--no-access-log"]) as process:
         yield process
 
 
@@ -75,3 +75,17 @@ def test_a_full_queue_answers_503_with_retry_after(server):
     assert "shiwu_images_in_progress 0.0" in metrics
     assert "shiwu_queue_images 0.0" in metrics, [l for l in metrics.splitlines() if "queue" in l]
     assert 'shiwu_errors_total{kind="overloaded"} 1.0' in metrics
+
+
+def test_cors_allows_only_the_listed_origin(server):
+    def preflight(origin):
+        return httpx.options(server.url + "/v1/recognize", headers={
+            "Origin": origin, "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "x-api-key"})
+
+    allowed = preflight("https://app.example")
+    assert allowed.status_code == 200
+    assert allowed.headers["access-control-allow-origin"] == "https://app.example"
+    refused = preflight("https://evil.example")
+    assert "access-control-allow-origin" not in refused.headers
+

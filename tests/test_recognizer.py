@@ -64,11 +64,11 @@ def test_result_json_follows_the_design_contract(recognizer):
 
 
 def test_threads_and_size_are_settable():
-    small = Recognizer(threads=1, size=168)
+    small = Recognizer(backend="torch", threads=1, size=168)
     assert torch.get_num_threads() == 1
     assert small.preprocessing.size == 168 and small.preprocessing.resize_short == 192
     assert small.predict(DATA / "coffee.jpg", topk=1)[0].index == 967
-    Recognizer(threads=2)
+    Recognizer(backend="torch", threads=2)
     assert torch.get_num_threads() == 2
 
 

@@ -9,9 +9,7 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("fastapi")
-pytest.importorskip("uvicorn")
-httpx = pytest.importorskip("httpx")
+import httpx
 
 from conftest import CAT_CLASSES, DATA, PHOTOS  # noqa: E402
 from test_images import BAD_FILES, png_claiming  # noqa: E402

@@ -10,9 +10,7 @@ import time
 
 import pytest
 
-pytest.importorskip("fastapi")
-pytest.importorskip("uvicorn")
-httpx = pytest.importorskip("httpx")
+import httpx
 
 from conftest import DATA  # noqa: E402
 

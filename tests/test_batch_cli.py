@@ -189,8 +189,18 @@ def test_usage_errors_exit_2_and_leave_results_alone(tmp_path):
     assert out.read_bytes() == before
 
 
-def test_ray_engine_on_a_local_two_cpu_ray_matches_the_local_engine(tmp_path):
-    """One Ray start (slow): resume a file the local engine began, with the same schema."""
+RAY_ENV = {"SHIWU_RAY_NUM_CPUS": "2", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def expected_rows(images, topk):
+    from shiwu import Recognizer
+
+    results = Recognizer(backend="torch", threads=1).recognize(images, topk=topk)
+    return {r.image: r.to_dict() for r in results}
+
+
+def test_ray_engine_on_a_local_two_cpu_ray_resumes_what_the_local_engine_began(tmp_path):
+    """shiwu starts its own Ray (2 CPUs) and finishes a file the local engine began."""
     (tmp_path / "bad").mkdir()
     bad = make_bad_files(tmp_path / "bad")[:4]
     listing = tmp_path / "all.txt"
@@ -199,21 +209,41 @@ def test_ray_engine_on_a_local_two_cpu_ray_matches_the_local_engine(tmp_path):
     first = tmp_path / "first.txt"
     first.write_text("\n".join(everything[:5]) + "\n")
 
-    local = tmp_path / "local.jsonl"
-    assert shiwu("batch", listing, "-o", local, "-k", "2", *FAST).returncode == 1
     mixed = tmp_path / "mixed.jsonl"
     assert shiwu("batch", first, "-o", mixed, "-k", "2", *FAST).returncode == 0
-    env = {**os.environ, "SHIWU_RAY_NUM_CPUS": "2", "RAY_USAGE_STATS_ENABLED": "0"}
     run = shiwu("batch", listing, "-o", mixed, "-k", "2", "--resume", "--engine", "ray",
-                "--batch-size", "4", "--json", *FAST, env=env, timeout=300)
+                "--batch-size", "4", "--json", *FAST, env={**os.environ, **RAY_ENV})
     assert run.returncode == 1, run.stderr
     summary = json.loads(run.stdout)
     assert summary["engine"] == "ray"
     assert (summary["skipped"], summary["done"], summary["failed"]) == (5, len(everything) - 5, len(bad))
-    by_image = {r["image"]: r for r in read_rows(mixed)}
-    assert len(by_image) == len(read_rows(mixed)) == len(everything)
-    for want in read_rows(local):
-        got = by_image[want["image"]]
+    rows = read_rows(mixed)
+    by_image = {r["image"]: r for r in rows}
+    assert len(by_image) == len(rows) == len(everything)
+    for image, want in expected_rows(everything, 2).items():
+        got = by_image[image]
         assert set(got) == set(want) and got["backend"] == want["backend"] == "torch"
         assert top1(got) == top1(want) and got["error"] == want["error"]
         assert len(got["predictions"]) == len(want["predictions"])
+
+
+def test_ray_engine_joins_a_running_cluster_with_address(tmp_path):
+    """--address: a cluster started elsewhere (here by this test, 2 CPUs) runs the job."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        address = ray.get_runtime_context().gcs_address
+        out = tmp_path / "out.csv"
+        images = [DATA / "coffee.jpg", DATA / "chelsea.jpg", tmp_path / "missing.jpg"]
+        run = shiwu("batch", *images, "-o", out, "--engine", "ray", "--address", address, "-k", "1",
+                    "--json", *FAST, env={**os.environ, **RAY_ENV})
+        assert run.returncode == 1, run.stderr
+        assert json.loads(run.stdout)["engine"] == "ray"
+        rows = {Path(r["image"]).name: r for r in read_rows(out)}
+        assert rows["coffee.jpg"]["label_1"] == "浓缩咖啡" and rows["coffee.jpg"]["index_1"] == "967"
+        assert int(rows["chelsea.jpg"]["index_1"]) in CAT_CLASSES
+        assert rows["missing.jpg"]["error_message"] == "file not found"
+        assert ray.is_initialized()  # shiwu left the cluster running: it only disconnected
+    finally:
+        ray.shutdown()

@@ -1,7 +1,7 @@
 """How close does `shiwu batch` come to the model's own speed, on this machine?
 
 For 640x480 photos and for 12-megapixel JPEGs (generated from the test photos, with grain so
-they compress like real camera files: about 2.7 MB), this measures, in one run:
+they compress like real camera files: about 2 MB), this measures, in one run:
 
 - pure inference: the same backend and threads on ready-made batches (no files, no decoding),
   the faster of one model with all threads and two models sharing them: the ceiling;
@@ -194,7 +194,8 @@ def main() -> None:
             for path in paths[:SHORT_RUN]:
                 os.link(path, short / path.name)
             folders[name] = (folder, short, paths)
-        megabytes = {name: paths[0].stat().st_size / 2**20 for name, (_, _, paths) in folders.items()}
+        megabytes = {name: sum(p.stat().st_size for p in paths) / len(paths) / 2**20
+                     for name, (_, _, paths) in folders.items()}
 
         for threads in options(args.threads, default_threads()):
             work = max(args.images, 4 * args.batch_size)

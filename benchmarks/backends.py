@@ -24,6 +24,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 
 from shiwu.backends import BackendUnavailable, create_backend  # noqa: E402
+from shiwu.bench import call_times  # noqa: E402  (the timing loop `shiwu bench` uses)
 from shiwu.calibrate import top1_agreement, view_batch  # noqa: E402
 from shiwu.images import load_image  # noqa: E402
 from shiwu.models.registry import get_model  # noqa: E402
@@ -65,15 +66,7 @@ def matmul_ceiling(dtype, n: int = 2048, rounds: int = 10) -> float:
 
 
 def latency(backend, batch: np.ndarray, seconds: float) -> list[float]:
-    for _ in range(3):
-        backend.run(batch)
-    times = []
-    deadline = time.perf_counter() + seconds
-    while len(times) < 10 or time.perf_counter() < deadline:
-        start = time.perf_counter()
-        backend.run(batch)
-        times.append(time.perf_counter() - start)
-    return times
+    return call_times(lambda: backend.run(batch), seconds, warmup=3, min_calls=10)
 
 
 def main() -> None:

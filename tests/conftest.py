@@ -25,6 +25,22 @@ def private_cache(tmp_path_factory):
         os.environ["SHIWU_CACHE"] = old
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_config(tmp_path_factory):
+    """No test reads the user's `shiwu tune` settings: SHIWU_CONFIG points at a file of this
+    session that does not exist (tests that tune set their own); subprocesses inherit it."""
+    import os
+
+    path = tmp_path_factory.mktemp("shiwu-config") / "config.toml"
+    old = os.environ.get("SHIWU_CONFIG")
+    os.environ["SHIWU_CONFIG"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("SHIWU_CONFIG", None)
+    else:
+        os.environ["SHIWU_CONFIG"] = old
+
+
 @pytest.fixture(scope="session")
 def recognizer():
     """The reference: torch eager, fp32."""

@@ -34,14 +34,15 @@ def input_size(text: str) -> int:
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", "-m", default=DEFAULT_MODEL,
                         help=f"model name (default {DEFAULT_MODEL}; see `shiwu models`)")
-    parser.add_argument("--backend", "-b", default="auto", choices=BACKENDS,
-                        help="inference runtime (default auto)")
-    parser.add_argument("--precision", "-p", default="fp32", choices=PRECISIONS,
-                        help="numeric precision (default fp32)")
+    # None = not given: `shiwu tune`'s settings for the model apply, else the defaults below
+    parser.add_argument("--backend", "-b", default=None, choices=BACKENDS,
+                        help="inference runtime (default: tuned, else auto)")
+    parser.add_argument("--precision", "-p", default=None, choices=PRECISIONS,
+                        help="numeric precision (default: tuned, else fp32)")
     parser.add_argument("--threads", "-t", type=positive_int, default=None,
-                        help="intra-op threads (default: physical cores)")
+                        help="intra-op threads (default: tuned, else physical cores)")
     parser.add_argument("--size", "-s", type=input_size, default=None,
-                        help="input resolution, e.g. 224, 196, 168 (default: the model's)")
+                        help="input resolution, e.g. 224, 196, 168 (default: tuned, else the model's)")
     parser.add_argument("--calibration", metavar="DIR", default=None,
                         help="photos to calibrate int8 on (default: shiwu's bundled photos)")
 
@@ -55,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict = commands.add_parser("predict", help="recognise images and print their top labels")
     predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     predict.add_argument("--topk", "-k", type=positive_int, default=5, help="labels per image (default 5)")
-    predict.add_argument("--batch-size", type=positive_int, default=8, help="images per inference batch")
+    predict.add_argument("--batch-size", type=positive_int, default=None,
+                         help="images per inference batch (default: tuned, else 8)")
     predict.add_argument("--json", action="store_true", help="one JSON object per image (JSON Lines)")
     _add_model_options(predict)
     predict.set_defaults(run=cmd_predict)
@@ -79,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_serve_command(commands)
     _add_batch_command(commands)
+    _add_measure_commands(commands)
     return parser
 
 
@@ -340,6 +343,161 @@ def cmd_batch(args) -> int:
     if summary.interrupted:
         return 130
     return EXIT_SOME_FAILED if summary.failed or summary.failed_before else EXIT_OK
+
+
+# --- bench, eval, tune: measuring on this machine (shiwu.bench, shiwu.evaluate, shiwu.tune) ---
+
+def _list_of(kind, choices=None):
+    def parse(text: str) -> list:
+        values = []
+        for item in (t.strip() for t in text.split(",")):
+            if not item:
+                continue
+            value = kind(item)
+            if choices is not None and value not in choices:
+                raise argparse.ArgumentTypeError(f"{item!r} is not one of {', '.join(choices)}")
+            values.append(value)
+        if not values:
+            raise argparse.ArgumentTypeError("expected a comma-separated list")
+        return values
+    return parse
+
+
+def _fraction(text: str) -> float:
+    value = _number(0, True)(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def _add_measure_commands(commands) -> None:
+    from .bench import DEFAULT_AGREEMENT_IMAGES, DEFAULT_BACKENDS, DEFAULT_SECONDS
+    from .tune import DEFAULT_MIN_AGREEMENT, TUNE_PRECISIONS, TUNE_SECONDS
+
+    def grid(cmd, *, precisions: str, seconds: float, batches: str, sizes_help: str) -> None:
+        cmd.add_argument("--model", "-m", default=DEFAULT_MODEL, help="model name")
+        cmd.add_argument("--backends", type=_list_of(str, BACKENDS), default=list(DEFAULT_BACKENDS),
+                         help=f"comma-separated (default {','.join(DEFAULT_BACKENDS)})")
+        cmd.add_argument("--precision", type=_list_of(str, PRECISIONS), default=precisions.split(","),
+                         help=f"comma-separated precisions (default {precisions})")
+        cmd.add_argument("--sizes", type=_list_of(input_size), default=None, help=sizes_help)
+        cmd.add_argument("--threads", type=_list_of(positive_int), default=None,
+                         help="comma-separated thread counts (default: physical cores)")
+        cmd.add_argument("--batch", type=_list_of(positive_int), default=[int(b) for b in batches.split(",")],
+                         help=f"comma-separated batch sizes (default {batches})")
+        cmd.add_argument("--images", metavar="DIR", default=None,
+                         help="photos to measure agreement on (default: shiwu's bundled photos)")
+        cmd.add_argument("--views", type=positive_int, default=DEFAULT_AGREEMENT_IMAGES,
+                         help=f"photo views for top-1 agreement (default {DEFAULT_AGREEMENT_IMAGES})")
+        cmd.add_argument("--seconds", type=_number(0, False), default=seconds,
+                         help=f"measuring time per configuration (default {seconds:g})")
+        cmd.add_argument("--json", metavar="FILE", default=None, help="write the results as JSON (- for stdout)")
+        cmd.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+
+    bench = commands.add_parser(
+        "bench", help="latency, throughput, memory, cold start and fp32 agreement of each setting",
+        description="Each combination runs in its own process (honest peak memory). Latency is "
+                    "the model's, per image; cold start is process start to the first answer, with "
+                    "the export cache and with an empty one; agreement is top-1 against torch fp32 "
+                    "at the model's size. Ctrl-C prints what was measured so far.")
+    grid(bench, precisions="fp32", seconds=DEFAULT_SECONDS, batches="1,8",
+         sizes_help="comma-separated input sizes, e.g. 224,196,168 (default: the model's)")
+    bench.add_argument("--plot", metavar="PNG", default=None,
+                       help="draw latency against agreement (pip install 'shiwu[plot]')")
+    bench.add_argument("--no-cold", action="store_true", help="skip the cold-start measurements")
+    bench.set_defaults(run=cmd_bench)
+
+    tune = commands.add_parser(
+        "tune", help="measure, then save the fastest setting that agrees with fp32 (used by default)",
+        description="A compact bench; the fastest setting whose top-1 agreement with fp32 is at "
+                    "least --min-agreement is saved to the settings file, which predict, batch, "
+                    "serve and eval then use unless an option overrides it.")
+    grid(tune, precisions=",".join(TUNE_PRECISIONS), seconds=TUNE_SECONDS, batches="1,8",
+         sizes_help="comma-separated input sizes (default: the model's, 7/8 and 3/4 of it)")
+    tune.add_argument("--min-agreement", type=_fraction, default=DEFAULT_MIN_AGREEMENT,
+                      help=f"lowest acceptable top-1 agreement with fp32 (default {DEFAULT_MIN_AGREEMENT})")
+    tune.add_argument("--dry-run", action="store_true", help="measure and choose, but save nothing")
+    tune.set_defaults(run=cmd_tune)
+
+    evaluate = commands.add_parser(
+        "eval", help="top-1 / top-5 accuracy on a labelled folder (one sub-folder per class)",
+        description="Class folders are named by index (967), English name (espresso) or Chinese "
+                    "name (浓缩咖啡). Unreadable images are counted and listed (exit 1).")
+    evaluate.add_argument("folder", metavar="DIR", help="folder with one sub-folder per class")
+    evaluate.add_argument("--batch-size", type=positive_int, default=None,
+                          help="images per inference batch (default: tuned, else 8)")
+    evaluate.add_argument("--json", metavar="FILE", default=None, help="write the report as JSON (- for stdout)")
+    evaluate.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    _add_model_options(evaluate)
+    evaluate.set_defaults(run=cmd_eval)
+
+
+def _write_json(target: str | None, data: dict) -> None:
+    text = json.dumps(data, ensure_ascii=False, indent=2)
+    if target == "-":
+        print(text)
+    elif target:
+        from pathlib import Path
+        Path(target).write_text(text + "\n", encoding="utf-8")
+
+
+def _grid_options(args) -> dict:
+    return dict(backends=args.backends, precisions=args.precision, sizes=args.sizes,
+                threads=args.threads, batches=args.batch, images=args.images,
+                agreement_images=args.views, seconds=args.seconds, progress=not args.quiet)
+
+
+def cmd_bench(args) -> int:
+    from .bench import BenchError, PlotUnavailable, check_plot_available, format_table, plot, run_bench
+
+    try:
+        if args.plot:
+            check_plot_available()
+        report = run_bench(args.model, cold=not args.no_cold, **_grid_options(args))
+    except (PlotUnavailable, BenchError, FileNotFoundError) as exc:
+        print(f"shiwu: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    table = format_table(report)
+    print(table, file=sys.stderr if args.json == "-" else sys.stdout, flush=True)
+    _write_json(args.json, report.to_dict())
+    if args.plot:
+        print(f"shiwu: plot written to {plot(report, args.plot)}", file=sys.stderr)
+    return 130 if report.interrupted else EXIT_OK
+
+
+def cmd_tune(args) -> int:
+    from .bench import BenchError
+    from .config import ConfigError
+    from .tune import format_result, tune
+
+    try:
+        result = tune(args.model, min_agreement=args.min_agreement, save=not args.dry_run,
+                      **_grid_options(args))
+    except (BenchError, ConfigError, FileNotFoundError) as exc:
+        print(f"shiwu: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(format_result(result), file=sys.stderr if args.json == "-" else sys.stdout, flush=True)
+    _write_json(args.json, result.to_dict())
+    if result.report.interrupted:
+        return 130
+    return EXIT_OK if result.chosen else EXIT_SOME_FAILED
+
+
+def cmd_eval(args) -> int:
+    from .evaluate import EvalError, evaluate, format_report
+
+    try:
+        report = evaluate(args.folder, model=args.model, backend=args.backend, precision=args.precision,
+                          threads=args.threads, size=args.size, batch_size=args.batch_size,
+                          calibration=args.calibration, progress=not args.quiet)
+    except EvalError as exc:
+        print(f"shiwu: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(format_report(report), file=sys.stderr if args.json == "-" else sys.stdout, flush=True)
+    _write_json(args.json, report.to_dict())
+    if report.interrupted:
+        return 130
+    return EXIT_SOME_FAILED if report.unreadable else EXIT_OK
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import platform
 from . import __version__
 from .backends.auto import remembered_choices
 from .backends.cache import cache_dir
+from .config import describe as describe_settings
 from .cpu import cpu_features, cpu_model, default_threads, physical_cores, usable_cpus
 
 # backend name -> (python module, distribution for its version, why it may be missing)
@@ -64,6 +65,7 @@ def report() -> dict:
         "backends": runtimes,
         "cache_dir": str(cache_dir()),
         "auto_choices": remembered_choices(),
+        "settings": describe_settings(),
     }
 
 
@@ -99,4 +101,32 @@ def format_report(info: dict) -> str:
         timings = ", ".join(f"{k} {v:.2f} ms" for k, v in c.get("ms_per_image", {}).items())
         lines.append(f"  {c['model']} {c['size']}px {c['precision']} {c['threads']} threads -> "
                      f"{c['winner']}  ({timings}; measured {c.get('measured_at', '?')})")
+    lines.extend(format_settings(info.get("settings")))
     return "\n".join(lines)
+
+
+def format_settings(settings: dict | None) -> list[str]:
+    """`shiwu tune`'s saved choices: used by predict, batch, serve and eval unless overridden."""
+    if not settings:
+        return []
+    where = settings["path"] + ("" if settings["exists"] else " (none yet)")
+    lines = [f"settings:        {where}"]
+    if settings.get("error"):
+        lines.append(f"  ignored: {settings['error']}")
+    if not settings["tuned"]:
+        lines.append("  no tuned settings: run `shiwu tune` to measure and save the fastest one")
+    here = cpu_model()
+    for model, t in settings["tuned"].items():
+        notes = []
+        if t.get("ms_per_image") is not None:
+            notes.append(f"{t['ms_per_image']:.2f} ms per image")
+        if t.get("agreement") is not None:
+            notes.append(f"top-1 agreement with fp32 {t['agreement']:.1%}")
+        if t.get("tuned_at"):
+            notes.append(f"tuned {t['tuned_at']}")
+        if t.get("cpu") and t["cpu"] != here:
+            notes.append(f"tuned on another CPU ({t['cpu']}): run `shiwu tune` again")
+        lines.append(f"  {model}: {t.get('backend', 'auto')} {t.get('precision', 'fp32')}, "
+                     f"{t.get('size', 'model')}px, {t.get('threads', 'default')} threads, "
+                     f"batch {t.get('batch_size', 8)}" + (f"  ({'; '.join(notes)})" if notes else ""))
+    return lines

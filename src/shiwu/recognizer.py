@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .backends import create_backend
+from .backends import BackendUnavailable, create_backend
+from .config import resolve as resolve_settings
 from .images import DEFAULT_MAX_PIXELS, ImageError, ImageSource, describe, load_image
 from .models.registry import get_model
 from .postprocess import Prediction, top_k
@@ -51,20 +53,40 @@ class Recognizer:
     '虎斑猫'
     """
 
-    def __init__(self, model: str | None = None, *, backend: str = "auto",
-                 precision: str = "fp32", threads: int | None = None, size: int | None = None,
-                 batch_size: int = 8, max_pixels: int = DEFAULT_MAX_PIXELS,
+    def __init__(self, model: str | None = None, *, backend: str | None = None,
+                 precision: str | None = None, threads: int | None = None, size: int | None = None,
+                 batch_size: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
                  calibration: str | None = None):
+        """Options left as None come from ``shiwu tune``'s settings for this model if there are
+        any (see shiwu.config), else the defaults: auto, fp32, physical cores, the model's
+        size, batches of 8. ``self.settings`` says which values were used and why."""
         self.spec = get_model(model)
+        self.labels = self.spec.labels()
+        given = dict(backend=backend, precision=precision, threads=threads, size=size,
+                     batch_size=batch_size)
+        self.settings = resolve_settings(self.spec.name, **given)
+        try:
+            self._build(self.settings, calibration)
+        except BackendUnavailable as exc:
+            if not self.settings.uses_tuned:
+                raise
+            # tuned on another machine, or a runtime was uninstalled since: say so, run anyway
+            print(f"shiwu: warning: the tuned settings for {self.spec.name} cannot run here "
+                  f"({exc}); using the defaults. Run `shiwu tune` again.", file=sys.stderr)
+            self.settings = resolve_settings(self.spec.name, **given, use_tuned=False)
+            self._build(self.settings, calibration)
+        self.batch_size = max(1, int(self.settings.batch_size))
+        self.max_pixels = max_pixels
+
+    def _build(self, settings, calibration: str | None) -> None:
+        size = settings.size
         self.preprocessing = (self.spec.preprocessing if size is None
                               else self.spec.preprocessing.with_size(size))
-        self.labels = self.spec.labels()
         # int8 is calibrated on real photos: shiwu's bundled ones, or the folder given here.
-        options = {"calibration": calibration} if precision == "int8" else {}
-        self.backend = create_backend(backend, self.spec, size=self.preprocessing.size,
-                                      precision=precision, threads=threads, **options)
-        self.batch_size = max(1, int(batch_size))
-        self.max_pixels = max_pixels
+        options = {"calibration": calibration} if settings.precision == "int8" else {}
+        self.backend = create_backend(settings.backend, self.spec, size=self.preprocessing.size,
+                                      precision=settings.precision, threads=settings.threads,
+                                      **options)
 
     @property
     def model_name(self) -> str:

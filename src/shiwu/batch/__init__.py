@@ -138,8 +138,8 @@ class _StopFlag:
 
 
 def run_batch(inputs: Sequence[str], out: str, *, recursive: bool = False, resume: bool = False,
-              overwrite: bool = False, model: str | None = None, backend: str = "auto",
-              precision: str = "fp32", threads: int | None = None, size: int | None = None,
+              overwrite: bool = False, model: str | None = None, backend: str | None = None,
+              precision: str | None = None, threads: int | None = None, size: int | None = None,
               max_pixels: int = DEFAULT_MAX_PIXELS, topk: int = 5, batch_size: int = 32,
               workers: int | None = None, streams: int | None = None, engine: str = "local",
               address: str | None = None,
@@ -161,6 +161,12 @@ def run_batch(inputs: Sequence[str], out: str, *, recursive: bool = False, resum
     if not paths:
         hint = "" if recursive else " (add --recursive to look into sub-folders)"
         raise InputError(f"no images found in {', '.join(map(str, inputs))}{hint}")
+    # None: `shiwu tune`'s settings for this model apply (in the Recognizer), else auto / fp32 /
+    # the model's size. The size is resolved here, once, so decoders (and Ray workers on other
+    # machines) cut images at the size the model runs at. Tuned threads are not used: the
+    # engines split the cores between their streams themselves.
+    from ..config import resolve
+    size = resolve(_model_name(model), backend=backend, precision=precision, size=size).size
     options = ModelOptions(model, backend, precision, threads, size, max_pixels, calibration)
     writer = open_writer(out, topk=topk, resume=resume, overwrite=overwrite,
                          model=_model_name(model))

@@ -194,3 +194,19 @@ def test_tuned_settings_that_cannot_run_here_fall_back_with_a_warning(settings_f
     assert not r.settings.uses_tuned
     with pytest.raises(Exception, match="bf16"):   # an explicit request still fails loudly
         Recognizer(backend="onnxruntime", precision="bf16", threads=1)
+
+
+def test_serve_uses_the_tuned_settings(tmp_path):
+    pytest.importorskip("fastapi")
+    import urllib.request
+
+    from shiwu.server.process import ServerProcess
+
+    path = tmp_path / "config.toml"
+    config.save_tuned("efficientnet-lite0", {"backend": "torch", "precision": "fp32", "threads": 1,
+                                             "size": 160, "batch_size": 2}, path)
+    with ServerProcess(["--warmup-seconds", "0", "--max-batch-size", "2"],
+                       env={"SHIWU_CONFIG": str(path)}) as server:
+        with urllib.request.urlopen(server.url + "/v1/models", timeout=30) as response:
+            model = json.loads(response.read())["models"][0]
+    assert (model["backend"], model["precision"], model["input_size"]) == ("torch", "fp32", 160)

@@ -66,7 +66,7 @@ def timed_run(predict, paths, repeat):
 # ----------------------------------------------------------------------------- the two sides
 # Each runs in a child process: `python vs_modelscope.py --child official|shiwu ...`.
 
-def child_official(model_dir: Path, paths, repeat: int) -> dict:
+def child_official(model_dir: Path, paths, repeat: int, backends: list[str]) -> dict:
     import torch
     from modelscope.pipelines.cv.general_recognition_pipeline import GeneralRecognitionPipeline
 
@@ -87,11 +87,50 @@ def child_official(model_dir: Path, paths, repeat: int) -> dict:
         return index_of[result["labels"][0]]
 
     top1, times, cpu = timed_run(predict, paths, repeat)
+    peak = peak_rss_mb()  # before anything else is loaded into this process
     inputs = {str(p): pipe.preprocess(str(p))["img"].numpy().tolist() for p in paths}
     return {"name": f"ModelScope GeneralRecognitionPipeline (torch {torch.__version__} eager)",
             "load_s": load, "times": times, "cpu": cpu, "top1": top1, "inputs": inputs,
-            "rss_before_load_mb": rss_before, "rss_loaded_mb": rss_loaded, "peak_rss_mb": peak_rss_mb(),
-            "threads": torch.get_num_threads()}
+            "rss_before_load_mb": rss_before, "rss_loaded_mb": rss_loaded, "peak_rss_mb": peak,
+            "threads": torch.get_num_threads(),
+            "interleaved": interleaved(pipe, model_dir, paths, repeat, backends)}
+
+
+def interleaved(pipe, model_dir: Path, paths, repeat: int, backends: list[str]) -> dict:
+    """The official pipeline and shiwu alternating photo by photo in one process: the fairest
+    latency comparison on a machine shared with other work, whose load drifts between the
+    separate processes above. torch eager at 1 thread (the same work, so ~1.0x expected) and
+    every requested backend at 2 threads. Median seconds per image."""
+    import torch
+
+    from shiwu import Recognizer
+
+    result = {}
+    for threads, names in ((1, ["torch"]), (2, backends)):
+        torch.set_num_threads(threads)
+        sides = {"official": lambda p: pipe(str(p))}
+        for entry in names:
+            backend, _, precision = entry.partition(":")
+            try:
+                recognizer = Recognizer(str(model_dir), backend=backend, precision=precision or "fp32",
+                                        threads=threads, batch_size=1)
+            except Exception as exc:  # a backend this venv lacks: say so, compare the rest
+                print(f"interleaved: {entry} unavailable here: {exc}", file=sys.stderr)
+                continue
+            sides[f"shiwu {recognizer.backend.name} {recognizer.backend.precision}"] = (
+                lambda p, r=recognizer: r.predict(p))
+        torch.set_num_threads(threads)
+        for side in sides.values():
+            side(paths[0])
+        wall = {k: [] for k in sides}
+        for _ in range(repeat):
+            for path in paths:
+                for name, side in sides.items():
+                    start = time.perf_counter()
+                    side(path)
+                    wall[name].append(time.perf_counter() - start)
+        result[str(threads)] = {k: statistics.median(v) for k, v in wall.items()}
+    return result
 
 
 def child_shiwu(model_dir: Path, paths, repeat: int, backend: str, precision: str,
@@ -158,7 +197,8 @@ def main() -> int:
     paths = sorted(p for p in args.images.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
 
     if args.child == "official":
-        print(json.dumps(child_official(args.model_dir, paths, args.repeat), ensure_ascii=False))
+        print(json.dumps(child_official(args.model_dir, paths, args.repeat, args.backends.split(",")),
+                         ensure_ascii=False))
         return 0
     if args.child == "shiwu":
         print(json.dumps(child_shiwu(args.model_dir, paths, args.repeat, args.backend,
@@ -171,7 +211,7 @@ def main() -> int:
 
     import importlib.util
     have_official = all(importlib.util.find_spec(m) for m in ("modelscope", "torchvision", "cv2"))
-    official = run_child(args, "official", []) if have_official else None
+    official = run_child(args, "official", ["--backends", args.backends]) if have_official else None
     if not have_official:
         print("ModelScope's pipeline is not installed here (needs modelscope, torchvision, "
               "opencv: see this file's docstring); measuring shiwu alone.\n", file=sys.stderr)
@@ -233,6 +273,15 @@ def main() -> int:
         print(f"| {row['name']:<{width}} | {median * 1e3:9.1f} | {p95 * 1e3:7.1f} | {cpu * 1e3:6.0f} | "
               f"{row['load_s']:6.2f} | {row['peak_rss_mb']:12.0f} | {base_median / median:7.2f}x | "
               f"{base_cpu / cpu:8.2f}x | {row['peak_rss_mb'] / base['peak_rss_mb']:8.2f}x |")
+    if official and official.get("interleaved"):
+        print("\nInterleaved in one process (official, shiwu, official, shiwu ... photo by photo; "
+              "robust to the load of a shared machine), median ms per image:")
+        for threads, medians in sorted(official["interleaved"].items()):
+            reference = medians["official"]
+            cells = [f"official {reference * 1e3:.1f}"] + [
+                f"{name} {value * 1e3:.1f} ({reference / value:.2f}x)"
+                for name, value in medians.items() if name != "official"]
+            print(f"  {threads} thread(s): " + ", ".join(cells))
     if official:
         print("\nspeed-up = official median wall time / this one; CPU ratio = the same for CPU time "
               "(all threads) per image;\nRSS ratio = this peak RSS / official. load s: constructing "

@@ -100,13 +100,12 @@ def handles(name: str) -> bool:
 
 
 def cache_roots() -> list[Path]:
-    """Where ModelScope SDKs keep downloads: ``$MODELSCOPE_CACHE``, then ``~/.cache/modelscope``."""
+    """ModelScope cache roots: ``$MODELSCOPE_CACHE`` if set, then ``~/.cache/modelscope``."""
     roots = []
     env = os.environ.get("MODELSCOPE_CACHE")
     if env:
         roots.append(Path(env).expanduser())
-    default = Path.home() / ".cache" / "modelscope"
-    roots += [default / "hub", default]
+    roots.append(Path.home() / ".cache" / "modelscope")
     return list(dict.fromkeys(roots))
 
 
@@ -117,19 +116,19 @@ def _aliases(model_id: str) -> list[str]:
 def candidate_dirs(model_id: str = MODEL_ID) -> list[Path]:
     """Every directory a ModelScope download of ``model_id`` may be in, in search order.
 
-    SDK layouts: ``<root>/<org>/<name>`` (old), ``<root>/models/<org>/<name>`` (1.x; dots in
-    the name stored as ``___``) and ``<root>/models/<org>--<name>/snapshots/<rev>`` (modelscope-hub).
+    Under each root, with or without ``hub/``: ``<org>/<name>`` (old SDKs) and
+    ``models/<org>/<name>`` (1.x; dots in the name stored as ``___``); and the modelscope-hub
+    layout ``models/<org>--<name>/snapshots/<revision>``.
     """
     dirs = []
     for ident in _aliases(model_id):
         org, _, name = ident.partition("/")
-        safe = name.replace(".", "___")
+        names = list(dict.fromkeys([name, name.replace(".", "___")]))
         for root in cache_roots():
-            for base in (root, root / "hub"):
-                dirs += [base / org / name, base / "models" / org / name]
-                if safe != name:
-                    dirs += [base / org / safe, base / "models" / org / safe]
-                dirs.append(base / "models" / f"{org}--{name}" / "snapshots")
+            for base in (root / "hub", root):
+                for n in names:
+                    dirs += [base / org / n, base / "models" / org / n]
+            dirs.append(root / "models" / f"{org}--{name}" / "snapshots")
     return list(dict.fromkeys(dirs))
 
 

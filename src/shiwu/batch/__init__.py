@@ -177,6 +177,9 @@ def run_batch(inputs: Sequence[str], out: str, *, recursive: bool = False, resum
         todo = [p for p in paths if p not in writer.done]
         summary.skipped = len(paths) - len(todo)
         summary.failed_before = getattr(writer, "failed_before", 0)
+        if writer.done and not summary.skipped:
+            say(f"shiwu: warning: none of these images are among the {len(writer.done)} already in "
+                f"{out}; rows are matched by path exactly as given (relative or absolute)")
         if not todo:
             summary.seconds = time.perf_counter() - started
             return summary

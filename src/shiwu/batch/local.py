@@ -255,6 +255,9 @@ def run_local(paths: Sequence[str], options: ModelOptions, *, topk: int = 5, bat
     batches side by side, in threads of this process (default 2; see ``plan_streams``).
     After ``should_stop()`` the batches already in the models are finished and yielded.
     """
+    workers = default_workers() if workers is None else workers
+    if workers <= 0:
+        streams = 1  # decoding in this thread: one model is all it can keep busy
     streams, per_stream = plan_streams(options.threads, streams)
     stream_options = dataclasses.replace(options, threads=per_stream)
     recognizers = [stream_options.recognizer(batch_size) for _ in range(streams)]
@@ -262,7 +265,6 @@ def run_local(paths: Sequence[str], options: ModelOptions, *, topk: int = 5, bat
         on_ready(recognizers[0])
     preprocessing = recognizers[0].preprocessing
     chunks = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
-    workers = default_workers() if workers is None else workers
     if workers <= 0 or not chunks:
         for chunk in chunks:
             yield rows_for(chunk, decode_batch(chunk, preprocessing, options.max_pixels),

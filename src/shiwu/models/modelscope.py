@@ -184,7 +184,9 @@ def resolve(name: str):
             raise ModelNotFound(f"ModelScope model {ident} is not on this machine.\n"
                                 + download_hint(ident))
         return spec_for_directory(directory, name=PREFIX + ident)
-    return spec_for_directory(Path(name).expanduser())
+    # Absolute, so that the name (in results, and as the key of tuned settings and cached
+    # exports) is the same whichever directory shiwu was started from.
+    return spec_for_directory(Path(name).expanduser().resolve())
 
 
 # ----------------------------------------------------------------------------- the spec

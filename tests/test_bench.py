@@ -194,3 +194,16 @@ def test_plot_without_matplotlib_says_how_to_get_it(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_matplotlib)
     with pytest.raises(bench.PlotUnavailable, match=r"shiwu\[plot\]"):
         bench.check_plot_available()
+
+
+@pytest.mark.parametrize("backend", ["torch", "torchscript"])
+def test_a_runtime_without_int8_is_a_row_that_says_so(tmp_path, backend):
+    """The worker turns BackendUnavailable into a reason (not a crash, not a TypeError)."""
+    job = tmp_path / "job.json"
+    result = tmp_path / "result.json"
+    job.write_text(json.dumps({"mode": "measure", "model": None, "backend": backend, "precision": "int8",
+                               "size": 160, "threads": 1, "batches": [1], "seconds": 0.1,
+                               "photo": "unused", "inputs": "unused", "result": str(result)}))
+    assert bench._worker(str(job)) == 0
+    answer = json.loads(result.read_text())
+    assert answer["status"] == "unavailable" and "int8" in answer["error"]

@@ -14,6 +14,8 @@ from .images import DEFAULT_MAX_PIXELS, ImageError, ImageSource, describe, load_
 from .models.registry import get_model
 from .postprocess import Prediction, top_k
 
+QUANTIZING_BACKENDS = ("auto", "openvino", "onnxruntime")
+
 
 @dataclass
 class Result:
@@ -83,7 +85,10 @@ class Recognizer:
         self.preprocessing = (self.spec.preprocessing if size is None
                               else self.spec.preprocessing.with_size(size))
         # int8 is calibrated on real photos: shiwu's bundled ones, or the folder given here.
-        options = {"calibration": calibration} if settings.precision == "int8" else {}
+        # Only the runtimes that quantize take the option; the others refuse int8 themselves
+        # (BackendUnavailable, with the reason) instead of failing on an unknown argument.
+        options = ({"calibration": calibration}
+                   if settings.precision == "int8" and settings.backend in QUANTIZING_BACKENDS else {})
         self.backend = create_backend(settings.backend, self.spec, size=self.preprocessing.size,
                                       precision=settings.precision, threads=settings.threads,
                                       **options)

@@ -317,3 +317,27 @@ def read_back(out):
         with open(out, encoding="utf-8-sig", newline="") as handle:
             return list(csv.DictReader(handle))
     return pq.read_table(out).to_pylist()
+
+
+class _CrashAlways(Preprocessing):
+    def __call__(self, image):
+        os._exit(11)
+
+
+def test_decoders_that_cannot_work_at_all_stop_the_run_with_a_clear_error(tmp_path):
+    from dataclasses import dataclass, fields
+
+    from shiwu.batch import DecoderError
+    from shiwu.batch.local import ModelOptions, run_local
+
+    @dataclass(frozen=True)
+    class Options(ModelOptions):
+        def recognizer(self, batch_size=32):
+            recognizer = super().recognizer(batch_size)
+            p = recognizer.preprocessing
+            recognizer.preprocessing = _CrashAlways(**{f.name: getattr(p, f.name) for f in fields(p)})
+            return recognizer
+
+    paths = [str(p) for p in small_photos(tmp_path, 4)]
+    with pytest.raises(DecoderError, match="__main__"):
+        list(run_local(paths, Options(backend="torch", threads=1), batch_size=2, workers=1))

@@ -321,7 +321,7 @@ def _add_batch_command(commands) -> None:
 
 
 def cmd_batch(args) -> int:
-    from .batch import InputError, OutputError, run_batch
+    from .batch import DecoderError, InputError, OutputError, run_batch
     from .images import DEFAULT_MAX_PIXELS
 
     try:
@@ -337,6 +337,9 @@ def cmd_batch(args) -> int:
     except (InputError, OutputError) as exc:
         print(f"shiwu: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except DecoderError as exc:  # rows written so far are kept: --resume continues
+        print(f"shiwu: error: {exc}", file=sys.stderr)
+        return EXIT_SOME_FAILED
     print(f"shiwu: {summary.format()}".replace("\n", "\nshiwu: "), file=sys.stderr)
     if args.json:
         print(json.dumps(summary.to_dict(), ensure_ascii=False))

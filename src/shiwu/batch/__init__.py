@@ -22,14 +22,15 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
 
 from ..images import DEFAULT_MAX_PIXELS
-from .local import ModelOptions
+from .local import DecoderError, ModelOptions
 from .sources import InputError, collect_images
 from .writers import OutputError, open_writer
 
 ENGINES = ("local", "ray")
 MAX_ERRORS_SHOWN = 10
 
-__all__ = ["run_batch", "BatchSummary", "ModelOptions", "InputError", "OutputError", "ENGINES"]
+__all__ = ["run_batch", "BatchSummary", "ModelOptions", "InputError", "OutputError",
+           "DecoderError", "ENGINES"]
 
 
 @dataclass

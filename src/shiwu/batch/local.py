@@ -53,6 +53,10 @@ class ModelOptions:
                           max_pixels=self.max_pixels, **extra)
 
 
+class DecoderError(RuntimeError):
+    """The decoder processes cannot run at all (not one bad image: the environment)."""
+
+
 @dataclass
 class Decoded:
     """One batch after decoding: arrays for the good images, an error for each bad one."""
@@ -312,6 +316,7 @@ def run_local(paths: Sequence[str], options: ModelOptions, *, topk: int = 5, bat
             next_chunk += 1
 
     stopping = False
+    decoded_batches = 0
     try:
         while decoding or inferring or (next_chunk < len(chunks) and not stopping):
             if not stopping:
@@ -326,12 +331,18 @@ def run_local(paths: Sequence[str], options: ModelOptions, *, topk: int = 5, bat
                     # A decoder crashed (a C-level fault in an image library). Decode this
                     # batch image by image, each in a fresh process, to find the culprit.
                     pool.shutdown(wait=False, cancel_futures=True)
+                    if not decoded_batches:
+                        raise DecoderError(
+                            "the decoder processes died before decoding anything. From a script, "
+                            "call shiwu.batch under `if __name__ == \"__main__\":` (they are "
+                            "started with multiprocessing's spawn); or try --workers 0") from None
                     decoded = _decode_isolated(chunk, preprocessing, options.max_pixels)
                     pool = new_pool()
                     retry = list(decoding)
                     decoding.clear()
                     for c, s_, _ in retry:
                         submit(c, s_)
+                decoded_batches += 1
                 inferring.append((slot, models.submit(infer, chunk, decoded)))
                 decoded = None
                 fill()  # keep the decoders busy while the models work
@@ -371,6 +382,10 @@ def _decode_isolated(paths: Sequence[str], preprocessing: Preprocessing, max_pix
             arrays.append(one.pixels[0])
         else:
             errors[position] = one.errors[0]
+    crashed = sum(1 for kind, message in errors.values() if "decoder crashed" in message)
+    if len(paths) > 1 and crashed == len(paths):
+        raise DecoderError(f"the decoder crashed on every one of {len(paths)} images in a row: "
+                           "the decoder processes themselves are broken, not these files")
     size = preprocessing.size
     pixels = np.stack(arrays) if arrays else np.empty((0, 3, size, size), np.float32)
     return Decoded(ok, pixels, errors)

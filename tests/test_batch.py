@@ -163,7 +163,9 @@ def test_parquet_journal_merges_into_one_file_without_duplicates(tmp_path):
     assert not journal.exists()
     assert pq.read_table(out).column("image").to_pylist() == ["a.jpg", "b.jpg"]
 
-    # A run killed after the rename but before deleting its journal, then one killed mid-batch.
+    # A run killed after the rename but before deleting its journal, then one killed mid-batch,
+    # and one killed while writing the Parquet file.
+    (tmp_path / ".out.parquet.12345.tmp").write_bytes(b"PAR1 half a file")
     journal.write_text(json.dumps(row("b.jpg")) + "\n" + json.dumps(row("c.jpg")) + "\n"
                        + json.dumps(row("d.jpg"))[:30])
     with pytest.raises(OutputError, match="--resume"):
@@ -173,6 +175,7 @@ def test_parquet_journal_merges_into_one_file_without_duplicates(tmp_path):
     writer.write([row("d.jpg", error={"type": "ImageError", "message": "file not found"})])
     writer.close()
     table = pq.read_table(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.parquet"]
     assert table.column("image").to_pylist() == ["a.jpg", "b.jpg", "c.jpg", "d.jpg"]
     assert table.column("label_1").to_pylist()[0] == "虎斑猫"
     assert table.column("error_message").to_pylist()[3] == "file not found"

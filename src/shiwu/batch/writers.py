@@ -364,6 +364,10 @@ class ParquetWriter:
                               "or --overwrite to start again")
         self.journal = JsonlWriter(self.journal_path, topk=topk, resume=resume, overwrite=overwrite,
                                    what=" (rows of an interrupted run)")
+        # we hold the journal's lock, so a temporary Parquet file left here is from a run killed
+        # while writing it: remove it
+        for stale in path.parent.glob(f".{path.name}.*.tmp"):
+            stale.unlink(missing_ok=True)
         self.keep_old = resume and path.exists()
         self.old_images: set[str] = set()
         self.failed_before = 0

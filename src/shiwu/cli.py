@@ -311,7 +311,8 @@ def _add_batch_command(commands) -> None:
     batch.add_argument("--engine", choices=("local", "ray"), default="local",
                        help="local (default) or ray (pip install \"shiwu[ray]\")")
     batch.add_argument("--address", default=None,
-                       help="Ray cluster to join, e.g. auto or ray://head:10001 (default: start a local Ray)")
+                       help="Ray cluster to join: auto (the one on this node) or HEAD:6379 "
+                            "(default: start a local Ray)")
     batch.add_argument("--actors", type=positive_int, default=None,
                        help="Ray inference actors, one model each (default: CPUs / threads)")
     batch.add_argument("--quiet", "-q", action="store_true", help="no progress bar")

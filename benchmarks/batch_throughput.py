@@ -6,10 +6,9 @@ they compress like real camera files: about 2 MB), this measures, in one run:
 - pure inference: the same backend and threads on ready-made batches (no files, no decoding),
   the faster of one model with all threads and two models sharing them: the ceiling;
 - decode + preprocess alone: CPU milliseconds per image (JPEG draft decoding included);
-- `shiwu batch`, the real command in a subprocess: images/s once the pipeline is full (the
-  summary's ``steady_images_per_second``) and CPU milliseconds per image of the whole process
-  tree (decoders included), taken as the difference between a short and a long run so that
-  start-up cancels out.
+- `shiwu batch`, the real command in a subprocess: images/s and CPU milliseconds per image of
+  the whole process tree (decoders included), both taken as the difference between a short
+  and a long run, so that start-up and filling and draining the pipeline cancel out.
 
 Two ratios come out. The wall-clock ratio (batch images/s over pure images/s) is the goal's
 number, but on a machine shared with other work it swings with their load, which the table
@@ -216,7 +215,9 @@ def main() -> None:
                             "images": name, "backend": backend, "threads": threads,
                             "workers": default_workers() if workers is None else workers,
                             "streams": plan_streams(threads, streams)[0],
-                            "batch": full["steady_images_per_second"],
+                            # the long run minus the short one: start-up, filling and draining
+                            # the pipeline cancel out, what is left is the steady state
+                            "batch": (args.images - SHORT_RUN) / (full["seconds"] - small["seconds"]),
                             "wall": full["images_per_second"],
                             "batch_cpu_ms": (full["cpu"] - small["cpu"]) / (args.images - SHORT_RUN) * 1e3,
                             "batch_others": full["others"], "decode_ms": decode[name],
@@ -226,12 +227,12 @@ def main() -> None:
                               f"streams {m['streams']}: {m['batch']:.1f} images/s, "
                               f"{m['batch_cpu_ms']:.2f} CPU ms per image "
                               f"(others busy: {m['batch_others']:.2f} cores)", file=sys.stderr, flush=True)
-            # The ceiling again after the batch runs: load from other processes changes during a
-            # run, and averaging puts it on both sides alike.
+            # The ceiling again after the batch runs, and the better of the two: other processes'
+            # load only ever lowers it, so the better one is the closer to the truth.
             after = ceiling(args, threads, work)
             after.pop("recognizer")
             for m in measured:
-                m["pure"] = (before["rate"] + after["rate"]) / 2
+                m["pure"] = max(before["rate"], after["rate"])
                 m["pure_cpu_ms"] = min(before["cpu_ms"], after["cpu_ms"])
                 m["pure_others"] = (before["others"] + after["others"]) / 2
                 m["layout"] = before["layout"]
@@ -255,7 +256,8 @@ def main() -> None:
               f"{r['pure_cpu_ms'] / r['batch_cpu_ms']:>9.0%} │ "
               f"{max(r['batch_others'], r['pure_others']):>6.2f}")
     print("thr/wrk/str: inference threads, decode processes, inference streams. pure/s, batch/s: "
-          "images per second (batch: once the pipeline is full). CPU columns: CPU ms per image "
+          "images per second (pure: the better of before and after; batch: a long run minus a "
+          "short one). CPU columns: CPU ms per image "
           "(decode: decoding and preprocessing alone). others: cores busy with other processes "
           "meanwhile (the larger of the two parts).")
     print()

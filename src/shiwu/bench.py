@@ -276,7 +276,7 @@ def plot(report: BenchReport, path: str | Path) -> Path:
                    color=colours[row.backend], s=30 + 6 * row.batch, alpha=0.8)
         # neighbours at the same agreement get labels at different heights
         ax.annotate(f"{row.backend} {row.precision} {row.size}px t{row.threads} b{row.batch}",
-                    (row.ms_p50, row.agreement * 100), fontsize=7, xytext=(4, 4 + 9 * (i % 4)),
+                    (row.ms_p50, row.agreement * 100), fontsize=7, xytext=(4, 3 + 8 * (i % 3)),
                     textcoords="offset points", color=colours[row.backend])
     for name in backends:
         ax.scatter([], [], color=colours[name], label=name)
@@ -289,7 +289,8 @@ def plot(report: BenchReport, path: str | Path) -> Path:
     ax.xaxis.set_minor_formatter(FormatStrFormatter("%g"))
     if rows:
         low = min(r.agreement for r in rows) * 100
-        ax.set_ylim(max(0, low - max(2, (100 - low) * 0.1)), 101)
+        span = max(2.0, 100 - low)
+        ax.set_ylim(max(0, low - 0.1 * span), 100 + 0.12 * span)   # room for the labels
     ax.set_xlabel("model latency per image, p50 (ms, log scale)")
     ax.set_ylabel(f"top-1 agreement with {report.reference['backend']} fp32 "
                   f"{report.reference['size']}px (%)")

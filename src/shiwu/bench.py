@@ -229,6 +229,12 @@ def format_table(report: BenchReport) -> str:
         f"top-1 agreement with {ref['backend']} {ref['precision']} {ref['size']}px on "
         f"{report.images['count']} views of {report.images['photos']} photos "
         f"({report.images['source']})",
+    ]
+    load, cpus = m.get("load_average_1min_at_start"), m.get("cpus_usable") or 1
+    if load is not None and load > 0.5 * cpus:
+        lines.append(f"note: the load average was {load:.1f} on {cpus} CPUs when the bench started: "
+                     "other programs were busy, so the timings are noisy (compare rows of one run only)")
+    lines += [
         "",
         "| backend | precision | size | threads | batch | p50 ms/img | p95 ms/img | images/s "
         "| vs torch fp32 | peak RSS MB | cold start s | cold, no cache s | top-1 agreement |",

@@ -9,36 +9,33 @@ CAT_CLASSES = set(range(281, 286))  # tabby, tiger cat, Persian, Siamese, Egypti
 PHOTOS = sorted(p for p in DATA.iterdir() if p.suffix in (".jpg", ".png"))
 
 
+def _session_environment(name: str, value: str):
+    """Set an environment variable for the test session (subprocesses inherit it), then restore."""
+    import os
+
+    old = os.environ.get(name)
+    os.environ[name] = value
+    yield
+    if old is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = old
+
+
 @pytest.fixture(scope="session", autouse=True)
 def private_cache(tmp_path_factory):
     """Exports, int8 models and --backend auto choices go to a cache of this test session,
-    never the user's; subprocesses inherit it through the environment."""
-    import os
-
+    never the user's."""
     folder = tmp_path_factory.mktemp("shiwu-cache")
-    old = os.environ.get("SHIWU_CACHE")
-    os.environ["SHIWU_CACHE"] = str(folder)
-    yield folder
-    if old is None:
-        os.environ.pop("SHIWU_CACHE", None)
-    else:
-        os.environ["SHIWU_CACHE"] = old
+    yield from _session_environment("SHIWU_CACHE", str(folder))
 
 
 @pytest.fixture(scope="session", autouse=True)
 def private_config(tmp_path_factory):
     """No test reads the user's `shiwu tune` settings: SHIWU_CONFIG points at a file of this
-    session that does not exist (tests that tune set their own); subprocesses inherit it."""
-    import os
-
+    session that does not exist (tests that tune set their own)."""
     path = tmp_path_factory.mktemp("shiwu-config") / "config.toml"
-    old = os.environ.get("SHIWU_CONFIG")
-    os.environ["SHIWU_CONFIG"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("SHIWU_CONFIG", None)
-    else:
-        os.environ["SHIWU_CONFIG"] = old
+    yield from _session_environment("SHIWU_CONFIG", str(path))
 
 
 @pytest.fixture(scope="session")

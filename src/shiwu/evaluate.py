@@ -59,8 +59,24 @@ class ClassNames:
         return None, "is not a class index, English name or Chinese name of this model"
 
 
+class _Accuracy:
+    """top-1 / top-5 accuracy from the ``images``, ``top1`` and ``top5`` counts of a dataclass."""
+
+    images: int
+    top1: int
+    top5: int
+
+    @property
+    def top1_accuracy(self) -> float | None:
+        return self.top1 / self.images if self.images else None
+
+    @property
+    def top5_accuracy(self) -> float | None:
+        return self.top5 / self.images if self.images else None
+
+
 @dataclass
-class ClassSummary:
+class ClassSummary(_Accuracy):
     index: int
     label: str
     label_en: str
@@ -71,20 +87,13 @@ class ClassSummary:
     most_confused_with: str | None = None   # the wrong top-1 seen most often
     most_confused_count: int = 0
 
-    @property
-    def top1_accuracy(self) -> float | None:
-        return self.top1 / self.images if self.images else None
-
-    @property
-    def top5_accuracy(self) -> float | None:
-        return self.top5 / self.images if self.images else None
 
     def to_dict(self) -> dict:
         return {**asdict(self), "top1_accuracy": self.top1_accuracy, "top5_accuracy": self.top5_accuracy}
 
 
 @dataclass
-class EvalReport:
+class EvalReport(_Accuracy):
     folder: str
     model: str
     backend: str
@@ -100,13 +109,6 @@ class EvalReport:
     seconds: float = 0.0
     interrupted: bool = False
 
-    @property
-    def top1_accuracy(self) -> float | None:
-        return self.top1 / self.images if self.images else None
-
-    @property
-    def top5_accuracy(self) -> float | None:
-        return self.top5 / self.images if self.images else None
 
     def to_dict(self) -> dict:
         return {

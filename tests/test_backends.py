@@ -177,3 +177,21 @@ def test_export_command_writes_a_deployable_model(tmp_path):
     np.testing.assert_allclose(session.run(None, {"input": batch})[0], reference, atol=2e-3)
     labels = (tmp_path / "lite0.onnx.labels.tsv").read_text(encoding="utf-8").splitlines()
     assert len(labels) == 1000 and labels[967].startswith("967\t浓缩咖啡")
+
+
+def test_auto_skips_a_runtime_that_breaks_and_says_why(monkeypatch, capfd):
+    from shiwu.backends import auto
+
+    real = auto.backend_class
+
+    def flaky(name):
+        if name == "openvino":
+            def broken(*args, **kwargs):
+                raise RuntimeError("simulated export failure")
+            return broken
+        return real(name)
+
+    monkeypatch.setattr(auto, "backend_class", flaky)
+    recognizer = Recognizer(backend="auto", size=176, threads=1)
+    assert recognizer.backend.name in ("onnxruntime", "torchscript", "torch")
+    assert "openvino     skipped: RuntimeError: simulated export failure" in capfd.readouterr().err

@@ -88,9 +88,10 @@ def select(spec, *, size: int, precision: str, threads: int | None, **options):
     for name in CANDIDATES.get(precision, ()):
         try:
             backend = backend_class(name)(spec, size=size, precision=precision, threads=threads, **options)
-        except BackendUnavailable as exc:
-            skipped[name] = str(exc)
-            print(f"shiwu:   {name:<12} skipped: {exc}", file=sys.stderr)
+        except Exception as exc:  # noqa: BLE001 - one broken runtime must not stop the others
+            reason = str(exc) if isinstance(exc, BackendUnavailable) else f"{type(exc).__name__}: {exc}"
+            skipped[name] = reason
+            print(f"shiwu:   {name:<12} skipped: {reason}", file=sys.stderr)
             continue
         seconds = time_backend(backend, batch)
         timings[name] = round(seconds * 1e3, 3)

@@ -170,7 +170,6 @@ def test_real_ctrl_c_prints_the_partial_table(tmp_path):
 
 
 def test_plot_draws_a_png(tmp_path):
-    pytest.importorskip("matplotlib")
     report = BenchReport(model="m", native_size=224, machine={"cpu": "x"},
                          reference={"backend": "torch", "precision": "fp32", "size": 224},
                          images={"count": 9, "photos": 9, "source": "s"}, seconds=1)

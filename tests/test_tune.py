@@ -197,7 +197,6 @@ def test_tuned_settings_that_cannot_run_here_fall_back_with_a_warning(settings_f
 
 
 def test_serve_uses_the_tuned_settings(tmp_path):
-    pytest.importorskip("fastapi")
     import urllib.request
 
     from shiwu.server.process import ServerProcess

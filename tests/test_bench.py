@@ -152,7 +152,7 @@ def test_real_ctrl_c_prints_the_partial_table(tmp_path):
     so far is printed, and the exit code is 130."""
     proc = subprocess.Popen(
         [str(SHIWU), "bench", "--backends", "onnxruntime,torch,torchscript", "--sizes", "160",
-         "--threads", "1", "--batch", "1", "--seconds", "0.2", "--views", "9", "--no-cold"],
+         "--threads", "1", "--batch", "1", "--seconds", "2", "--views", "9", "--no-cold"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8")
     # the progress bar says when the reference and the first configuration are done
     seen = ""
@@ -160,6 +160,8 @@ def test_real_ctrl_c_prints_the_partial_table(tmp_path):
     while not ("2/4" in seen and "torch fp32 160px" in seen) and time.monotonic() < deadline \
             and proc.poll() is None:
         seen += os.read(proc.stderr.fileno(), 4096).decode("utf-8", "replace")
+    # two configurations of at least 2 s each remain: the signal lands while the bench runs
+    assert proc.poll() is None, seen
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, seen

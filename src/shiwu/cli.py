@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import unicodedata
 
@@ -87,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     _utf8_stdio()
+    _interruptible()
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
@@ -96,6 +98,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("shiwu: interrupted", file=sys.stderr)
         return 130
+
+
+def _interruptible() -> None:
+    # A shell that starts a command in the background makes it ignore SIGINT, and Python then
+    # never raises KeyboardInterrupt: `shiwu batch` / `bench` / `tune` would run to the end on
+    # Ctrl-C or `kill -INT` instead of stopping cleanly with what they have. Whoever sends
+    # SIGINT explicitly means it.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _utf8_stdio() -> None:

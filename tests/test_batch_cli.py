@@ -1,6 +1,5 @@
 """`shiwu batch` as a user runs it: real subprocesses, kill -9, Ctrl-C, and a real local Ray."""
 
-import csv
 import json
 import os
 import signal
@@ -9,10 +8,10 @@ import sys
 import time
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
 from conftest import CAT_CLASSES, DATA, PHOTOS
+from test_batch import read_back as read_rows  # rows as dicts, flat columns for CSV/Parquet
 from test_batch import small_photos
 from test_images import BAD_FILES, make_bad_files
 
@@ -23,16 +22,6 @@ FAST = ["--backend", "torch", "--threads", "1", "-q"]  # torch ships with shiwu:
 def shiwu(*args, env=None, timeout=300):
     return subprocess.run([SHIWU, *map(str, args)], capture_output=True, text=True,
                           encoding="utf-8", timeout=timeout, env=env)
-
-
-def read_rows(out: Path) -> list[dict]:
-    """The rows of a result file as DESIGN.md-like dicts (flat columns for CSV/Parquet)."""
-    if out.suffix == ".jsonl":
-        return [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
-    if out.suffix == ".csv":
-        with open(out, encoding="utf-8-sig", newline="") as handle:
-            return list(csv.DictReader(handle))
-    return pq.read_table(out).to_pylist()
 
 
 def written_rows(out: Path) -> int:

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from PIL import Image
+from PIL import Image, ImageOps
 
+from shiwu import images
 from shiwu.images import ImageError, load_image
 
 from conftest import DATA
@@ -51,6 +52,29 @@ def test_exif_orientation_is_applied():
     top, bottom = np.asarray(loaded)[2, 10], np.asarray(loaded)[37, 10]
     assert top[0] > 200 and top[2] < 60      # red on top after rotating clockwise
     assert bottom[2] > 200 and bottom[0] < 60
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_comes_out_upright(tmp_path, orientation):
+    # A photo with a distinct quadrant pattern, stored with each of the eight EXIF orientations:
+    # from a file, from bytes and as an opened PIL image, the result is what Pillow's own
+    # exif_transpose makes of it (the no-tag fast path must not skip a real rotation or flip).
+    photo = Image.open(DATA / "astronaut.jpg").convert("RGB").resize((64, 48))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = encode(photo, "PNG", exif=exif.tobytes())
+    path = tmp_path / "photo.png"
+    path.write_bytes(data)
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
+    assert expected.shape[:2] == ((64, 48) if orientation >= 5 else (48, 64))
+    for source in (path, data, Image.open(path)):
+        assert np.array_equal(np.asarray(load_image(source)), expected)
+
+
+def test_files_larger_than_one_read_are_streamed_with_the_same_result(monkeypatch):
+    whole = np.asarray(load_image(DATA / "coffee.jpg", min_size=256))
+    monkeypatch.setattr(images, "READ_WHOLE_BYTES", 16)
+    assert np.array_equal(np.asarray(load_image(DATA / "coffee.jpg", min_size=256)), whole)
 
 
 def test_rgba_is_composited_on_white_not_black():

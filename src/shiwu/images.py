@@ -23,9 +23,13 @@ from pathlib import Path
 from typing import Union
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 DEFAULT_MAX_PIXELS = 100_000_000  # 100 megapixels; a 60000x60000 claim is 36x that
+# Files up to this size are read in one system call: Pillow's JPEG decoder otherwise pulls a
+# file through dozens of small reads (0.25 ms of a 1.2 ms decode for a 640x480 photo). Larger
+# files are streamed, so a huge file is refused from its header without being read into memory.
+READ_WHOLE_BYTES = 32 * 2**20
 
 ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray, io.IOBase]
 
@@ -65,7 +69,7 @@ def load_image(source: ImageSource, *, min_size: int | None = None,
         return _from_array(source, name, max_pixels)
     if isinstance(source, Image.Image):
         _check_pixels(source.size, name, max_pixels)
-        return _to_rgb(ImageOps.exif_transpose(source), name)
+        return _to_rgb(_upright(source), name)
 
     stream = _open_stream(source, name)
     try:
@@ -77,7 +81,7 @@ def load_image(source: ImageSource, *, min_size: int | None = None,
         if min_size and image.format == "JPEG":
             image.draft("RGB", (min_size, min_size))
         image.load()
-        image = ImageOps.exif_transpose(image)
+        image = _upright(image)
         return _to_rgb(image, name)
     except ImageError:
         raise
@@ -117,8 +121,11 @@ def _open_stream(source, name: str):
         if not path.is_file():
             raise ImageError(name, "not a regular file")
         try:
-            if path.stat().st_size == 0:
+            size = path.stat().st_size
+            if size == 0:
                 raise ImageError(name, "empty file (0 bytes)")
+            if size <= READ_WHOLE_BYTES:
+                return io.BytesIO(path.read_bytes())
             return open(path, "rb")
         except PermissionError:
             raise ImageError(name, "permission denied") from None
@@ -128,6 +135,17 @@ def _open_stream(source, name: str):
         return source
     raise ImageError(name, f"unsupported input type {type(source).__name__}; "
                            "give a path, bytes, a PIL image or a numpy array")
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """The image turned the way its EXIF orientation says.
+
+    Most images have no orientation tag, and then this returns the image itself:
+    ImageOps.exif_transpose would return a copy, which costs more than decoding a 640x480 JPEG.
+    """
+    if image.getexif().get(ExifTags.Base.Orientation, 1) in (2, 3, 4, 5, 6, 7, 8):
+        return ImageOps.exif_transpose(image)
+    return image
 
 
 def _unidentified_reason(stream) -> str:

@@ -212,7 +212,7 @@ def test_corrupted_jpeg_bytes_give_image_error_or_an_image(offset, value):
 
 
 def test_pillow_keeps_freed_image_memory_unless_the_user_set_its_own_limit():
-    # Reusing freed image memory is what makes full-size 12 MP decoding 25 ms cheaper; a user's
+    # Reusing freed image memory is what makes full-size 12 MP decoding cheaper; a user's
     # PILLOW_BLOCKS_MAX (Pillow's own setting) must still win.
     import subprocess
     import sys

@@ -26,10 +26,6 @@ import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 DEFAULT_MAX_PIXELS = 100_000_000  # 100 megapixels; a 60000x60000 claim is 36x that
-# Files up to this size are read in one system call: Pillow's JPEG decoder otherwise pulls a
-# file through dozens of small reads (0.25 ms of a 1.2 ms decode for a 640x480 photo). Larger
-# files are streamed, so a huge file is refused from its header without being read into memory.
-READ_WHOLE_BYTES = 32 * 2**20
 
 # Let Pillow keep freed image memory for the next image instead of handing it back to the
 # kernel: a 12-megapixel photo decoded at full size (the ModelScope model's preprocessing) needs
@@ -132,11 +128,8 @@ def _open_stream(source, name: str):
         if not path.is_file():
             raise ImageError(name, "not a regular file")
         try:
-            size = path.stat().st_size
-            if size == 0:
+            if path.stat().st_size == 0:
                 raise ImageError(name, "empty file (0 bytes)")
-            if size <= READ_WHOLE_BYTES:
-                return io.BytesIO(path.read_bytes())
             return open(path, "rb")
         except PermissionError:
             raise ImageError(name, "permission denied") from None

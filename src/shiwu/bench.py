@@ -410,7 +410,7 @@ def machine_info() -> dict:
             "shiwu": __version__, "versions": versions}
 
 
-def run_bench(model: str | None = None, *, backends: Iterable[str] = DEFAULT_BACKENDS,
+def run_bench(model=None, *, backends: Iterable[str] = DEFAULT_BACKENDS,
               precisions: Iterable[str] = ("fp32",), sizes: Iterable[int] | None = None,
               threads: Iterable[int] | None = None, batches: Iterable[int] = DEFAULT_BATCHES,
               images: str | Path | None = None, agreement_images: int = DEFAULT_AGREEMENT_IMAGES,
@@ -430,7 +430,7 @@ def run_bench(model: str | None = None, *, backends: Iterable[str] = DEFAULT_BAC
 
     from .backends.cache import cache_dir
     from .cpu import default_threads
-    from .models.registry import get_model
+    from .models.registry import ModelRef, get_model
 
     started = time.perf_counter()
     spec = get_model(model)
@@ -472,7 +472,7 @@ def run_bench(model: str | None = None, *, backends: Iterable[str] = DEFAULT_BAC
         report.images["count"] = int(len(arrays[native]))
         report.images["unreadable"] = unreadable
         first_photo = next(str(p) for p in photos if str(p) not in unreadable)
-        base_job = {"model": model, "seconds": seconds, "photo": first_photo}
+        base_job = {"model": ModelRef.of(model).to_dict(), "seconds": seconds, "photo": first_photo}
 
         bar.set_postfix_str("fp32 reference")
         reference = runner.run({**base_job, "mode": "reference", "backend": "torch", "precision": "fp32",

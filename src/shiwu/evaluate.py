@@ -128,7 +128,7 @@ def _images_in(folder: Path) -> list[Path]:
                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
 
 
-def evaluate(folder: str | Path, *, recognizer=None, model: str | None = None, backend: str | None = None,
+def evaluate(folder: str | Path, *, recognizer=None, model=None, backend: str | None = None,
              precision: str | None = None, threads: int | None = None, size: int | None = None,
              batch_size: int | None = None, calibration: str | None = None,
              progress: bool = True) -> EvalReport:
@@ -222,7 +222,7 @@ def _pct(value: float | None) -> str:
 
 
 def format_report(report: EvalReport) -> str:
-    from .cli import display_width, pad  # Chinese names need display widths
+    from .display import display_width, pad  # Chinese names need display widths
 
     lines = [
         f"{report.folder}: {report.images} images, {len(report.classes)} classes; "

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from PIL import Image
 
 CROP_RATIO = 0.875  # the classic ImageNet evaluation ratio: 224 / 256
+IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
 
 @dataclass(frozen=True)
@@ -15,7 +17,10 @@ class Preprocessing:
     """How a model wants its pixels.
 
     ``mean`` and ``std`` are on the 0..255 scale, per RGB channel: a pixel value ``v`` becomes
-    ``(v - mean) / std``.
+    ``(v - mean) / std``. ``resize``: "crop" (short side to ``size / crop_ratio``, then the
+    centre square) or "squash" (the whole image to ``size`` x ``size``, as torchvision's
+    ``Resize((s, s))``). ``full_decode``: decode JPEGs at full size, never DCT-scaled, so the
+    pixels are exactly those of a recipe that decodes fully and then resizes.
     """
 
     size: int = 224
@@ -23,6 +28,8 @@ class Preprocessing:
     mean: tuple[float, float, float] = (127.0, 127.0, 127.0)
     std: tuple[float, float, float] = (128.0, 128.0, 128.0)
     resample: int = Image.Resampling.BILINEAR
+    resize: str = "crop"
+    full_decode: bool = False
 
     @property
     def resize_short(self) -> int:
@@ -33,19 +40,24 @@ class Preprocessing:
     def decode_min_size(self) -> int | None:
         """Short side a JPEG may be draft-decoded down to before ``crop``; None = full size.
         (The ModelScope model decodes at full size, as its official pipeline does.)"""
-        return self.resize_short
+        if self.full_decode:
+            return None
+        return self.size if self.resize == "squash" else self.resize_short
 
     def with_size(self, size: int) -> "Preprocessing":
         if not 32 <= size <= 1024:
             raise ValueError(f"input size must be between 32 and 1024 pixels, got {size}")
-        return Preprocessing(size, self.crop_ratio, self.mean, self.std, self.resample)
+        return replace(self, size=size)
 
     def __call__(self, image: Image.Image) -> np.ndarray:
         """One RGB image to a (3, size, size) float32 array."""
         return to_chw(self.crop(image), self.mean, self.std)
 
     def crop(self, image: Image.Image) -> Image.Image:
-        """Resize the short side to ``resize_short``, then cut the centre ``size`` square."""
+        """Resize the short side to ``resize_short``, then cut the centre ``size`` square
+        (or, for "squash", resize the whole image to the square)."""
+        if self.resize == "squash":
+            return image.resize((self.size, self.size), self.resample)
         width, height = image.size
         short = self.resize_short
         if width <= height:
@@ -66,6 +78,33 @@ class Preprocessing:
         for i, image in enumerate(images):
             out[i] = self(image)
         return out
+
+
+@dataclass(frozen=True)
+class TorchvisionPreprocessing(Preprocessing):
+    """``transforms.Resize(short)`` + ``transforms.CenterCrop(size)`` on a PIL image, exactly.
+
+    Differs from the base class in three small ways that can each move a pixel and so, on a
+    close call, the top-1: the long side is truncated (``int``) not rounded, the crop offset is
+    ``round((H - size) / 2)`` (half to even) not floor, and the resize covers the whole image
+    before cropping (resizing only the crop box is faster but differs by one level in a few
+    pixels). Build it with ``full_decode=True`` to match a recipe that decodes fully: JPEG draft
+    (DCT-scaled) decoding gives other pixels than a full decode followed by a bilinear resize.
+    """
+
+    def crop(self, image: Image.Image) -> Image.Image:
+        width, height = image.size
+        short, long = (width, height) if width <= height else (height, width)
+        new_short, new_long = self.resize_short, int(self.resize_short * long / short)
+        new_w, new_h = (new_short, new_long) if width <= height else (new_long, new_short)
+        if (new_w, new_h) != (width, height):
+            image = image.resize((new_w, new_h), self.resample)
+        if new_w < self.size or new_h < self.size:  # only when size > resize_short
+            raise ValueError(f"crop {self.size} is larger than the resized image {new_w}x{new_h}")
+        top = int(round((new_h - self.size) / 2.0))
+        left = int(round((new_w - self.size) / 2.0))
+        return image.crop((left, top, left + self.size, top + self.size))
+
 
 
 def to_chw(image: Image.Image, mean, std) -> np.ndarray:

@@ -11,7 +11,7 @@ import numpy as np
 from .backends import BackendUnavailable, create_backend
 from .config import resolve as resolve_settings
 from .images import DEFAULT_MAX_PIXELS, ImageError, ImageSource, describe, load_image
-from .models.registry import get_model
+from .models.registry import ModelRef, get_model
 from .postprocess import Prediction, top_k
 
 QUANTIZING_BACKENDS = ("auto", "openvino", "onnxruntime")
@@ -55,18 +55,26 @@ class Recognizer:
     '虎斑猫'
     """
 
-    def __init__(self, model: str | None = None, *, backend: str | None = None,
+    def __init__(self, model: str | ModelRef | None = None, *, backend: str | None = None,
                  precision: str | None = None, threads: int | None = None, size: int | None = None,
                  batch_size: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 calibration: str | None = None):
-        """Options left as None come from ``shiwu tune``'s settings for this model if there are
+                 calibration: str | None = None, **model_options):
+        """``model``: a name, a ModelScope id or folder, the path of your own model file or
+        folder, or a ModelRef. ``model_options`` are ModelRef's fields for your own model:
+        ``labels``, ``resize`` ("squash" or "crop"), ``mean``, ``std`` (0-1 scale),
+        ``interpolation``, ``trust_model_code`` (allow unpickling a whole module), ``prompt``.
+
+        Options left as None come from ``shiwu tune``'s settings for this model if there are
         any (see shiwu.config), else the defaults: auto, fp32, physical cores, the model's
         size, batches of 8. ``self.settings`` says which values were used and why."""
-        self.spec = get_model(model)
+        ref = ModelRef.of(model)
+        if model_options:
+            ref = ModelRef(**{**ref.to_dict(), **model_options})
+        self.spec = get_model(ref)
         self.labels = self.spec.labels()
         given = dict(backend=backend, precision=precision, threads=threads, size=size,
                      batch_size=batch_size)
-        self.settings = resolve_settings(self.spec.name, **given)
+        self.settings = resolve_settings(self.spec.key, **given)
         try:
             self._build(self.settings, calibration)
         except BackendUnavailable as exc:
@@ -75,7 +83,7 @@ class Recognizer:
             # tuned on another machine, or a runtime was uninstalled since: say so, run anyway
             print(f"shiwu: warning: the tuned settings for {self.spec.name} cannot run here "
                   f"({exc}); using the defaults. Run `shiwu tune` again.", file=sys.stderr)
-            self.settings = resolve_settings(self.spec.name, **given, use_tuned=False)
+            self.settings = resolve_settings(self.spec.key, **given, use_tuned=False)
             self._build(self.settings, calibration)
         self.batch_size = max(1, int(self.settings.batch_size))
         self.max_pixels = max_pixels

@@ -72,7 +72,7 @@ def choose(report: BenchReport, min_agreement: float) -> tuple[dict | None, Row 
     return chosen, best, busiest
 
 
-def tune(model: str | None = None, *, min_agreement: float = DEFAULT_MIN_AGREEMENT,
+def tune(model=None, *, min_agreement: float = DEFAULT_MIN_AGREEMENT,
          backends=DEFAULT_BACKENDS, precisions=TUNE_PRECISIONS, sizes=None, threads=None,
          batches=TUNE_BATCHES, images=None, seconds: float = TUNE_SECONDS, save: bool = True,
          progress: bool = True, **bench_options) -> TuneResult:
@@ -81,7 +81,7 @@ def tune(model: str | None = None, *, min_agreement: float = DEFAULT_MIN_AGREEME
     from .models.registry import get_model
 
     spec = get_model(model)
-    report = run_bench(spec.name, backends=backends, precisions=precisions,
+    report = run_bench(model, backends=backends, precisions=precisions,
                        sizes=sizes or default_sizes(spec.preprocessing.size), threads=threads,
                        batches=batches, images=images, seconds=seconds, cold=False,
                        remeasure=False, batches_per_process=True, progress=progress, **bench_options)
@@ -90,7 +90,7 @@ def tune(model: str | None = None, *, min_agreement: float = DEFAULT_MIN_AGREEME
     chosen, best, busiest = choose(report, min_agreement)
     result = TuneResult(report, min_agreement, chosen, best, busiest)
     if chosen is not None and save:
-        result.config_path = str(save_tuned(report.model, {k: v for k, v in chosen.items() if v is not None}))
+        result.config_path = str(save_tuned(spec.key, {k: v for k, v in chosen.items() if v is not None}))
     return result
 
 

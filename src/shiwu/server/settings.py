@@ -48,6 +48,9 @@ class ServerSettings:
     warmup_seconds: float = 20.0
 
     def __post_init__(self) -> None:
+        if isinstance(self.model, dict):  # from to_env: the ModelRef of `shiwu serve --model ...`
+            from ..models.spec import ModelRef
+            self.model = ModelRef.of(self.model)
         self.cors_origins = tuple(self.cors_origins or ())
         if self.max_batch_size is not None and int(self.max_batch_size) < 1:
             raise ValueError("max_batch_size must be at least 1 (or None: measured)")

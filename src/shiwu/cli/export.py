@@ -1,0 +1,36 @@
+"""``shiwu export``: the model as ONNX, TorchScript or OpenVINO IR, with its labels and shiwu.json."""
+
+from __future__ import annotations
+
+import sys
+
+from .options import EXIT_OK, add_calibration, add_model_choice, input_size, model_ref
+
+
+def add(commands) -> None:
+    export = commands.add_parser("export", help="write the model as ONNX, TorchScript or OpenVINO IR")
+    export.add_argument("--format", "-f", required=True, choices=("onnx", "torchscript", "openvino"))
+    export.add_argument("--out", "-o", required=True, help="output file (.onnx, .pt or .xml)")
+    add_model_choice(export)
+    export.add_argument("--size", "-s", type=input_size, default=None, help="input resolution")
+    export.add_argument("--precision", "-p", default="fp32", choices=("fp32", "int8"))
+    add_calibration(export)
+    export.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from ..backends.export import export_for_deployment
+    from ..models.registry import get_model
+
+    spec = get_model(model_ref(args))
+    size = args.size or spec.preprocessing.size
+    for path in export_for_deployment(spec, size=size, fmt=args.format, out=args.out,
+                                      precision=args.precision, calibration=args.calibration):
+        print(path)
+    pre = spec.preprocessing.with_size(size)
+    how = (f"resize to {size}x{size}" if pre.resize == "squash"
+           else f"resize short side to {pre.resize_short}, centre crop {size}")
+    print(f"input: float32 NCHW (batch, 3, {size}, {size}), RGB; {how}, "
+          f"(pixel - {pre.mean}) / {pre.std} on the 0-255 scale; output: logits",
+          file=sys.stderr)
+    return EXIT_OK

@@ -1,0 +1,154 @@
+"""What several commands share: argument types, the model options, JSON output, exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..backends import BACKENDS, PRECISIONS
+from ..models.spec import DEFAULT_MODEL, INTERPOLATIONS, RESIZE_MODES, ModelRef
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def count(text: str) -> int:
+    """0 or more."""
+    if text.strip() == "0":
+        return 0
+    try:
+        return positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}") from None
+
+
+def input_size(text: str) -> int:
+    value = positive_int(text)
+    if not 32 <= value <= 1024:
+        raise argparse.ArgumentTypeError(f"must be between 32 and 1024 pixels, got {value}")
+    return value
+
+
+def number(minimum: float, allow_equal: bool):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value < minimum or (value == minimum and not allow_equal):
+            raise argparse.ArgumentTypeError(f"must be {'at least' if allow_equal else 'more than'} "
+                                             f"{minimum:g}, got {text}")
+        return value
+    return parse
+
+
+def fraction(text: str) -> float:
+    value = number(0, True)(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def list_of(kind, choices=None):
+    def parse(text: str) -> list:
+        values = []
+        for item in (t.strip() for t in text.split(",")):
+            if not item:
+                continue
+            value = kind(item)
+            if choices is not None and value not in choices:
+                raise argparse.ArgumentTypeError(f"{item!r} is not one of {', '.join(choices)}")
+            values.append(value)
+        if not values:
+            raise argparse.ArgumentTypeError("expected a comma-separated list")
+        return values
+    return parse
+
+
+def rgb(text: str) -> tuple[float, float, float]:
+    """``R,G,B`` on the 0-1 scale, as torchvision's Normalize takes them."""
+    parts = [t.strip() for t in text.split(",")]
+    try:
+        values = tuple(float(t) for t in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected three numbers R,G,B, got {text!r}") from None
+    if len(values) != 3:
+        raise argparse.ArgumentTypeError(f"expected three numbers R,G,B, got {len(values)}")
+    return values
+
+
+def add_model_choice(parser: argparse.ArgumentParser) -> None:
+    """--model and what the user may say about their own model: labels, preprocessing, trust."""
+    parser.add_argument("--model", "-m", default=DEFAULT_MODEL,
+                        help=f"a model name (default {DEFAULT_MODEL}; see `shiwu models`), a "
+                             "ModelScope id or folder, or your own model file: model.pth (whole "
+                             "pickled module), TorchScript .pt, .onnx, OpenVINO .xml, or a folder "
+                             "holding one with its labels")
+    own = parser.add_argument_group("your own model (--model FILE or FOLDER)")
+    own.add_argument("--labels", default=None, metavar="FILE",
+                     help="class names: label_map.json ({\"0\": \"猫\", ...} or a list), .txt (one "
+                          "per line), .tsv / meta_info.txt (index<TAB>label), .csv "
+                          "(index,label[,english]); for Chinese-CLIP also 快递柜,电饭煲,...")
+    own.add_argument("--resize", default=None, choices=RESIZE_MODES,
+                     help="squash: the whole photo to size x size (the article's Resize((s, s))); "
+                          "crop: short side to size/0.875, then the centre (default crop)")
+    own.add_argument("--mean", type=rgb, default=None, metavar="R,G,B",
+                     help="normalisation mean on the 0-1 scale (default ImageNet 0.485,0.456,0.406)")
+    own.add_argument("--std", type=rgb, default=None, metavar="R,G,B",
+                     help="normalisation std on the 0-1 scale (default ImageNet 0.229,0.224,0.225)")
+    own.add_argument("--interpolation", default=None, choices=INTERPOLATIONS,
+                     help="resize filter (default bilinear)")
+    own.add_argument("--trust-model-code", action="store_true",
+                     help="allow unpickling a whole model (model.pth saved with torch.save(model)): "
+                          "unpickling runs code from the file, so only for files you trust")
+    own.add_argument("--prompt", default=None,
+                     help="Chinese-CLIP: the text each label is put in (default 一张{}的照片。; "
+                          "\"{}\" uses the label as it is)")
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """The model and how to run it (predict, batch, serve, eval)."""
+    add_model_choice(parser)
+    # None = not given: `shiwu tune`'s settings for the model apply, else the defaults below
+    parser.add_argument("--backend", "-b", default=None, choices=BACKENDS,
+                        help="inference runtime (default: tuned, else auto)")
+    parser.add_argument("--precision", "-p", default=None, choices=PRECISIONS,
+                        help="numeric precision (default: tuned, else fp32)")
+    parser.add_argument("--threads", "-t", type=positive_int, default=None,
+                        help="intra-op threads (default: tuned, else physical cores)")
+    parser.add_argument("--size", "-s", type=input_size, default=None,
+                        help="input resolution, e.g. 224, 196, 168 (default: tuned, else the model's)")
+    add_calibration(parser)
+
+
+def add_calibration(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--calibration", metavar="DIR", default=None,
+                        help="photos to calibrate int8 on (default: shiwu's bundled photos)")
+
+
+def model_ref(args) -> ModelRef:
+    """The --model value with everything said about it, as every library entry point takes it."""
+    labels = getattr(args, "labels", None)
+    return ModelRef(name=args.model, labels=labels, resize=getattr(args, "resize", None),
+                    mean=getattr(args, "mean", None), std=getattr(args, "std", None),
+                    interpolation=getattr(args, "interpolation", None),
+                    trust_model_code=bool(getattr(args, "trust_model_code", False)),
+                    prompt=getattr(args, "prompt", None))
+
+
+def write_json(target: str | None, data: dict) -> None:
+    text = json.dumps(data, ensure_ascii=False, indent=2)
+    if target == "-":
+        print(text)
+    elif target:
+        Path(target).write_text(text + "\n", encoding="utf-8")

@@ -1,0 +1,40 @@
+"""``shiwu predict IMAGE...``: top labels per image, as a table or JSON Lines."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from ..display import format_predictions
+from .options import EXIT_OK, EXIT_SOME_FAILED, add_model_options, model_ref, positive_int
+
+
+def add(commands) -> None:
+    predict = commands.add_parser("predict", help="recognise images and print their top labels")
+    predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    predict.add_argument("--topk", "-k", type=positive_int, default=5, help="labels per image (default 5)")
+    predict.add_argument("--batch-size", type=positive_int, default=None,
+                         help="images per inference batch (default: tuned, else 8)")
+    predict.add_argument("--json", action="store_true", help="one JSON object per image (JSON Lines)")
+    add_model_options(predict)
+    predict.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from ..recognizer import Recognizer
+
+    recognizer = Recognizer(model_ref(args), backend=args.backend, precision=args.precision,
+                            threads=args.threads, size=args.size, batch_size=args.batch_size,
+                            calibration=args.calibration)
+    failed = 0
+    for result in recognizer.iter_recognize(args.images, topk=args.topk):
+        if result.error is not None:
+            failed += 1
+            print(f"shiwu: {result.error}", file=sys.stderr)
+        if args.json:
+            print(json.dumps(result.to_dict(), ensure_ascii=False), flush=True)
+        elif result.ok:
+            print(format_predictions(result), flush=True)
+    if failed:
+        print(f"shiwu: {failed} of {len(args.images)} images failed", file=sys.stderr)
+    return EXIT_SOME_FAILED if failed else EXIT_OK

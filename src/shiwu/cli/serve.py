@@ -1,0 +1,81 @@
+"""``shiwu serve``: the HTTP service with micro-batching and the web page."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from .options import EXIT_OK, EXIT_USAGE, add_model_options, model_ref, number, positive_int
+
+
+def add(commands) -> None:
+    from ..server.settings import ENV_API_KEY, MB, ServerSettings
+
+    d = ServerSettings()
+    serve = commands.add_parser(
+        "serve", help="HTTP service with micro-batching and a web page (pip install \"shiwu[serve]\")",
+        description="POST /v1/recognize, GET /v1/models /healthz /readyz /metrics /docs, web page at /.")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    serve.add_argument("--workers", type=positive_int, default=1,
+                       help="processes, each with its own model and batcher (default 1)")
+    serve.add_argument("--max-batch-size", type=lambda t: None if t == "auto" else positive_int(t),
+                       default=None, metavar="N|auto",
+                       help="most images in one inference batch (default auto: the size with the "
+                            "lowest model time per image here, 1 unless batches are >=10%% cheaper)")
+    serve.add_argument("--max-wait-ms", type=number(0, True), default=d.max_wait_ms,
+                       help=f"longest wait for a batch to fill, in ms (default {d.max_wait_ms:g})")
+    serve.add_argument("--max-queue", type=positive_int, default=d.max_queue,
+                       help=f"images in progress (decoding, queued, in a batch) before requests "
+                            f"get 503 (default {d.max_queue})")
+    serve.add_argument("--max-upload-mb", type=number(0, False), default=d.max_upload_bytes / MB,
+                       help=f"largest request body in MiB (default {d.max_upload_bytes / MB:g})")
+    serve.add_argument("--max-images", type=positive_int, default=d.max_images,
+                       help=f"most images in one request (default {d.max_images})")
+    serve.add_argument("--max-pixels", type=positive_int, default=d.max_pixels,
+                       help=f"most pixels in one image (default {d.max_pixels:,})")
+    serve.add_argument("--timeout", type=number(0, False), default=d.request_timeout,
+                       help=f"request timeout in seconds (default {d.request_timeout:g})")
+    serve.add_argument("--decode-threads", type=positive_int, default=d.decode_threads,
+                       help=f"threads decoding and preprocessing uploads (default {d.decode_threads})")
+    serve.add_argument("--warmup-seconds", type=number(0, True), default=d.warmup_seconds,
+                       help="time allowed for running every batch size once before /readyz says "
+                            f"ready (default {d.warmup_seconds:g}; 0: no warm-up)")
+    serve.add_argument("--api-key", default=None,
+                       help=f"require this key on /v1/recognize (or set {ENV_API_KEY})")
+    serve.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                       help="allow browser calls from this origin (repeatable; CORS is off by default)")
+    serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    serve.add_argument("--no-access-log", action="store_true", help="do not log every request")
+    add_model_options(serve)
+    serve.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from ..cpu import default_threads
+    from ..models.registry import get_model
+    from ..server import MissingExtra, ServerSettings, run as run_server
+    from ..server.settings import ENV_API_KEY, MB
+
+    model = model_ref(args)
+    get_model(model).weights_path()  # unknown model or missing weights: say so now, exit 2
+    threads = args.threads
+    if threads is None and args.workers > 1:  # the workers share the cores
+        threads = max(1, default_threads() // args.workers)
+    settings = ServerSettings(
+        model=model, backend=args.backend, precision=args.precision, threads=threads,
+        size=args.size, max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
+        max_queue=args.max_queue, max_upload_bytes=int(args.max_upload_mb * MB),
+        max_images=args.max_images, max_pixels=args.max_pixels, request_timeout=args.timeout,
+        calibration=args.calibration, warmup_seconds=args.warmup_seconds,
+        decode_threads=args.decode_threads,
+        api_key=args.api_key or os.environ.get(ENV_API_KEY) or None,
+        cors_origins=tuple(args.cors_origin))
+    try:
+        run_server(settings, host=args.host, port=args.port, workers=args.workers,
+                   log_level=args.log_level, access_log=not args.no_access_log)
+    except MissingExtra as exc:
+        print(f"shiwu: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_OK

@@ -37,6 +37,21 @@ class BackendUnavailable(RuntimeError):
     """A backend or precision cannot run here; the message says why and what to install."""
 
 
+def unsupported(spec, name: str) -> str:
+    kind = "an ONNX file" if spec.onnx_file is not None else "an OpenVINO IR"
+    return (f"{spec.name} is {kind}: {name} cannot run it; use --backend "
+            f"{' or '.join(spec.runtimes)} (or auto)")
+
+
+def run_in_fixed_batches(run, batch: np.ndarray, fixed: int | None) -> np.ndarray:
+    """Feed a graph that was exported for one batch size (usually 1) a batch of any size."""
+    if fixed is None or len(batch) == fixed:
+        return run(batch)
+    if fixed != 1:
+        raise BackendUnavailable(f"this graph takes batches of exactly {fixed} images")
+    return np.concatenate([run(batch[i:i + 1]) for i in range(len(batch))])
+
+
 def backend_class(name: str):
     try:
         module, cls = _IMPLEMENTATIONS[name]
@@ -49,6 +64,11 @@ def create_backend(name: str, spec, *, size: int, precision: str = "fp32",
                    threads: int | None = None, **options) -> Backend:
     if precision not in PRECISIONS:
         raise BackendUnavailable(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    if spec.fixed_size is not None and size != spec.fixed_size:
+        raise BackendUnavailable(f"{spec.name} takes {spec.fixed_size}x{spec.fixed_size} inputs only "
+                                 f"(fixed in the file), not {size}")
+    if name != "auto" and not spec.supports(name):
+        raise BackendUnavailable(unsupported(spec, name))
     if name == "auto":
         from .auto import select
         return select(spec, size=size, precision=precision, threads=threads, **options)

@@ -45,7 +45,7 @@ def choice_path(spec, *, size: int, precision: str, threads: int):
     from ..cpu import cpu_flags, cpu_model
 
     key = json.dumps({
-        "model": spec.name, "weights": cache.weights_fingerprint(spec.weights_path()), "size": size,
+        "model": spec.name, "weights": spec.fingerprint(), "size": size,
         "precision": precision, "threads": threads, "cpu": cpu_model(),
         "flags": sorted(cpu_flags()), "versions": _versions(), "shiwu": __version__,
     }, sort_keys=True)
@@ -85,7 +85,7 @@ def select(spec, *, size: int, precision: str, threads: int | None, **options):
     timings: dict[str, float] = {}
     skipped: dict[str, str] = {}
     best, best_time = None, float("inf")
-    for name in CANDIDATES.get(precision, ()):
+    for name in (n for n in CANDIDATES.get(precision, ()) if spec.supports(n)):
         try:
             backend = backend_class(name)(spec, size=size, precision=precision, threads=threads, **options)
         except Exception as exc:  # noqa: BLE001 - one broken runtime must not stop the others

@@ -89,8 +89,19 @@ def read_json(path: Path) -> dict:
         return {}
 
 
+def is_cached(path: Path) -> bool:
+    """Whether ``path`` is one of shiwu's cache entries (never a file of the user's)."""
+    try:
+        return Path(path).resolve().is_relative_to(cache_dir().resolve())
+    except OSError:
+        return False
+
+
 def discard(path: Path) -> None:
-    """Remove a corrupt or stale entry so the caller can rebuild it."""
+    """Remove a corrupt or stale cache entry so the caller can rebuild it. Files outside the
+    cache (the user's own model.onnx) are never touched."""
+    if not is_cached(path):
+        return
     try:
         path.unlink()
     except FileNotFoundError:

@@ -12,6 +12,7 @@ import threading
 import numpy as np
 import torch
 
+from ..models.model_files import pick_logits
 from . import BackendUnavailable
 from .cache import cache_dir
 
@@ -29,8 +30,9 @@ class CompileBackend:
         self.threads = threads or default_threads()
         torch.set_num_threads(self.threads)
         self.module = torch.compile(spec.build(size), backend="inductor", dynamic=False)
+        self.output_index = spec.output_index
         self._lock = threading.Lock()
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         with self._lock, torch.inference_mode():
-            return self.module(torch.from_numpy(batch)).numpy()
+            return pick_logits(self.module(torch.from_numpy(batch)), self.output_index).numpy()

@@ -8,6 +8,7 @@ only on that miss, so a warm start of the ONNX Runtime / OpenVINO backends never
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import sys
 import warnings
 from pathlib import Path
@@ -26,12 +27,18 @@ def torch_version() -> str:
 
 
 def onnx_entry(spec, size: int) -> Path:
-    return cache.entry_path(model=spec.name, fingerprint=cache.weights_fingerprint(spec.weights_path()),
+    return cache.entry_path(model=spec.name, fingerprint=spec.fingerprint(),
                             size=size, precision="fp32", kind="onnx",
                             runtime_version=f"torch-{torch_version()}-opset{ONNX_OPSET}", suffix=".onnx")
 
 
 def cached_onnx(spec, size: int, *, rebuild: bool = False) -> Path:
+    """The ONNX graph for (model, size): the user's own file as it is, else a cached export."""
+    if spec.onnx_file is not None:
+        return spec.onnx_file
+    if spec.openvino_file is not None:
+        from . import BackendUnavailable, unsupported
+        raise BackendUnavailable(unsupported(spec, "onnxruntime"))
     path = onnx_entry(spec, size)
     if rebuild:
         cache.discard(path)
@@ -52,10 +59,14 @@ def export_onnx(spec, size: int, target: Path) -> Path:
         warnings.simplefilter("ignore")  # the exporter's internal deprecation chatter
         # The TorchScript-based exporter: about 7x faster than the dynamo one here and it
         # writes one self-contained file, which keeps the atomic rename simple.
+        # A user's model may return several outputs (spec.output_index says which is the
+        # logits): all are exported, in their flattened order, so the index holds in the graph.
+        # Only a single output can be named; a ScriptModule cannot be wrapped for export.
+        names = [OUTPUT_NAME] if spec.output_index is None else None
         torch.onnx.export(
             network, (example,), str(tmp), dynamo=False, opset_version=ONNX_OPSET,
-            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            input_names=[INPUT_NAME], output_names=names,
+            dynamic_axes={INPUT_NAME: {0: "batch"}, **({OUTPUT_NAME: {0: "batch"}} if names else {})},
             do_constant_folding=True,
         )
     return target
@@ -68,7 +79,10 @@ def export_torchscript(spec, size: int, target: Path) -> Path:
     network = spec.build(size)
     example = torch.zeros(1, 3, size, size)
     with torch.inference_mode(False), torch.no_grad():
-        traced = torch.jit.trace(network, example, check_trace=False)
+        # A user's TorchScript file needs no tracing; strict=False: a user's model may return a
+        # dict or list (the backend picks the logits).
+        traced = network if isinstance(network, torch.jit.ScriptModule) else torch.jit.trace(
+            network, example, check_trace=False, strict=False)
         frozen = torch.jit.freeze(traced.eval())
     with cache.atomic_output(target) as tmp:
         torch.jit.save(frozen, str(tmp))
@@ -110,10 +124,32 @@ def export_for_deployment(spec, *, size: int, fmt: str, out: Path, precision: st
             shutil.copyfile(source, out)
         else:
             import openvino as ov
-            ov.save_model(ov.Core().read_model(str(cached_onnx(spec, size))), str(out), compress_to_fp16=False)
+            ov.save_model(ov.Core().read_model(str(openvino_source(spec, size))), str(out),
+                          compress_to_fp16=False)
         written.append(out.with_suffix(".bin"))
     labels = spec.labels()
     label_file = out.with_name(out.name + ".labels.tsv")
     label_file.write_text("".join(f"{i}\t{zh}\t{en}\n" for i, (zh, en) in enumerate(zip(labels.zh, labels.en))),
                           encoding="utf-8")
-    return written + [label_file]
+    settings = out.with_name("shiwu.json")
+    settings.write_text(json.dumps(deployment_settings(spec, size, out, label_file), ensure_ascii=False,
+                                   indent=2) + "\n", encoding="utf-8")
+    return written + [label_file, settings]
+
+
+def deployment_settings(spec, size: int, model_file: Path, label_file: Path) -> dict:
+    """shiwu.json for an exported model: what `--model` that folder needs to run it the same way."""
+    from PIL import Image
+
+    pre = spec.preprocessing.with_size(size)
+    filters = {Image.Resampling.BILINEAR: "bilinear", Image.Resampling.BICUBIC: "bicubic"}
+    return {"model": model_file.name, "labels": label_file.name, "resize": pre.resize, "size": size,
+            "mean": [m / 255 for m in pre.mean], "std": [s / 255 for s in pre.std],
+            "interpolation": filters.get(pre.resample, "bilinear")}
+
+
+def openvino_source(spec, size: int, *, rebuild: bool = False) -> Path:
+    """What OpenVINO reads for (model, size): the user's own IR, else the ONNX graph."""
+    if spec.openvino_file is not None:
+        return spec.openvino_file
+    return cached_onnx(spec, size, rebuild=rebuild)

@@ -12,6 +12,7 @@ import threading
 import numpy as np
 import torch
 
+from ..models.model_files import pick_logits
 from . import BackendUnavailable
 
 WHY_MISSING = ("Intel Extension for PyTorch is not available: its last release (2.8) does not "
@@ -42,9 +43,11 @@ class IpexBackend:
         dtype = torch.bfloat16 if precision == "bf16" else torch.float32
         self.dtype = dtype
         self.module = ipex.optimize(spec.build(size), dtype=dtype)
+        self.output_index = spec.output_index
         self._lock = threading.Lock()
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         with self._lock, torch.inference_mode(), torch.autocast("cpu", dtype=self.dtype,
                                                                  enabled=self.dtype != torch.float32):
-            return self.module(torch.from_numpy(batch)).float().numpy()
+            output = self.module(torch.from_numpy(batch))
+            return pick_logits(output, self.output_index).float().numpy()

@@ -9,8 +9,8 @@ import importlib.metadata
 
 import numpy as np
 
-from . import BackendUnavailable, export
-from .cache import discard
+from . import BackendUnavailable, export, run_in_fixed_batches
+from .cache import discard, is_cached
 
 PRECISIONS = ("fp32", "int8")
 
@@ -51,15 +51,23 @@ class OnnxRuntimeBackend:
         path = locate(False)
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception:  # ORT raises its own exception types for unreadable or truncated models
+        except Exception as exc:  # ORT raises its own exception types for unreadable models
+            if not is_cached(path):  # the user's own file: say why, never delete or rebuild it
+                raise BackendUnavailable(f"onnxruntime cannot load {path}: {exc}") from None
             discard(path)
             path = locate(True)
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.model_path = path
         self.input_name = self.session.get_inputs()[0].name
+        # a user's graph may have several outputs; only the logits are fetched
+        self.output_names = [self.session.get_outputs()[spec.output_index or 0].name]
+        self.fixed_batch = spec.fixed_batch
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(self.output_names, {self.input_name: batch})[0]
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: batch})[0]
+        return run_in_fixed_batches(self._run, batch, self.fixed_batch)
 
 
 def version() -> str | None:

@@ -10,8 +10,8 @@ import threading
 
 import numpy as np
 
-from . import BackendUnavailable, export
-from .cache import cache_dir, discard
+from . import BackendUnavailable, export, run_in_fixed_batches
+from .cache import cache_dir, discard, is_cached
 
 HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8 layers are fixed by the model itself
 
@@ -57,22 +57,29 @@ class OpenVINOBackend:
             if precision == "int8":
                 from .quantize import cached_openvino_int8
                 return cached_openvino_int8(spec, size, calibration=calibration, rebuild=rebuild)
-            return export.cached_onnx(spec, size, rebuild=rebuild)
+            return export.openvino_source(spec, size, rebuild=rebuild)
 
         path = locate(False)
         # Compiling from the path (not a read_model object) lets OpenVINO load its cached blob
         # directly: no ONNX parsing, and about half the peak memory for a large model.
         try:
             compiled = core.compile_model(str(path), "CPU", config)
-        except RuntimeError:  # unreadable model file: rebuild it once
+        except RuntimeError as exc:  # unreadable model file: rebuild it once
+            if not is_cached(path):  # the user's own file: say why, never delete or rebuild it
+                raise BackendUnavailable(f"openvino cannot load {path}: {exc}") from None
             discard(path)
             path = locate(True)
             compiled = core.compile_model(str(path), "CPU", config)
         self.model_path = path
         self.request = compiled.create_infer_request()
+        self.output = spec.output_index or 0  # a user's graph may have several outputs
+        self.fixed_batch = spec.fixed_batch
         self._lock = threading.Lock()  # one infer request: calls from several threads take turns
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
+    def _run(self, batch: np.ndarray) -> np.ndarray:
         with self._lock:
             result = self.request.infer({0: batch})
-            return np.array(result[0], copy=True)
+            return np.array(result[self.output], copy=True)
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        return run_in_fixed_batches(self._run, batch, self.fixed_batch)

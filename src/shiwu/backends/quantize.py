@@ -66,7 +66,7 @@ def _int8_entry(spec, size: int, calibration, *, kind: str, runtime: str, suffix
     from ..calibrate import calibration_id
 
     calib_id = calibration_id(calibration, CALIBRATION_IMAGES)
-    path = cache.entry_path(model=spec.name, fingerprint=cache.weights_fingerprint(spec.weights_path()),
+    path = cache.entry_path(model=spec.name, fingerprint=spec.fingerprint(),
                             size=size, precision="int8", kind=kind,
                             runtime_version=f"{runtime}-{calib_id}", suffix=suffix)
     return path, calib_id
@@ -78,8 +78,11 @@ def _calibration(spec, size: int, calibration) -> np.ndarray:
     return calibration_batch(spec.preprocessing.with_size(size), calibration, CALIBRATION_IMAGES)
 
 
-def _run_in_chunks(run, batch: np.ndarray, chunk: int = 16) -> np.ndarray:
-    return np.concatenate([run(batch[i:i + chunk]) for i in range(0, len(batch), chunk)])
+def _run_in_chunks(spec, run, batch: np.ndarray, chunk: int = 16) -> np.ndarray:
+    from . import run_in_fixed_batches
+
+    return np.concatenate([run_in_fixed_batches(run, batch[i:i + chunk], spec.fixed_batch)
+                           for i in range(0, len(batch), chunk)])
 
 
 def cached_openvino_int8(spec, size: int, *, calibration=None, rebuild: bool = False) -> Path:
@@ -100,7 +103,7 @@ def cached_openvino_int8(spec, size: int, *, calibration=None, rebuild: bool = F
     print(f"shiwu: quantizing {spec.name} to int8 with NNCF on {len(calib)} calibration views (once)",
           file=sys.stderr)
     core = ov.Core()
-    fp32_model = core.read_model(str(export.cached_onnx(spec, size)))
+    fp32_model = core.read_model(str(export.openvino_source(spec, size)))
     quantized = nncf.quantize(fp32_model, nncf.Dataset([calib[i:i + 1] for i in range(len(calib))]),
                               subset_size=len(calib))
     # IR is two files: write both into a private folder, move the .bin first, the .xml last,
@@ -115,8 +118,9 @@ def cached_openvino_int8(spec, size: int, *, calibration=None, rebuild: bool = F
     config = {"INFERENCE_PRECISION_HINT": "f32"}
     reference = core.compile_model(fp32_model, "CPU", config)
     int8 = core.compile_model(core.read_model(str(path)), "CPU", config)
-    verdict = _record(path, _run_in_chunks(lambda b: reference(b)[0], check),
-                      _run_in_chunks(lambda b: int8(b)[0], check), calib_id)
+    logits_at = spec.output_index or 0
+    verdict = _record(path, _run_in_chunks(spec, lambda b: reference(b)[logits_at], check),
+                      _run_in_chunks(spec, lambda b: int8(b)[logits_at], check), calib_id)
     _enforce(spec, "OpenVINO", verdict)
     return path
 
@@ -139,7 +143,7 @@ def cached_onnx_int8(spec, size: int, *, calibration=None, rebuild: bool = False
 
     class Reader(CalibrationDataReader):
         def __init__(self):
-            self.items = iter([{export.INPUT_NAME: calib[i:i + 1]} for i in range(len(calib))])
+            self.items = iter([{input_name: calib[i:i + 1]} for i in range(len(calib))])
 
         def get_next(self):
             return next(self.items, None)
@@ -148,6 +152,9 @@ def cached_onnx_int8(spec, size: int, *, calibration=None, rebuild: bool = False
     print(f"shiwu: quantizing {spec.name} to int8 for ONNX Runtime on {len(calib)} calibration views (once)",
           file=sys.stderr)
     fp32_path = export.cached_onnx(spec, size)
+    providers = ["CPUExecutionProvider"]
+    reference = ort.InferenceSession(str(fp32_path), providers=providers)
+    input_name = reference.get_inputs()[0].name  # a user's own graph names its input as it likes
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(fp32_path), str(prepared))
@@ -159,10 +166,10 @@ def cached_onnx_int8(spec, size: int, *, calibration=None, rebuild: bool = False
                             weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.Percentile)
 
     check = _check_batch(spec, size)
-    providers = ["CPUExecutionProvider"]
-    reference = ort.InferenceSession(str(fp32_path), providers=providers)
     int8 = ort.InferenceSession(str(path), providers=providers)
-    verdict = _record(path, _run_in_chunks(lambda b: reference.run(None, {export.INPUT_NAME: b})[0], check),
-                      _run_in_chunks(lambda b: int8.run(None, {export.INPUT_NAME: b})[0], check), calib_id)
+    logits_at = spec.output_index or 0
+    verdict = _record(
+        path, _run_in_chunks(spec, lambda b: reference.run(None, {input_name: b})[logits_at], check),
+        _run_in_chunks(spec, lambda b: int8.run(None, {input_name: b})[logits_at], check), calib_id)
     _enforce(spec, "ONNX Runtime", verdict)
     return path

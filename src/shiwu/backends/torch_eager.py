@@ -7,6 +7,7 @@ import threading
 import numpy as np
 import torch
 
+from ..models.model_files import pick_logits
 from . import BackendUnavailable
 
 
@@ -23,9 +24,11 @@ class TorchBackend:
         torch.set_num_threads(self.threads)
         self.dtype = torch.bfloat16 if precision == "bf16" else torch.float32
         self.model = spec.build(size)
+        self.output_index = spec.output_index
         self._lock = threading.Lock()
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         with self._lock, torch.inference_mode(), torch.autocast(
                 "cpu", dtype=self.dtype, enabled=self.dtype != torch.float32):
-            return self.model(torch.from_numpy(batch)).float().numpy()
+            output = self.model(torch.from_numpy(batch))
+            return pick_logits(output, self.output_index).float().numpy()

@@ -7,6 +7,7 @@ import threading
 import numpy as np
 import torch
 
+from ..models.model_files import pick_logits
 from . import BackendUnavailable, cache
 from .export import export_torchscript, torch_version
 
@@ -22,7 +23,7 @@ class TorchScriptBackend:
             raise BackendUnavailable("torchscript runs fp32 only; use openvino for bf16 or int8")
         self.threads = threads or default_threads()
         torch.set_num_threads(self.threads)
-        path = cache.entry_path(model=spec.name, fingerprint=cache.weights_fingerprint(spec.weights_path()),
+        path = cache.entry_path(model=spec.name, fingerprint=spec.fingerprint(),
                                 size=size, precision="fp32", kind="torchscript",
                                 runtime_version=f"torch-{torch_version()}", suffix=".pt")
         if not path.exists():
@@ -34,8 +35,9 @@ class TorchScriptBackend:
             export_torchscript(spec, size, path)
             self.module = torch.jit.load(str(path), map_location="cpu")
         self.model_path = path
+        self.output_index = spec.output_index
         self._lock = threading.Lock()
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         with self._lock, torch.inference_mode():
-            return self.module(torch.from_numpy(batch)).numpy()
+            return pick_logits(self.module(torch.from_numpy(batch)), self.output_index).numpy()

@@ -105,6 +105,8 @@ class ModelSpec:
     openvino_file: Path | None = None
     runtimes: tuple[str, ...] | None = None  # None: every backend
     fixed_size: int | None = None             # a graph built for one input size only
+    fixed_batch: int | None = None            # a graph built for one batch size only
+    output_index: int | None = None           # which of several outputs is the logits
     identity: str = ""                        # mixed into cache keys besides the file contents
 
     def __post_init__(self) -> None:

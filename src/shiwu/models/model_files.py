@@ -1,0 +1,284 @@
+"""What a user's model file is, how to load it, and the facts shiwu needs about it.
+
+Kinds: ``pickle`` (a whole ``nn.Module`` saved with ``torch.save(model)``: loading it runs code
+from the file, so only with ``trust_model_code``), ``torchscript`` (``torch.jit.save``, e.g.
+the article's ``traced_model_cpu.pt``), ``onnx`` and ``openvino`` (IR ``.xml`` + ``.bin``).
+A bare state dict has weights but no architecture and is refused with what to pass instead.
+
+The facts (kind, number of classes, which output is the logits, a fixed input size) are found
+once per file content and remembered in the cache, so a later start with a cached ONNX export
+imports neither torch nor the model's code.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import sys
+import zipfile
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .spec import ModelNotFound, UntrustedModel
+
+KINDS = ("pickle", "torchscript", "onnx", "openvino")
+FACTS_VERSION = 1
+PROBE_SIZE = 224
+
+SAVE_INSTEAD = ("save the model as TorchScript (torch.jit.trace(model, example).save('model.pt')) "
+                "or ONNX (torch.onnx.export), which shiwu runs without unpickling code")
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    kind: str
+    num_classes: int
+    output_index: int | None = None  # position of the logits among the outputs; None: the only one
+    fixed_size: int | None = None    # the graph takes only this input size
+    fixed_batch: int | None = None   # the graph takes only this batch size
+    outputs: int = 1
+
+
+def kind_of(path: Path) -> str:
+    """The file's kind, from its name and content, without running anything in it."""
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        return "onnx"
+    if suffix == ".xml":
+        return "openvino"
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise ModelNotFound(f"{path}: cannot read this model file ({exc})") from None
+        # torch.jit.save archives carry the TorchScript code and constants; torch.save's do not
+        if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
+            return "torchscript"
+    return "pickle"
+
+
+# ----------------------------------------------------------------------------- torch files
+
+def check_pickle(path: Path, trust_model_code: bool) -> None:
+    """Refuse a state dict (no architecture); refuse a whole pickled module unless trusted."""
+    import torch
+
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+    except pickle.UnpicklingError:
+        if trust_model_code:
+            return
+        raise UntrustedModel(
+            f"{path} is a whole pickled model (torch.save(model)){_classes_in(path)}. Unpickling "
+            "it runs code from the file, so shiwu does not do it unless you say so: pass "
+            "--trust-model-code (trust_model_code=True in Python) if you trust where it came from "
+            "— the same idea as Hugging Face's trust_remote_code. Or " + SAVE_INSTEAD) from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError) as exc:
+        raise ModelNotFound(f"{path}: cannot read this model file: it is truncated, corrupt or not "
+                            f"a PyTorch file ({type(exc).__name__}: {_first_line(exc)})") from None
+    if isinstance(loaded, dict):
+        raise ModelNotFound(
+            f"{path} holds only weights (a state dict: {len(loaded)} entries), not the network "
+            "they belong to, so shiwu cannot run it. Pass one of: the whole model saved with "
+            "torch.save(model) (then --trust-model-code), a TorchScript file "
+            "(torch.jit.trace(model, example).save('model.pt')), or an ONNX file "
+            "(torch.onnx.export(model, example, 'model.onnx')).")
+    raise ModelNotFound(f"{path}: expected a model, got a {type(loaded).__name__}")
+
+
+def _classes_in(path: Path) -> str:
+    import torch
+
+    try:
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+    except Exception:  # noqa: BLE001 - only for the message; legacy files cannot be listed
+        return ""
+    names = [n for n in names if not n.startswith("torch.")] or names
+    return f" with the Python classes {', '.join(names[:4])}" if names else ""
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+
+
+@contextmanager
+def _importable_from(folder: Path):
+    # torch.save(model) stores the class by module and name: a trusted model saved next to the
+    # code that defines it (model_def.py beside model.pth) should load as it does for its author.
+    sys.path.insert(0, str(folder))
+    try:
+        yield
+    finally:
+        try:
+            sys.path.remove(str(folder))
+        except ValueError:
+            pass
+
+
+def load_module(path: Path, kind: str):
+    """The torch module in a pickle (trusted by the caller) or TorchScript file, eval mode, CPU."""
+    import torch
+
+    if kind == "torchscript":
+        try:
+            module = torch.jit.load(str(path), map_location="cpu")
+        except (RuntimeError, OSError, ValueError) as exc:
+            raise ModelNotFound(f"{path}: cannot load this TorchScript file ({_first_line(exc)})") from None
+        return module.eval()
+    with _importable_from(path.parent):
+        try:
+            module = torch.load(path, map_location="cpu", weights_only=False)
+        except (AttributeError, ModuleNotFoundError, ImportError) as exc:
+            raise ModelNotFound(
+                f"{path} needs the Python class it was saved from ({_first_line(exc)}): "
+                "torch.save(model) stores the class by name, not its code. Put the .py file that "
+                f"defines it next to {path.name}, or " + SAVE_INSTEAD) from None
+        except Exception as exc:  # noqa: BLE001 - any unpickling failure is this file's problem
+            raise ModelNotFound(f"{path}: cannot load this model file: it is truncated, corrupt or not "
+                                f"a PyTorch file ({type(exc).__name__}: {_first_line(exc)})") from None
+    if isinstance(module, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)):
+        module = module.module
+    if isinstance(module, dict):
+        for key in ("model", "net", "module"):
+            if isinstance(module.get(key), torch.nn.Module):
+                module = module[key]
+                break
+    if not isinstance(module, torch.nn.Module):
+        raise ModelNotFound(f"{path}: expected a torch.nn.Module, got a {type(module).__name__}")
+    module = module.float().eval()
+    module.requires_grad_(False)
+    return module
+
+
+def flat_outputs(output) -> list:
+    """A model's output as a flat list of tensors (tuples, lists and dicts in their order)."""
+    if isinstance(output, dict):
+        output = list(output.values())
+    if isinstance(output, (tuple, list)):
+        return [t for item in output for t in flat_outputs(item)]
+    return [output]
+
+
+def pick_logits(output, index: int | None):
+    """The logits tensor of a model's output (see ModelFacts.output_index)."""
+    return output if index is None else flat_outputs(output)[index]
+
+
+def _logits_position(shapes: list[tuple], batch: int | None, path: Path) -> int:
+    """The first output of shape (N, C): the logits, as the issue of multi-output models goes."""
+    for i, shape in enumerate(shapes):
+        if len(shape) == 2 and (batch is None or shape[0] in (batch, None)) and (shape[1] or 0) > 0:
+            return i
+    raise ModelNotFound(f"{path}: no output of shape (batch, classes) among the model's outputs "
+                        f"{shapes}; shiwu needs the logits of a classifier")
+
+
+def _probe_torch(path: Path, kind: str) -> ModelFacts:
+    import torch
+
+    module = load_module(path, kind)
+    example = torch.zeros(2, 3, PROBE_SIZE, PROBE_SIZE)
+    try:
+        with torch.inference_mode():
+            output = module(example)
+    except Exception as exc:  # noqa: BLE001 - the user's forward() may raise anything
+        raise ModelNotFound(f"{path}: the model failed on a (2, 3, {PROBE_SIZE}, {PROBE_SIZE}) image batch "
+                            f"({type(exc).__name__}: {_first_line(exc)}); shiwu feeds NCHW float "
+                            "RGB batches") from None
+    tensors = flat_outputs(output)
+    shapes = [tuple(t.shape) if isinstance(t, torch.Tensor) else () for t in tensors]
+    index = _logits_position(shapes, 2, path)
+    single = isinstance(output, torch.Tensor)
+    return ModelFacts(kind, int(shapes[index][1]), None if single else index, outputs=len(tensors))
+
+
+# ----------------------------------------------------------------------------- graphs
+
+def _graph_facts(kind: str, path: Path, inputs: list[tuple], outputs: list[tuple]) -> ModelFacts:
+    if not inputs or len(inputs[0]) != 4:
+        raise ModelNotFound(f"{path}: expected one image input of shape (batch, 3, height, width), "
+                            f"got {inputs[0] if inputs else 'none'}")
+    _, channels, height, width = inputs[0]
+    if channels not in (3, None):
+        raise ModelNotFound(f"{path}: the input has {channels} channels where shiwu feeds 3 (RGB, "
+                            "NCHW); an NHWC model must be exported with NCHW input")
+    if (height is None) != (width is None) or (height is not None and height != width):
+        raise ModelNotFound(f"{path}: input {height}x{width}: shiwu feeds square images; export "
+                            "the model with a square (or dynamic) input size")
+    index = _logits_position(outputs, inputs[0][0], path)
+    num_classes = outputs[index][1]
+    return ModelFacts(kind, int(num_classes), index if len(outputs) > 1 else None, height,
+                      inputs[0][0], len(outputs))
+
+
+def _probe_onnx(path: Path) -> ModelFacts:
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - protobuf raises its own DecodeError and others
+        raise ModelNotFound(f"{path} is not an ONNX model (it cannot be parsed: "
+                            f"{type(exc).__name__}: {_first_line(exc)})") from None
+    graph = model.graph
+    initializers = {i.name for i in graph.initializer}
+
+    def dims(value) -> tuple:
+        shape = value.type.tensor_type.shape
+        return tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+                     for d in shape.dim)
+
+    if not graph.output:
+        raise ModelNotFound(f"{path} is not an ONNX model with outputs")
+    inputs = [dims(v) for v in graph.input if v.name not in initializers]
+    return _graph_facts("onnx", path, inputs, [dims(v) for v in graph.output])
+
+
+def _probe_openvino(path: Path) -> ModelFacts:
+    import openvino as ov
+
+    if not path.with_suffix(".bin").is_file():
+        raise ModelNotFound(f"{path}: an OpenVINO IR needs its weights beside it: "
+                            f"{path.with_suffix('.bin').name} is missing")
+    try:
+        model = ov.Core().read_model(str(path))
+    except RuntimeError as exc:
+        raise ModelNotFound(f"{path} is not a readable OpenVINO IR ({_first_line(exc)})") from None
+
+    def dims(port) -> tuple:
+        shape = port.get_partial_shape()
+        return tuple(d.get_length() if d.is_static else None for d in shape) if shape.rank.is_static else ()
+
+    return _graph_facts("openvino", path, [dims(p) for p in model.inputs], [dims(p) for p in model.outputs])
+
+
+# ----------------------------------------------------------------------------- facts, cached
+
+def facts_for(path: Path, fingerprint: str, *, trust_model_code: bool) -> ModelFacts:
+    """The facts about ``path`` (remembered by content), refusing untrusted pickles first."""
+    from ..backends.cache import atomic_write_text, cache_dir, read_json
+
+    memo = cache_dir() / "model-facts" / f"{fingerprint[:40]}.json"
+    remembered = read_json(memo)
+    facts = None
+    if remembered.get("version") == FACTS_VERSION:
+        remembered.pop("version")
+        try:
+            facts = ModelFacts(**remembered)
+        except TypeError:
+            facts = None
+    kind = facts.kind if facts else kind_of(path)
+    if kind == "pickle":
+        if facts is None or not trust_model_code:
+            check_pickle(path, trust_model_code)  # refuses, whatever was remembered
+    if facts is not None:
+        return facts
+    if kind == "onnx":
+        facts = _probe_onnx(path)
+    elif kind == "openvino":
+        facts = _probe_openvino(path)
+    else:
+        facts = _probe_torch(path, kind)
+    atomic_write_text(memo, json.dumps({"version": FACTS_VERSION, **asdict(facts)}))
+    return facts

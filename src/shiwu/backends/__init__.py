@@ -43,6 +43,26 @@ def unsupported(spec, name: str) -> str:
             f"{' or '.join(spec.runtimes)} (or auto)")
 
 
+class BatchedRun:
+    """``run(batch)`` for any batch size over a backend's ``_run``, for graphs that take only
+    one: exported with a fixed batch, or traced from a model whose ``len(x)`` became the
+    constant 1. Such a graph is found out at its first larger batch and then fed one image at
+    a time (a genuine error shows again on the first single image)."""
+
+    fixed_batch: int | None = None
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        if self.fixed_batch is None and len(batch) > 1:
+            try:
+                return self._run(batch)
+            except Exception:  # noqa: BLE001 - each runtime raises its own type for a shape clash
+                self.fixed_batch = 1
+        return run_in_fixed_batches(self._run, batch, self.fixed_batch)
+
+
 def run_in_fixed_batches(run, batch: np.ndarray, fixed: int | None) -> np.ndarray:
     """Feed a graph that was exported for one batch size (usually 1) a batch of any size."""
     if fixed is None or len(batch) == fixed:

@@ -13,11 +13,11 @@ import numpy as np
 import torch
 
 from ..models.model_files import pick_logits
-from . import BackendUnavailable
+from . import BackendUnavailable, BatchedRun
 from .cache import cache_dir
 
 
-class CompileBackend:
+class CompileBackend(BatchedRun):
     name = "compile"
     precision = "fp32"
 
@@ -31,8 +31,9 @@ class CompileBackend:
         torch.set_num_threads(self.threads)
         self.module = torch.compile(spec.build(size), backend="inductor", dynamic=False)
         self.output_index = spec.output_index
+        self.fixed_batch = spec.fixed_batch
         self._lock = threading.Lock()
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
+    def _run(self, batch: np.ndarray) -> np.ndarray:
         with self._lock, torch.inference_mode():
             return pick_logits(self.module(torch.from_numpy(batch)), self.output_index).numpy()

@@ -11,6 +11,7 @@ import importlib.metadata
 import json
 import sys
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 from . import cache
@@ -47,6 +48,21 @@ def cached_onnx(spec, size: int, *, rebuild: bool = False) -> Path:
     return path
 
 
+@contextmanager
+def exportable_attention():
+    # nn.TransformerEncoderLayer / MultiheadAttention take a fused "fast path" in eval mode
+    # without grad (aten::_transformer_encoder_layer_fwd), which neither ONNX nor a portable
+    # TorchScript trace can express; the plain path computes the same values.
+    import torch
+
+    enabled = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(enabled)
+
+
 def export_onnx(spec, size: int, target: Path) -> Path:
     """Write an fp32 ONNX model with a dynamic batch axis to ``target`` (atomically)."""
     import torch
@@ -55,7 +71,8 @@ def export_onnx(spec, size: int, target: Path) -> Path:
           file=sys.stderr)
     network = spec.build(size)
     example = torch.zeros(1, 3, size, size)
-    with cache.atomic_output(target) as tmp, torch.inference_mode(), warnings.catch_warnings():
+    with cache.atomic_output(target) as tmp, torch.inference_mode(), warnings.catch_warnings(), \
+            exportable_attention():
         warnings.simplefilter("ignore")  # the exporter's internal deprecation chatter
         # The TorchScript-based exporter: about 7x faster than the dynamo one here and it
         # writes one self-contained file, which keeps the atomic rename simple.
@@ -63,12 +80,25 @@ def export_onnx(spec, size: int, target: Path) -> Path:
         # logits): all are exported, in their flattened order, so the index holds in the graph.
         # Only a single output can be named; a ScriptModule cannot be wrapped for export.
         names = [OUTPUT_NAME] if spec.output_index is None else None
-        torch.onnx.export(
-            network, (example,), str(tmp), dynamo=False, opset_version=ONNX_OPSET,
-            input_names=[INPUT_NAME], output_names=names,
-            dynamic_axes={INPUT_NAME: {0: "batch"}, **({OUTPUT_NAME: {0: "batch"}} if names else {})},
-            do_constant_folding=True,
-        )
+        try:
+            torch.onnx.export(
+                network, (example,), str(tmp), dynamo=False, opset_version=ONNX_OPSET,
+                input_names=[INPUT_NAME], output_names=names,
+                # a model whose trace bakes in its batch size is exported for one image at a time
+                dynamic_axes=({} if spec.fixed_batch else
+                              {INPUT_NAME: {0: "batch"}, **({OUTPUT_NAME: {0: "batch"}} if names else {})}),
+                do_constant_folding=True,
+            )
+        except Exception as exc:  # noqa: BLE001 - a user's model may use anything ONNX lacks
+            from . import BackendUnavailable
+
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            hint = (" (it was traced with PyTorch's fused attention: trace it again after "
+                    "torch.backends.mha.set_fastpath_enabled(False), or pass the whole model)"
+                    if "_transformer_encoder_layer_fwd" in str(exc) or "_native_multi_head" in str(exc) else "")
+            raise BackendUnavailable(
+                f"{spec.name} cannot be exported to ONNX ({type(exc).__name__}: {first}){hint}, so "
+                "onnxruntime and openvino cannot run it; --backend torch or torchscript can") from None
     return target
 
 
@@ -78,7 +108,7 @@ def export_torchscript(spec, size: int, target: Path) -> Path:
 
     network = spec.build(size)
     example = torch.zeros(1, 3, size, size)
-    with torch.inference_mode(False), torch.no_grad():
+    with torch.inference_mode(False), torch.no_grad(), exportable_attention():
         # A user's TorchScript file needs no tracing; strict=False: a user's model may return a
         # dict or list (the backend picks the logits).
         traced = network if isinstance(network, torch.jit.ScriptModule) else torch.jit.trace(

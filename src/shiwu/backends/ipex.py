@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..models.model_files import pick_logits
-from . import BackendUnavailable
+from . import BackendUnavailable, BatchedRun
 
 WHY_MISSING = ("Intel Extension for PyTorch is not available: its last release (2.8) does not "
                "match torch {torch}. Use --backend openvino or onnxruntime, which cover the same "
@@ -28,7 +28,7 @@ def _import():
     return ipex
 
 
-class IpexBackend:
+class IpexBackend(BatchedRun):
     name = "ipex"
 
     def __init__(self, spec, *, size: int, precision: str = "fp32", threads: int | None = None):
@@ -44,9 +44,10 @@ class IpexBackend:
         self.dtype = dtype
         self.module = ipex.optimize(spec.build(size), dtype=dtype)
         self.output_index = spec.output_index
+        self.fixed_batch = spec.fixed_batch
         self._lock = threading.Lock()
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
+    def _run(self, batch: np.ndarray) -> np.ndarray:
         with self._lock, torch.inference_mode(), torch.autocast("cpu", dtype=self.dtype,
                                                                  enabled=self.dtype != torch.float32):
             output = self.module(torch.from_numpy(batch))

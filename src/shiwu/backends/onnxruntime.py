@@ -9,7 +9,7 @@ import importlib.metadata
 
 import numpy as np
 
-from . import BackendUnavailable, export, run_in_fixed_batches
+from . import BackendUnavailable, BatchedRun, export
 from .cache import discard, is_cached
 
 PRECISIONS = ("fp32", "int8")
@@ -23,7 +23,7 @@ def _import():
     return onnxruntime
 
 
-class OnnxRuntimeBackend:
+class OnnxRuntimeBackend(BatchedRun):
     name = "onnxruntime"
 
     def __init__(self, spec, *, size: int, precision: str = "fp32", threads: int | None = None,
@@ -65,9 +65,6 @@ class OnnxRuntimeBackend:
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run(self.output_names, {self.input_name: batch})[0]
-
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        return run_in_fixed_batches(self._run, batch, self.fixed_batch)
 
 
 def version() -> str | None:

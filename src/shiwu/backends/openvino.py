@@ -10,7 +10,7 @@ import threading
 
 import numpy as np
 
-from . import BackendUnavailable, export, run_in_fixed_batches
+from . import BackendUnavailable, BatchedRun, export
 from .cache import cache_dir, discard, is_cached
 
 HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8 layers are fixed by the model itself
@@ -30,7 +30,7 @@ def bf16_supported() -> bool:
     return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 
 
-class OpenVINOBackend:
+class OpenVINOBackend(BatchedRun):
     name = "openvino"
 
     def __init__(self, spec, *, size: int, precision: str = "fp32", threads: int | None = None,
@@ -80,6 +80,3 @@ class OpenVINOBackend:
         with self._lock:
             result = self.request.infer({0: batch})
             return np.array(result[self.output], copy=True)
-
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        return run_in_fixed_batches(self._run, batch, self.fixed_batch)

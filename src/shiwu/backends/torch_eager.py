@@ -8,10 +8,10 @@ import numpy as np
 import torch
 
 from ..models.model_files import pick_logits
-from . import BackendUnavailable
+from . import BackendUnavailable, BatchedRun
 
 
-class TorchBackend:
+class TorchBackend(BatchedRun):
     name = "torch"
 
     def __init__(self, spec, *, size: int, precision: str = "fp32", threads: int | None = None):
@@ -25,9 +25,10 @@ class TorchBackend:
         self.dtype = torch.bfloat16 if precision == "bf16" else torch.float32
         self.model = spec.build(size)
         self.output_index = spec.output_index
+        self.fixed_batch = spec.fixed_batch
         self._lock = threading.Lock()
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
+    def _run(self, batch: np.ndarray) -> np.ndarray:
         with self._lock, torch.inference_mode(), torch.autocast(
                 "cpu", dtype=self.dtype, enabled=self.dtype != torch.float32):
             output = self.model(torch.from_numpy(batch))

@@ -8,11 +8,11 @@ import numpy as np
 import torch
 
 from ..models.model_files import pick_logits
-from . import BackendUnavailable, cache
+from . import BackendUnavailable, BatchedRun, cache
 from .export import export_torchscript, torch_version
 
 
-class TorchScriptBackend:
+class TorchScriptBackend(BatchedRun):
     name = "torchscript"
     precision = "fp32"
 
@@ -36,8 +36,9 @@ class TorchScriptBackend:
             self.module = torch.jit.load(str(path), map_location="cpu")
         self.model_path = path
         self.output_index = spec.output_index
+        self.fixed_batch = spec.fixed_batch
         self._lock = threading.Lock()
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
+    def _run(self, batch: np.ndarray) -> np.ndarray:
         with self._lock, torch.inference_mode():
             return pick_logits(self.module(torch.from_numpy(batch)), self.output_index).numpy()

@@ -15,15 +15,16 @@ from __future__ import annotations
 import json
 import pickle
 import sys
+import warnings
 import zipfile
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from .spec import ModelNotFound, UntrustedModel
 
 KINDS = ("pickle", "torchscript", "onnx", "openvino")
-FACTS_VERSION = 1
+FACTS_VERSION = 2
 PROBE_SIZE = 224
 
 SAVE_INSTEAD = ("save the model as TorchScript (torch.jit.trace(model, example).save('model.pt')) "
@@ -175,23 +176,66 @@ def _logits_position(shapes: list[tuple], batch: int | None, path: Path) -> int:
                         f"{shapes}; shiwu needs the logits of a classifier")
 
 
-def _probe_torch(path: Path, kind: str) -> ModelFacts:
+def _probe_torch(path: Path, kind: str, size: int) -> ModelFacts:
     import torch
 
     module = load_module(path, kind)
-    example = torch.zeros(2, 3, PROBE_SIZE, PROBE_SIZE)
-    try:
-        with torch.inference_mode():
-            output = module(example)
-    except Exception as exc:  # noqa: BLE001 - the user's forward() may raise anything
-        raise ModelNotFound(f"{path}: the model failed on a (2, 3, {PROBE_SIZE}, {PROBE_SIZE}) image batch "
-                            f"({type(exc).__name__}: {_first_line(exc)}); shiwu feeds NCHW float "
-                            "RGB batches") from None
+    # A model traced with one image often has that batch size baked in (len(x) became the
+    # constant 1): it still runs, one image at a time.
+    for batch in (2, 1):
+        try:
+            with torch.inference_mode():
+                output = module(torch.zeros(batch, 3, size, size))
+            break
+        except Exception as exc:  # noqa: BLE001 - the user's forward() may raise anything
+            failure = exc
+    else:
+        raise ModelNotFound(f"{path}: the model failed on a (1, 3, {size}, {size}) image batch "
+                            f"({type(failure).__name__}: {_first_line(failure)}); shiwu feeds NCHW "
+                            "float RGB batches; set its input size in shiwu.json beside it")
     tensors = flat_outputs(output)
     shapes = [tuple(t.shape) if isinstance(t, torch.Tensor) else () for t in tensors]
-    index = _logits_position(shapes, 2, path)
+    index = _logits_position(shapes, batch, path)
     single = isinstance(output, torch.Tensor)
-    return ModelFacts(kind, int(shapes[index][1]), None if single else index, outputs=len(tensors))
+    if batch == 2 and not _trace_keeps_batches(module, size, None if single else index):
+        batch = 1
+    return ModelFacts(kind, int(shapes[index][1]), None if single else index,
+                      fixed_batch=1 if batch == 1 else None, outputs=len(tensors))
+
+
+def _trace_keeps_batches(module, size: int, index: int | None) -> bool:
+    """Whether the graph shiwu exports (a trace with one example image) still answers for two
+    images at once. Tracing turns ``len(x)`` or ``x.view(1, -1)`` into constants: such a graph
+    fails, or worse, silently broadcasts one image's answer over the batch (seen in OpenVINO)."""
+    import torch
+
+    from ..backends.export import exportable_attention
+
+    def run(m, x):
+        with torch.inference_mode():
+            return pick_logits(m(torch.from_numpy(x)), index).float().numpy()
+
+    if not isinstance(module, torch.jit.ScriptModule):
+        try:
+            with torch.no_grad(), exportable_attention(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # TracerWarnings are what this check is about
+                module = torch.jit.trace(module, torch.zeros(1, 3, size, size), check_trace=False, strict=False)
+        except Exception:  # noqa: BLE001 - not traceable: the export will say why, later
+            return True
+    return batches_agree(lambda x: run(module, x), size)
+
+
+def batches_agree(run, size: int) -> bool:
+    """Two images run together give what each gives alone (see _trace_keeps_batches)."""
+    import numpy as np
+
+    x = np.random.default_rng(0).standard_normal((2, 3, size, size), dtype=np.float32)
+    try:
+        together = run(x)
+        alone = np.concatenate([run(x[i:i + 1]) for i in range(2)])
+    except Exception:  # noqa: BLE001 - any runtime's shape error means: one image at a time
+        return False
+    return together.shape == alone.shape and bool(np.allclose(together, alone, rtol=1e-3, atol=1e-4))
 
 
 # ----------------------------------------------------------------------------- graphs
@@ -232,7 +276,19 @@ def _probe_onnx(path: Path) -> ModelFacts:
     if not graph.output:
         raise ModelNotFound(f"{path} is not an ONNX model with outputs")
     inputs = [dims(v) for v in graph.input if v.name not in initializers]
-    return _graph_facts("onnx", path, inputs, [dims(v) for v in graph.output])
+    facts = _graph_facts("onnx", path, inputs, [dims(v) for v in graph.output])
+    if facts.fixed_batch is None:
+        import onnxruntime as ort
+
+        try:
+            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        except Exception:  # noqa: BLE001 - the backend says why when it loads the file
+            return facts
+        name = session.get_inputs()[0].name
+        if not batches_agree(lambda x: session.run(None, {name: x})[facts.output_index or 0],
+                             facts.fixed_size or PROBE_SIZE):
+            facts = replace(facts, fixed_batch=1)
+    return facts
 
 
 def _probe_openvino(path: Path) -> ModelFacts:
@@ -250,12 +306,20 @@ def _probe_openvino(path: Path) -> ModelFacts:
         shape = port.get_partial_shape()
         return tuple(d.get_length() if d.is_static else None for d in shape) if shape.rank.is_static else ()
 
-    return _graph_facts("openvino", path, [dims(p) for p in model.inputs], [dims(p) for p in model.outputs])
+    facts = _graph_facts("openvino", path, [dims(p) for p in model.inputs], [dims(p) for p in model.outputs])
+    if facts.fixed_batch is None:
+        try:
+            compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        except RuntimeError:
+            return facts
+        if not batches_agree(lambda x: compiled(x)[facts.output_index or 0], facts.fixed_size or PROBE_SIZE):
+            facts = replace(facts, fixed_batch=1)
+    return facts
 
 
 # ----------------------------------------------------------------------------- facts, cached
 
-def facts_for(path: Path, fingerprint: str, *, trust_model_code: bool) -> ModelFacts:
+def facts_for(path: Path, fingerprint: str, *, trust_model_code: bool, probe_size: int = PROBE_SIZE) -> ModelFacts:
     """The facts about ``path`` (remembered by content), refusing untrusted pickles first."""
     from ..backends.cache import atomic_write_text, cache_dir, read_json
 
@@ -279,6 +343,6 @@ def facts_for(path: Path, fingerprint: str, *, trust_model_code: bool) -> ModelF
     elif kind == "openvino":
         facts = _probe_openvino(path)
     else:
-        facts = _probe_torch(path, kind)
+        facts = _probe_torch(path, kind, probe_size)
     atomic_write_text(memo, json.dumps({"version": FACTS_VERSION, **asdict(facts)}))
     return facts

@@ -67,7 +67,9 @@ def resolve(ref: ModelRef) -> ModelSpec:
     if model_file.stat().st_size == 0:
         raise ModelNotFound(f"{model_file} is empty")
     settings = read_settings(model_file)
-    facts = facts_for(model_file, weights_fingerprint(model_file), trust_model_code=ref.trust_model_code)
+    size = settings.get("size", 224)
+    facts = facts_for(model_file, weights_fingerprint(model_file), trust_model_code=ref.trust_model_code,
+                      probe_size=size if isinstance(size, int) and 32 <= size <= 1024 else 224)
     preprocessing = _preprocessing(ref, settings, facts.fixed_size, model_file)
     labels, labels_from = _labels(ref, settings, model_file, facts.num_classes)
 

@@ -1,19 +1,26 @@
 """The article's CPU recipe against shiwu's predict path, end to end, one photo at a time.
 
-The article's recipe (推理.py): torch eager, ``Resize((224, 224))`` without a crop, ImageNet
-mean/std, ``torch.no_grad()``, default threads, one image per call, ``torch.max`` for the top-1.
-shiwu: ``Recognizer.predict(path, topk=5)`` — decode (with JPEG draft), resize + centre crop,
-inference on the chosen backend, top-5 softmax with Chinese labels.
+The article's recipe (推理.py): ``torch.load("model.pth", map_location="cpu")`` (or, after its
+step 1, ``torch.jit.load("traced_model_cpu.pt")``), torch eager, ``Resize((224, 224))`` without
+a crop, ImageNet mean/std, ``torch.no_grad()``, default threads, one image per call,
+``torch.max`` for the top-1. shiwu: ``Recognizer.predict(path, topk=5)`` — decode,
+preprocess, inference on the chosen backend, top-5 softmax with Chinese labels.
 
-Both sides run the same EfficientNet-Lite0 weights on the same photos, decode included, and
-the ratio is measured in this run. Usage:
+Without ``--model`` both sides run the embedded EfficientNet-Lite0 (shiwu with its own
+preprocessing). With ``--model model.pth --labels label_map.json`` both run the reader's own
+file, shiwu with ``--resize squash`` (the recipe's preprocessing) so the top-1 must agree on
+every photo; ``--also traced_model_cpu.pt,model.onnx`` adds shiwu rows for other saves of the
+same model. Decode is included on both sides and the ratio is measured in this run. Usage:
 
-    python benchmarks/vs_article.py [--repeat 5] [--backends torch] [--images DIR]
+    python benchmarks/vs_article.py [--repeat 5] [--backends torch,onnxruntime,openvino]
+    python benchmarks/vs_article.py --model model.pth --labels label_map.json --trust-model-code \\
+        --also traced_model_cpu.pt,model.onnx
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from pathlib import Path
@@ -23,6 +30,7 @@ import torch
 from PIL import Image
 
 from shiwu import Recognizer
+from shiwu.models.model_files import kind_of
 from shiwu.models.registry import get_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,16 +50,26 @@ def article_recipe(model):
     return predict
 
 
-def time_per_image(predict, paths, repeat: int) -> list[float]:
+def article_model(path: Path, trusted: bool):
+    """The reader's model, loaded as 推理.py (or its step 1) loads it."""
+    if kind_of(path) == "torchscript":
+        return torch.jit.load(str(path), map_location="cpu").eval()
+    if not trusted:
+        raise SystemExit(f"{path} is a whole pickled model: pass --trust-model-code to unpickle it")
+    model = torch.load(path, map_location="cpu", weights_only=False)
+    return getattr(model, "module", model).eval()
+
+
+def time_per_image(predict, paths, repeat: int) -> tuple[list[float], list[int]]:
     for path in paths[:2]:  # warm-up: first calls allocate and pick kernels
         predict(path)
-    times = []
+    times, answers = [], []
     for _ in range(repeat):
         for path in paths:
             start = time.perf_counter()
-            predict(path)
+            answers.append(predict(path))
             times.append(time.perf_counter() - start)
-    return times
+    return times, answers[:len(paths)]
 
 
 def main() -> None:
@@ -60,29 +78,53 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--backends", default="torch,onnxruntime,openvino,openvino:bf16",
                         help="comma-separated backend[:precision] list")
+    parser.add_argument("--model", type=Path, default=None, help="the reader's model.pth or traced .pt")
+    parser.add_argument("--labels", default=None, help="its label_map.json")
+    parser.add_argument("--also", default="", help="other files of the same model for shiwu rows (.pt, .onnx)")
+    parser.add_argument("--trust-model-code", action="store_true", help="allow unpickling model.pth")
     args = parser.parse_args()
     paths = sorted(p for p in args.images.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
 
-    rows = []
     default_threads = torch.get_num_threads()
-    baseline = time_per_image(article_recipe(get_model().build()), paths, args.repeat)
-    rows.append(("article recipe (torch eager, Resize 224x224)", baseline))
-    for entry in args.backends.split(","):
-        backend, _, precision = entry.partition(":")
-        recognizer = Recognizer(backend=backend, precision=precision or "fp32")
-        times = time_per_image(lambda p: recognizer.predict(p, topk=5), paths, args.repeat)
-        rows.append((f"shiwu predict ({recognizer.backend.name}, {recognizer.backend.precision})", times))
-        torch.set_num_threads(default_threads)
+    if args.model:
+        baseline_model = article_model(args.model, args.trust_model_code)
+        files = [args.model] + [Path(f) for f in args.also.split(",") if f]
+        own = dict(labels=args.labels, resize="squash", trust_model_code=args.trust_model_code)
+        title = f"article recipe ({args.model.name}: torch eager, Resize 224x224)"
+    else:
+        baseline_model, files, own = get_model().build(), [None], {}
+        title = "article recipe (torch eager, Resize 224x224)"
+    baseline, reference = time_per_image(article_recipe(baseline_model), paths, args.repeat)
+    rows = [(title, baseline, len(paths))]
+    for file in files:
+        for entry in args.backends.split(","):
+            backend, _, precision = entry.partition(":")
+            model = str(file) if file else None
+            try:
+                recognizer = Recognizer(model, backend=backend, precision=precision or "fp32", **own)
+            except Exception as exc:  # noqa: BLE001 - e.g. torch cannot run an .onnx file: say so
+                print(f"skipped {file.name if file else 'default'} {entry}: {exc}")
+                continue
+            times, answers = time_per_image(lambda p: recognizer.predict(p, topk=5)[0].index, paths,
+                                            args.repeat)
+            name = f"shiwu {file.name + ' ' if file else ''}({recognizer.backend.name}, {recognizer.backend.precision})"
+            rows.append((name, times, sum(a == r for a, r in zip(answers, reference))))
+            torch.set_num_threads(default_threads)
 
     base = statistics.median(baseline)
+    try:
+        load = f", load average {os.getloadavg()[0]:.1f}"
+    except OSError:
+        load = ""
     print(f"{len(paths)} photos x {args.repeat} rounds, one image per call, decode included; "
-          f"torch {torch.__version__}, {default_threads} default threads\n")
-    print(f"| {'path':<52} | {'median ms':>9} | {'p95 ms':>7} | {'speed-up':>8} |")
-    print(f"|{'-' * 54}|{'-' * 11}|{'-' * 9}|{'-' * 10}|")
-    for name, times in rows:
+          f"torch {torch.__version__}, {default_threads} default threads{load}\n")
+    print(f"| {'path':<60} | {'median ms':>9} | {'p95 ms':>7} | {'speed-up':>8} | same top-1 |")
+    print(f"|{'-' * 62}|{'-' * 11}|{'-' * 9}|{'-' * 10}|{'-' * 12}|")
+    for name, times, same in rows:
         median = statistics.median(times)
         p95 = float(np.percentile(times, 95))
-        print(f"| {name:<52} | {median * 1e3:9.2f} | {p95 * 1e3:7.2f} | {base / median:7.2f}x |")
+        print(f"| {name:<60} | {median * 1e3:9.2f} | {p95 * 1e3:7.2f} | {base / median:7.2f}x "
+              f"| {same:>4}/{len(paths):<5} |")
 
 
 if __name__ == "__main__":

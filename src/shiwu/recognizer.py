@@ -17,6 +17,13 @@ from .postprocess import Prediction, top_k
 QUANTIZING_BACKENDS = ("auto", "openvino", "onnxruntime")
 
 
+def l2_normalize(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (float32), so that a dot product is the cosine similarity."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, np.float32(1e-12))
+
+
 @dataclass
 class Result:
     """The outcome for one input: predictions, or an error that says why there are none."""
@@ -27,6 +34,7 @@ class Result:
     model: str = ""
     backend: str = ""
     precision: str = ""
+    embedding: np.ndarray | None = field(default=None, repr=False)  # (D,) L2-normalised, when asked
 
     @property
     def ok(self) -> bool:
@@ -114,6 +122,23 @@ class Recognizer:
         """Raw (N, classes) logits for a preprocessed float32 (N, 3, size, size) batch."""
         return self.backend.run(batch)
 
+    def logits_and_embeddings(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N, classes) logits and (N, D) L2-normalised embeddings from one inference."""
+        logits, features = self.backend.run_with_embedding(batch)
+        return logits, l2_normalize(features)
+
+    def embed(self, sources: Sequence[ImageSource]) -> np.ndarray:
+        """(N, D) L2-normalised float32 embeddings, one row per source in order: the pooled
+        features the classifier reads. Raises on the first bad image; ``recognize(...,
+        embed=True)`` gives per-image errors instead."""
+        results = self.recognize(sources, topk=1, embed=True)
+        for result in results:
+            if result.error is not None:
+                raise result.error
+        if not results:
+            return np.zeros((0, 0), np.float32)
+        return np.stack([r.embedding for r in results])
+
     def predict_arrays(self, batch: np.ndarray, topk: int = 5) -> list[list[Prediction]]:
         """Top-k predictions for an already preprocessed batch (see ``self.preprocessing``)."""
         return top_k(self.logits(batch), self.labels, topk)
@@ -131,12 +156,16 @@ class Recognizer:
                 raise result.error
         return [r.predictions for r in results]
 
-    def recognize(self, sources: Iterable[ImageSource], topk: int = 5) -> list[Result]:
-        """A Result per source, same order; a bad image gets its error and never stops the rest."""
-        return list(self.iter_recognize(sources, topk))
+    def recognize(self, sources: Iterable[ImageSource], topk: int = 5, *, embed: bool = False) -> list[Result]:
+        """A Result per source, same order; a bad image gets its error and never stops the rest.
+        ``embed``: each Result also carries its embedding (same inference)."""
+        return list(self.iter_recognize(sources, topk, embed=embed))
 
-    def iter_recognize(self, sources: Iterable[ImageSource], topk: int = 5) -> Iterator[Result]:
+    def iter_recognize(self, sources: Iterable[ImageSource], topk: int = 5, *,
+                       embed: bool = False) -> Iterator[Result]:
         """Like ``recognize``, but yields results in input order as each batch finishes."""
+        if embed:
+            self.backend.require_embedding()  # before any image: a model without one says why
         waiting: list[Result] = []  # results not yet yielded, in input order
         pending: list[tuple[Result, np.ndarray]] = []
         for source in sources:
@@ -148,15 +177,21 @@ class Recognizer:
             except ImageError as exc:
                 result.error = exc
             if len(pending) == self.batch_size:
-                self._infer(pending, topk)
+                self._infer(pending, topk, embed)
                 pending = []
                 yield from waiting
                 waiting = []
         if pending:
-            self._infer(pending, topk)
+            self._infer(pending, topk, embed)
         yield from waiting
 
-    def _infer(self, pending: list[tuple[Result, np.ndarray]], topk: int) -> None:
+    def _infer(self, pending: list[tuple[Result, np.ndarray]], topk: int, embed: bool) -> None:
         batch = np.stack([array for _, array in pending])
-        for (result, _), predictions in zip(pending, self.predict_arrays(batch, topk)):
+        if embed:
+            logits, embeddings = self.logits_and_embeddings(batch)
+        else:
+            logits, embeddings = self.logits(batch), None
+        for i, ((result, _), predictions) in enumerate(zip(pending, top_k(logits, self.labels, topk))):
             result.predictions = predictions
+            if embeddings is not None:
+                result.embedding = embeddings[i]

@@ -44,23 +44,45 @@ def unsupported(spec, name: str) -> str:
 
 
 class BatchedRun:
-    """``run(batch)`` for any batch size over a backend's ``_run``, for graphs that take only
-    one: exported with a fixed batch, or traced from a model whose ``len(x)`` became the
-    constant 1. Such a graph is found out at its first larger batch and then fed one image at
-    a time (a genuine error shows again on the first single image)."""
+    """``run(batch) -> logits`` and ``run_with_embedding(batch) -> (logits, embedding)`` for any
+    batch size, over a backend's ``_infer(batch, embedding)``. One inference gives both
+    outputs; the embedding is the classifier's input, not yet L2-normalised.
+
+    Graphs that take one image only (exported with a fixed batch, or traced from a model whose
+    ``len(x)`` became the constant 1) are found out at their first larger batch and then fed
+    one image at a time (a genuine error shows again on the first single image)."""
 
     fixed_batch: int | None = None
+    has_embedding: bool = False
+    no_embedding_reason: str = "this model has no linear classifier layer whose input could be the embedding"
 
-    def _run(self, batch: np.ndarray) -> np.ndarray:
+    def _infer(self, batch: np.ndarray, embedding: bool) -> tuple[np.ndarray, np.ndarray | None]:
         raise NotImplementedError
 
     def run(self, batch: np.ndarray) -> np.ndarray:
+        return self._batched(batch, False)[0]
+
+    def run_with_embedding(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self.require_embedding()
+        return self._batched(batch, True)
+
+    def require_embedding(self) -> None:
+        if not self.has_embedding:
+            raise BackendUnavailable(f"no embedding from {self.name}: {self.no_embedding_reason}")
+
+    def _batched(self, batch: np.ndarray, embedding: bool):
         if self.fixed_batch is None and len(batch) > 1:
             try:
-                return self._run(batch)
+                return self._infer(batch, embedding)
             except Exception:  # noqa: BLE001 - each runtime raises its own type for a shape clash
                 self.fixed_batch = 1
-        return run_in_fixed_batches(self._run, batch, self.fixed_batch)
+        if self.fixed_batch is None or len(batch) == self.fixed_batch:
+            return self._infer(batch, embedding)
+        if self.fixed_batch != 1:
+            raise BackendUnavailable(f"this graph takes batches of exactly {self.fixed_batch} images")
+        parts = [self._infer(batch[i:i + 1], embedding) for i in range(len(batch))]
+        return (np.concatenate([p[0] for p in parts]),
+                np.concatenate([p[1] for p in parts]) if embedding else None)
 
 
 def run_in_fixed_batches(run, batch: np.ndarray, fixed: int | None) -> np.ndarray:

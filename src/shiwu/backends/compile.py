@@ -7,17 +7,16 @@ under shiwu's cache directory, makes later processes start faster.
 from __future__ import annotations
 
 import os
-import threading
 
-import numpy as np
 import torch
 
-from ..models.model_files import pick_logits
-from . import BackendUnavailable, BatchedRun
+from ..models.embedding import with_outputs
+from . import BackendUnavailable
 from .cache import cache_dir
+from .torch_common import TorchRun
 
 
-class CompileBackend(BatchedRun):
+class CompileBackend(TorchRun):
     name = "compile"
     precision = "fp32"
 
@@ -29,11 +28,5 @@ class CompileBackend(BatchedRun):
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir() / "inductor"))
         self.threads = threads or default_threads()
         torch.set_num_threads(self.threads)
-        self.module = torch.compile(spec.build(size), backend="inductor", dynamic=False)
-        self.output_index = spec.output_index
-        self.fixed_batch = spec.fixed_batch
-        self._lock = threading.Lock()
-
-    def _run(self, batch: np.ndarray) -> np.ndarray:
-        with self._lock, torch.inference_mode():
-            return pick_logits(self.module(torch.from_numpy(batch)), self.output_index).numpy()
+        network = with_outputs(spec.build(size), spec)
+        self._use(spec, torch.compile(network, backend="inductor", dynamic=False))

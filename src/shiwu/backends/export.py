@@ -3,6 +3,10 @@
 ``cached_onnx`` is the one entry point runtimes use: it returns the path of a complete ONNX
 file for (model, weights, size), exporting it only when the cache has none. torch is imported
 only on that miss, so a warm start of the ONNX Runtime / OpenVINO backends never loads it.
+
+Every graph shiwu writes has the outputs ``logits`` then, where the model has a classifier
+layer, ``embedding`` (its input): predicting and embedding are one inference. A user's own ONNX
+file is copied once into that shape (see graph_outputs).
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from pathlib import Path
 from . import cache
 
 ONNX_OPSET = 17
-INPUT_NAME, OUTPUT_NAME = "input", "logits"
+INPUT_NAME, OUTPUT_NAME, EMBEDDING_NAME = "input", "logits", "embedding"
+GRAPH_OUTPUTS = "logits+embedding"  # in the cache keys: graphs cached with other outputs are not reused
 
 
 def torch_version() -> str:
@@ -28,15 +33,15 @@ def torch_version() -> str:
 
 
 def onnx_entry(spec, size: int) -> Path:
+    made_by = "copy" if spec.onnx_file is not None else f"torch-{torch_version()}-opset{ONNX_OPSET}"
     return cache.entry_path(model=spec.name, fingerprint=spec.fingerprint(),
                             size=size, precision="fp32", kind="onnx",
-                            runtime_version=f"torch-{torch_version()}-opset{ONNX_OPSET}", suffix=".onnx")
+                            runtime_version=f"{made_by}-{GRAPH_OUTPUTS}", suffix=".onnx")
 
 
 def cached_onnx(spec, size: int, *, rebuild: bool = False) -> Path:
-    """The ONNX graph for (model, size): the user's own file as it is, else a cached export."""
-    if spec.onnx_file is not None:
-        return spec.onnx_file
+    """The ONNX graph for (model, size), outputs (logits[, embedding]): exported once, or the
+    user's own file copied once with those outputs."""
     if spec.openvino_file is not None:
         from . import BackendUnavailable, unsupported
         raise BackendUnavailable(unsupported(spec, "onnxruntime"))
@@ -44,7 +49,13 @@ def cached_onnx(spec, size: int, *, rebuild: bool = False) -> Path:
     if rebuild:
         cache.discard(path)
     if not path.exists():
-        export_onnx(spec, size, path)
+        if spec.onnx_file is not None:
+            from .graph_outputs import onnx_with_outputs
+
+            with cache.atomic_output(path) as tmp:
+                onnx_with_outputs(spec.onnx_file, tmp, spec.output_index)
+        else:
+            export_onnx(spec, size, path)
     return path
 
 
@@ -69,26 +80,33 @@ def export_onnx(spec, size: int, target: Path) -> Path:
 
     print(f"shiwu: exporting {spec.name} ({size}px) to ONNX once; later runs reuse {target}",
           file=sys.stderr)
+    from ..models.embedding import LogitsAndEmbedding, with_outputs
+
     network = spec.build(size)
+    wrapped = with_outputs(network, spec)
+    tapped = isinstance(wrapped, LogitsAndEmbedding)
     example = torch.zeros(1, 3, size, size)
     with cache.atomic_output(target) as tmp, torch.inference_mode(), warnings.catch_warnings(), \
             exportable_attention():
         warnings.simplefilter("ignore")  # the exporter's internal deprecation chatter
         # The TorchScript-based exporter: about 7x faster than the dynamo one here and it
-        # writes one self-contained file, which keeps the atomic rename simple.
-        # A user's model may return several outputs (spec.output_index says which is the
-        # logits): all are exported, in their flattened order, so the index holds in the graph.
-        # Only a single output can be named; a ScriptModule cannot be wrapped for export.
-        names = [OUTPUT_NAME] if spec.output_index is None else None
+        # writes one self-contained file, which keeps the atomic rename simple. A ScriptModule
+        # (the user's TorchScript file) cannot be wrapped: it is exported with all its outputs,
+        # and the logits and embedding are then found in the graph.
+        names = [OUTPUT_NAME, EMBEDDING_NAME] if tapped else None
         try:
             torch.onnx.export(
-                network, (example,), str(tmp), dynamo=False, opset_version=ONNX_OPSET,
+                wrapped, (example,), str(tmp), dynamo=False, opset_version=ONNX_OPSET,
                 input_names=[INPUT_NAME], output_names=names,
                 # a model whose trace bakes in its batch size is exported for one image at a time
                 dynamic_axes=({} if spec.fixed_batch else
-                              {INPUT_NAME: {0: "batch"}, **({OUTPUT_NAME: {0: "batch"}} if names else {})}),
+                              {INPUT_NAME: {0: "batch"}, **{n: {0: "batch"} for n in names or ()}}),
                 do_constant_folding=True,
             )
+            if not tapped:
+                from .graph_outputs import onnx_with_outputs
+
+                onnx_with_outputs(tmp, tmp, spec.output_index if wrapped is network else None)
         except Exception as exc:  # noqa: BLE001 - a user's model may use anything ONNX lacks
             from . import BackendUnavailable
 
@@ -102,11 +120,14 @@ def export_onnx(spec, size: int, target: Path) -> Path:
     return target
 
 
-def export_torchscript(spec, size: int, target: Path) -> Path:
-    """Trace, freeze (folds batch norm into convolutions) and save a TorchScript module."""
+def export_torchscript(spec, size: int, target: Path, *, embedding: bool = True) -> Path:
+    """Trace, freeze (folds batch norm into convolutions) and save a TorchScript module that
+    returns (logits, embedding) — or, with ``embedding=False`` (for deployment), the logits."""
     import torch
 
-    network = spec.build(size)
+    from ..models.embedding import with_outputs
+
+    network = with_outputs(spec.build(size), spec, embedding=embedding)
     example = torch.zeros(1, 3, size, size)
     with torch.inference_mode(False), torch.no_grad(), exportable_attention():
         # A user's TorchScript file needs no tracing; strict=False: a user's model may return a
@@ -138,7 +159,7 @@ def export_for_deployment(spec, *, size: int, fmt: str, out: Path, precision: st
                                  f"not {precision}")
     written = [out]
     if fmt == "torchscript":
-        export_torchscript(spec, size, out)
+        export_torchscript(spec, size, out, embedding=False)  # module(x) gives the logits, as expected
     elif fmt == "onnx":
         if precision == "int8":
             from .quantize import cached_onnx_int8

@@ -7,13 +7,11 @@ explains why it is missing instead of running. ONNX Runtime and OpenVINO cover w
 
 from __future__ import annotations
 
-import threading
-
-import numpy as np
 import torch
 
-from ..models.model_files import pick_logits
-from . import BackendUnavailable, BatchedRun
+from ..models.embedding import with_outputs
+from . import BackendUnavailable
+from .torch_common import TorchRun
 
 WHY_MISSING = ("Intel Extension for PyTorch is not available: its last release (2.8) does not "
                "match torch {torch}. Use --backend openvino or onnxruntime, which cover the same "
@@ -28,7 +26,7 @@ def _import():
     return ipex
 
 
-class IpexBackend(BatchedRun):
+class IpexBackend(TorchRun):
     name = "ipex"
 
     def __init__(self, spec, *, size: int, precision: str = "fp32", threads: int | None = None):
@@ -40,15 +38,5 @@ class IpexBackend(BatchedRun):
         self.precision = precision
         self.threads = threads or default_threads()
         torch.set_num_threads(self.threads)
-        dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-        self.dtype = dtype
-        self.module = ipex.optimize(spec.build(size), dtype=dtype)
-        self.output_index = spec.output_index
-        self.fixed_batch = spec.fixed_batch
-        self._lock = threading.Lock()
-
-    def _run(self, batch: np.ndarray) -> np.ndarray:
-        with self._lock, torch.inference_mode(), torch.autocast("cpu", dtype=self.dtype,
-                                                                 enabled=self.dtype != torch.float32):
-            output = self.module(torch.from_numpy(batch))
-            return pick_logits(output, self.output_index).float().numpy()
+        self.dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        self._use(spec, ipex.optimize(with_outputs(spec.build(size), spec), dtype=self.dtype))

@@ -10,7 +10,7 @@ import importlib.metadata
 import numpy as np
 
 from . import BackendUnavailable, BatchedRun, export
-from .cache import discard, is_cached
+from .cache import discard
 
 PRECISIONS = ("fp32", "int8")
 
@@ -48,23 +48,31 @@ class OnnxRuntimeBackend(BatchedRun):
                 return cached_onnx_int8(spec, size, calibration=calibration, rebuild=rebuild)
             return export.cached_onnx(spec, size, rebuild=rebuild)
 
+        def load(path):
+            return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
         path = locate(False)
         try:
-            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # ORT raises its own exception types for unreadable models
-            if not is_cached(path):  # the user's own file: say why, never delete or rebuild it
-                raise BackendUnavailable(f"onnxruntime cannot load {path}: {exc}") from None
+            self.session = load(path)
+        except Exception:  # ORT raises its own exception types: an unreadable entry is rebuilt once
             discard(path)
             path = locate(True)
-            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            try:
+                self.session = load(path)
+            except Exception as exc:  # noqa: BLE001 - e.g. an operator this ORT lacks
+                raise BackendUnavailable(f"onnxruntime cannot load {spec.name}: {exc}") from None
         self.model_path = path
         self.input_name = self.session.get_inputs()[0].name
-        # a user's graph may have several outputs; only the logits are fetched
-        self.output_names = [self.session.get_outputs()[spec.output_index or 0].name]
+        # shiwu's graphs: output 0 is the logits, output 1 (where there is one) the embedding
+        outputs = [o.name for o in self.session.get_outputs()]
+        self.has_embedding = len(outputs) > 1
+        self.output_names = outputs[:2]
         self.fixed_batch = spec.fixed_batch
 
-    def _run(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run(self.output_names, {self.input_name: batch})[0]
+    def _infer(self, batch: np.ndarray, embedding: bool):
+        names = self.output_names if embedding else self.output_names[:1]
+        values = self.session.run(names, {self.input_name: batch})
+        return values[0], values[1] if embedding else None
 
 
 def version() -> str | None:

@@ -12,6 +12,7 @@ import numpy as np
 
 from . import BackendUnavailable, BatchedRun, export
 from .cache import cache_dir, discard, is_cached
+from .graph_outputs import openvino_embedding_port
 
 HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8 layers are fixed by the model itself
 
@@ -59,24 +60,44 @@ class OpenVINOBackend(BatchedRun):
                 return cached_openvino_int8(spec, size, calibration=calibration, rebuild=rebuild)
             return export.openvino_source(spec, size, rebuild=rebuild)
 
+        def load(path):
+            if spec.openvino_file is None:
+                # shiwu's graphs: output 0 the logits, 1 the embedding. Compiling from the path
+                # (not a read_model object) lets OpenVINO load its cached blob directly: no
+                # ONNX parsing, and about half the peak memory for a large model.
+                return core.compile_model(str(path), "CPU", config), 0, 1
+            # the user's own IR: its logits where they are, the embedding found in the graph
+            model = core.read_model(str(path))
+            logits_at = spec.output_index or 0
+            port = openvino_embedding_port(model, logits_at)
+            if port is not None:
+                model.add_outputs([port])
+            return core.compile_model(model, "CPU", config), logits_at, (
+                len(model.outputs) - 1 if port is not None else None)
+
         path = locate(False)
-        # Compiling from the path (not a read_model object) lets OpenVINO load its cached blob
-        # directly: no ONNX parsing, and about half the peak memory for a large model.
         try:
-            compiled = core.compile_model(str(path), "CPU", config)
-        except RuntimeError as exc:  # unreadable model file: rebuild it once
+            compiled, self.logits_at, self.embedding_at = load(path)
+        except RuntimeError as exc:  # an unreadable cache entry is rebuilt once
             if not is_cached(path):  # the user's own file: say why, never delete or rebuild it
                 raise BackendUnavailable(f"openvino cannot load {path}: {exc}") from None
             discard(path)
             path = locate(True)
-            compiled = core.compile_model(str(path), "CPU", config)
+            try:
+                compiled, self.logits_at, self.embedding_at = load(path)
+            except RuntimeError as exc:
+                raise BackendUnavailable(f"openvino cannot load {spec.name}: {exc}") from None
+        if self.embedding_at is not None and self.embedding_at >= len(compiled.outputs):
+            self.embedding_at = None  # a graph that came without an embedding output
+        self.has_embedding = self.embedding_at is not None
         self.model_path = path
         self.request = compiled.create_infer_request()
-        self.output = spec.output_index or 0  # a user's graph may have several outputs
         self.fixed_batch = spec.fixed_batch
         self._lock = threading.Lock()  # one infer request: calls from several threads take turns
 
-    def _run(self, batch: np.ndarray) -> np.ndarray:
+    def _infer(self, batch: np.ndarray, embedding: bool):
         with self._lock:
             result = self.request.infer({0: batch})
-            return np.array(result[self.output], copy=True)
+            # copies: the request's output buffers are reused by the next call
+            logits = np.array(result[self.logits_at], copy=True)
+            return logits, np.array(result[self.embedding_at], copy=True) if embedding else None

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import threading
-
-import numpy as np
 import torch
 
-from ..models.model_files import pick_logits
-from . import BackendUnavailable, BatchedRun
+from ..models.embedding import with_outputs
+from . import BackendUnavailable
+from .torch_common import TorchRun
 
 
-class TorchBackend(BatchedRun):
+class TorchBackend(TorchRun):
     name = "torch"
 
     def __init__(self, spec, *, size: int, precision: str = "fp32", threads: int | None = None):
@@ -23,13 +21,5 @@ class TorchBackend(BatchedRun):
         self.threads = threads or default_threads()
         torch.set_num_threads(self.threads)
         self.dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-        self.model = spec.build(size)
-        self.output_index = spec.output_index
-        self.fixed_batch = spec.fixed_batch
-        self._lock = threading.Lock()
-
-    def _run(self, batch: np.ndarray) -> np.ndarray:
-        with self._lock, torch.inference_mode(), torch.autocast(
-                "cpu", dtype=self.dtype, enabled=self.dtype != torch.float32):
-            output = self.model(torch.from_numpy(batch))
-            return pick_logits(output, self.output_index).float().numpy()
+        self._use(spec, with_outputs(spec.build(size), spec))
+        self.model = self.module  # the network (tests and benchmarks reach it here)

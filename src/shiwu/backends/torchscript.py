@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import threading
-
-import numpy as np
 import torch
 
-from ..models.model_files import pick_logits
-from . import BackendUnavailable, BatchedRun, cache
-from .export import export_torchscript, torch_version
+from . import BackendUnavailable, cache
+from .export import GRAPH_OUTPUTS, export_torchscript, torch_version
+from .torch_common import TorchRun
 
 
-class TorchScriptBackend(BatchedRun):
+class TorchScriptBackend(TorchRun):
     name = "torchscript"
     precision = "fp32"
 
@@ -25,20 +22,14 @@ class TorchScriptBackend(BatchedRun):
         torch.set_num_threads(self.threads)
         path = cache.entry_path(model=spec.name, fingerprint=spec.fingerprint(),
                                 size=size, precision="fp32", kind="torchscript",
-                                runtime_version=f"torch-{torch_version()}", suffix=".pt")
+                                runtime_version=f"torch-{torch_version()}-{GRAPH_OUTPUTS}", suffix=".pt")
         if not path.exists():
             export_torchscript(spec, size, path)
         try:
-            self.module = torch.jit.load(str(path), map_location="cpu")
+            module = torch.jit.load(str(path), map_location="cpu")
         except (RuntimeError, OSError, ValueError):
             cache.discard(path)
             export_torchscript(spec, size, path)
-            self.module = torch.jit.load(str(path), map_location="cpu")
+            module = torch.jit.load(str(path), map_location="cpu")
         self.model_path = path
-        self.output_index = spec.output_index
-        self.fixed_batch = spec.fixed_batch
-        self._lock = threading.Lock()
-
-    def _run(self, batch: np.ndarray) -> np.ndarray:
-        with self._lock, torch.inference_mode():
-            return pick_logits(self.module(torch.from_numpy(batch)), self.output_index).numpy()
+        self._use(spec, module)

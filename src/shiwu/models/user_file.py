@@ -99,6 +99,8 @@ def resolve(ref: ModelRef) -> ModelSpec:
         fixed_size=facts.fixed_size,
         fixed_batch=facts.fixed_batch,
         output_index=facts.output_index,
+        embedding_layer=facts.embedding_layer,
+        file_kind=facts.kind,
     )
 
 

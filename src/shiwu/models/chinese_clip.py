@@ -268,12 +268,12 @@ def _check_shapes(directory: Path, state: dict, expected: dict, text_tower: bool
         if tuple(state[key].shape) != tuple(tensor.shape):
             raise ModelNotFound(
                 f"{directory}: {key} has shape {tuple(state[key].shape)} in {WEIGHTS_FILE} but "
-                f"{_config_file_of(key)} makes it {tuple(tensor.shape)}; the configs and the weights "
-                "must come from the same model")
+                f"{tuple(tensor.shape)} by {_config_file_of(key)}; the configs and the weights must "
+                "come from the same model")
     for prefix, config_file, field in (("visual.transformer.resblocks.", VISION_CONFIG_FILE, "vision_layers"),
                                        ("bert.encoder.layer.", TEXT_CONFIG_FILE, "text_num_hidden_layers")):
         have, want = _layer_count(state, prefix), _layer_count(expected, prefix)
-        if want and have != want:
+        if want and have and have != want:  # none at all: not this architecture, said below
             raise ModelNotFound(f"{directory}: {config_file} says {field}={want} but {WEIGHTS_FILE} "
                                 f"has {have} layers ({prefix}N); the configs and the weights must come "
                                 "from the same model")

@@ -34,7 +34,7 @@ VISION_CONFIGS = ("ViT-B-16", "ViT-L-14", "ViT-L-14-336", "ViT-H-14")
 TEXT_FOR_VISION = {"ViT-B-16": "RoBERTa-wwm-ext-base-chinese", "ViT-L-14": "RoBERTa-wwm-ext-base-chinese",
                    "ViT-L-14-336": "RoBERTa-wwm-ext-base-chinese", "ViT-H-14": "RoBERTa-wwm-ext-large-chinese"}
 # --small: 2 layers and 2 heads of the config's own head width (80 for ViT-H/14), in each tower.
-SMALL_VISION = {"embed_dim": 32, "vision_layers": 2}
+SMALL_VISION = {"embed_dim": 128, "vision_layers": 2}
 SMALL_TEXT = {"text_hidden_size": 64, "text_num_hidden_layers": 2, "text_num_attention_heads": 2,
               "text_intermediate_size": 128}
 
@@ -67,30 +67,85 @@ def read_config(name: str) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def synthetic_state_dict(config, seed: int = 0) -> dict:
+def synthetic_state_dict(config, seed: int = 0, calibrate: bool = True) -> dict:
     """Random weights for ``config`` in the checkpoint's dtypes: what cn_clip's ``convert_weights``
     makes fp16 (convolutions, linear layers, attention projections, ``proj``, ``text_projection``
     and the whole text tower) is fp16, the rest (the image tower's layer norms, class and
-    positional embeddings, the logit scale) fp32. Plus the unused BERT pooler."""
+    positional embeddings, the logit scale) fp32. Plus the unused BERT pooler.
+
+    ``calibrate``: left at random, every photo gets nearly the same embedding (the class token
+    and positional embeddings dominate), so one label wins everywhere by a hair. The last layer
+    norm of each tower is set to centre its [CLS] features over a few smooth-noise images and
+    random texts, so that, as with a trained model, the top label depends on the photo and wins
+    by a margin.
+    """
     import torch
 
     from .clip import ChineseCLIP
 
+    generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    network = ChineseCLIP(config)
-    fp32 = ("visual.class_embedding", "visual.positional_embedding", "logit_scale")
-    state = {}
+    network = ChineseCLIP(config).eval()
     with torch.no_grad():
         network.logit_scale.fill_(math.log(100.0))  # where training ends: CLIP clamps it at 100
+        if calibrate:
+            _text_dependent(network, generator)
+            _calibrate(network, generator)
+    fp32 = ("visual.class_embedding", "visual.positional_embedding", "logit_scale")
+    state = {}
     for key, value in network.state_dict().items():
         keep = key in fp32 or (key.startswith("visual.") and ".ln_" in key)
         state[key] = value if keep else value.half()
     # ModelScope's BertModel has a pooler that CLIP never uses, and loads strictly: the official
     # checkpoint carries it, so this one does (cn_clip drops it; so does shiwu).
     hidden = config.text.hidden_size
-    state["bert.pooler.dense.weight"] = (torch.randn(hidden, hidden) * 0.02).half()
+    state["bert.pooler.dense.weight"] = (torch.randn(hidden, hidden, generator=generator) * 0.02).half()
     state["bert.pooler.dense.bias"] = torch.zeros(hidden, dtype=torch.half)
     return state
+
+
+def _text_dependent(network, generator) -> None:
+    """Variance-preserving text-tower weights, sharper attention. BERT's initialisation (std 0.02)
+    leaves the [CLS] state nearly the same for every text (its common part 8x the text-dependent
+    part at 768 wide, 280x at 64): rounding in that common part then dominates what tells labels
+    apart. At std 1/sqrt(fan-in), query and key doubled, the ratio is about 2, as trained."""
+    import torch
+
+    for name, module in network.bert.named_modules():
+        if isinstance(module, torch.nn.Linear):
+            std = module.in_features ** -0.5 * (2.0 if name.endswith(("query", "key")) else 1.0)
+            module.weight.normal_(0, std, generator=generator)
+
+
+def _calibrate(network, generator, images: int = 4, texts: int = 8) -> None:
+    import torch
+    from torch.nn import functional as F
+
+    from .synthetic import _photo_like_noise
+
+    def standardise(norm, features):
+        # Centre, with one gain for all features: per-feature gains would blow up the directions
+        # that barely vary over a few samples, and with them float rounding.
+        unit = F.layer_norm(features, features.shape[-1:], eps=norm.eps)
+        centred = unit - unit.mean(0)
+        gain = 1 / centred.pow(2).mean().sqrt()
+        norm.weight.fill_(gain)
+        norm.bias.copy_(-unit.mean(0) * gain)
+
+    captured = []
+    hook = network.visual.ln_post.register_forward_pre_hook(lambda m, args: captured.append(args[0]))
+    network.visual(_photo_like_noise(images, network.config.vision.image_resolution, generator))
+    hook.remove()
+    standardise(network.visual.ln_post, captured.pop())
+
+    text = network.config.text
+    ids = torch.randint(1000, text.vocab_size, (texts, 16), generator=generator)
+    ids[:, 0], ids[:, -1] = 101, 102  # [CLS] ... [SEP]
+    last = network.bert.encoder.layer[-1].output.LayerNorm
+    hook = last.register_forward_pre_hook(lambda m, args: captured.append(args[0]))
+    network.bert(ids, torch.ones_like(ids))
+    hook.remove()
+    standardise(last, captured.pop()[:, 0])
 
 
 def write_synthetic_clip(directory: str | Path, vision: str = "ViT-B-16", text: str | None = None, *,

@@ -37,8 +37,6 @@ def _load(name: str, path: Path) -> types.ModuleType:
 @functools.lru_cache(maxsize=1)
 def cn_clip() -> types.SimpleNamespace:
     """cn_clip's ``bert_tokenizer``, ``model`` and ``utils`` modules (``model.CLIP`` etc.)."""
-    import cn_clip as top  # noqa: F401  (its own __init__ is empty)
-
     folder = cn_clip_folder()
     package = types.ModuleType("cn_clip.clip")
     package.__path__ = [str(folder)]

@@ -171,20 +171,25 @@ def is_synthetic(directory: str | Path) -> bool:
     return isinstance(config, dict) and bool(config.get("synthetic"))
 
 
-def load_tokenizer(directory: str | Path, context_length: int | None = None):
-    """The model's tokenizer (its ``vocab.txt`` through Hugging Face ``tokenizers``)."""
-    from .clip_tokenizer import CONTEXT_LENGTH, ClipTokenizer, read_vocab
+def _vocab(directory: str | Path) -> dict[str, int]:
+    from .clip_tokenizer import read_vocab
 
     path = Path(directory) / VOCAB_FILE
     try:
-        vocab = read_vocab(path)
+        return read_vocab(path)
     except OSError as exc:
         raise _not_found(f"{path}: cannot read the vocabulary ({exc}).", MODEL_ID, directory) from None
     except ValueError as exc:
         from .registry import ModelNotFound
 
         raise ModelNotFound(str(exc)) from None
-    return ClipTokenizer(vocab, context_length or CONTEXT_LENGTH)
+
+
+def load_tokenizer(directory: str | Path, context_length: int | None = None):
+    """The model's tokenizer (its ``vocab.txt`` through Hugging Face ``tokenizers``)."""
+    from .clip_tokenizer import CONTEXT_LENGTH, ClipTokenizer
+
+    return ClipTokenizer(_vocab(directory), context_length or CONTEXT_LENGTH)
 
 
 def checkpoint_state(path: str | Path) -> dict:
@@ -215,7 +220,7 @@ def load_clip(directory: str | Path, *, image_size: int | None = None, text_towe
 
     directory = Path(directory)
     config = read_configs(directory)
-    pad_id = load_tokenizer(directory).pad_id if text_tower else 0
+    pad_id = _vocab(directory)["[PAD]"] if text_tower else 0
     weights = directory / WEIGHTS_FILE
     state = checkpoint_state(weights)
 
@@ -235,8 +240,13 @@ def load_clip(directory: str | Path, *, image_size: int | None = None, text_towe
         key = "visual.positional_embedding"
         state[key] = resize_positional_embedding(state[key].float(), grid)
 
-    state = {key: (value.float() if value.is_floating_point() and value.dtype != torch.float32 else value)
-             for key, value in state.items()}
+    floats = [value for value in state.values() if value.is_floating_point()]
+    if any(value.dtype != torch.float32 for value in floats):
+        # A half-precision file: every tensor becomes a fresh fp32 one, the few fp32 ones too, so
+        # that nothing refers to the memory-mapped file once loaded and its pages (377 MB for
+        # ViT-B/16) leave the process. An fp32 file stays mapped: its pages are the weights.
+        state = {key: value.float() if value.dtype != torch.float32 else value.clone()
+                 for key, value in state.items()}
     try:
         network.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as exc:  # shapes are checked above; this is the unexpected

@@ -6,10 +6,12 @@ The official transform (``CLIPPreprocessor._build_image_transform`` in ModelScop
     Compose([Resize((R, R), interpolation=BICUBIC), _convert_to_rgb, ToTensor(),
              Normalize((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))])
 
-torchvision is not installed, so it is re-implemented below from torchvision's own code for a
-PIL image: ``Resize`` calls ``img.resize((R, R), BICUBIC)`` (``antialias`` only concerns tensors),
-``ToTensor`` is ``torch.from_numpy(np.array(img)).permute(2, 0, 1).float().div(255)``,
-``Normalize`` is ``tensor.sub_(mean).div_(std)``, in float32.
+on the image of ModelScope's ``load_image`` (``preprocessors/image.py``: ``Image.open``,
+``ImageOps.exif_transpose``, ``convert("RGB")``). torchvision is not installed, so the transform
+is re-implemented below from torchvision's own code for a PIL image: ``Resize`` calls
+``img.resize((R, R), BICUBIC)`` (``antialias`` only concerns tensors), ``ToTensor`` is
+``torch.from_numpy(np.array(img)).permute(2, 0, 1).float().div(255)``, ``Normalize`` is
+``tensor.sub_(mean).div_(std)``, in float32.
 """
 
 import numpy as np
@@ -19,6 +21,10 @@ from PIL import Image, ImageOps
 
 from shiwu.images import load_image
 from shiwu.models.chinese_clip import CLIP_MEAN, CLIP_STD, CLIPPreprocessing, clip_preprocessing
+
+
+def official_load_image(path) -> Image.Image:
+    return ImageOps.exif_transpose(Image.open(path)).convert("RGB")
 
 
 def official(image: Image.Image, resolution: int = 224) -> torch.Tensor:
@@ -31,7 +37,7 @@ def official(image: Image.Image, resolution: int = 224) -> torch.Tensor:
 
 def _photos(photos):
     # RGB and grayscale photos. Images with alpha are left out: shiwu's loader puts them on white
-    # (DESIGN.md), the official pipeline resizes RGBA and then drops the alpha channel.
+    # (DESIGN.md), the official load_image drops the alpha channel.
     chosen = [p for p in photos if Image.open(p).mode in ("RGB", "L")]
     assert {Image.open(p).mode for p in chosen} == {"RGB", "L"} and len(chosen) >= 8
     return chosen
@@ -41,10 +47,9 @@ def _photos(photos):
 def test_equal_to_the_official_transform_on_real_photos(photos, resolution):
     pre = clip_preprocessing(resolution)
     for path in _photos(photos):
-        # Full-size decode (a JPEG draft decode would change pixels), turned upright as shiwu
-        # turns every photo.
+        # Full-size decode (a JPEG draft decode would change pixels).
         ours = pre(load_image(path, min_size=pre.decode_min_size))
-        expected = official(ImageOps.exif_transpose(Image.open(path)), resolution).numpy()
+        expected = official(official_load_image(path), resolution).numpy()
         assert ours.shape == expected.shape == (3, resolution, resolution) and ours.dtype == np.float32
         assert np.abs(ours - expected).max() < 2e-6, path.name  # float rounding of (v/255-m)/s
 
@@ -54,8 +59,7 @@ def test_the_pixels_are_the_official_ones_not_just_close(photos):
     pre = clip_preprocessing()
     for path in _photos(photos):
         resized = np.asarray(pre.crop(load_image(path, min_size=pre.decode_min_size)))
-        image = ImageOps.exif_transpose(Image.open(path))
-        expected = np.asarray(image.resize((224, 224), Image.Resampling.BICUBIC).convert("RGB"))
+        expected = np.asarray(official_load_image(path).resize((224, 224), Image.Resampling.BICUBIC))
         assert np.array_equal(resized, expected), path.name
 
 

@@ -49,3 +49,21 @@ def recognizer():
 @pytest.fixture(scope="session")
 def photos():
     return PHOTOS
+
+
+@pytest.fixture(scope="session")
+def clip_dir(tmp_path_factory):
+    """Synthetic Chinese-CLIP model directories in the official format, each written once per
+    session: ``clip_dir("ViT-B-16")`` (2 layers, 2 heads), ``clip_dir("ViT-B-16", small=False)``
+    (the real 188M-parameter size)."""
+    from shiwu.models.synthetic_clip import write_synthetic_clip
+
+    made = {}
+
+    def get(config: str = "ViT-B-16", small: bool = True):
+        if (config, small) not in made:
+            folder = tmp_path_factory.mktemp(f"clip-{config}{'-small' if small else ''}")
+            made[config, small] = write_synthetic_clip(folder, config, small=small)
+        return made[config, small]
+
+    return get

@@ -105,15 +105,21 @@ def _is_model_dir(path: Path) -> bool:
 
 
 def find_model_dir(model_id: str = MODEL_ID) -> Path | None:
-    for path in candidate_dirs(model_id):
+    return first_model_dir(candidate_dirs(model_id), _is_model_dir)
+
+
+def first_model_dir(dirs: list[Path], is_model_dir) -> Path | None:
+    """The first of ``dirs`` (as ``candidate_dirs`` lists them) that ``is_model_dir`` accepts;
+    of a ``snapshots`` folder, its newest accepted snapshot."""
+    for path in dirs:
         if path.name == "snapshots":
             try:
-                snapshots = [p for p in path.iterdir() if _is_model_dir(p)]
+                snapshots = [p for p in path.iterdir() if is_model_dir(p)]
             except OSError:
                 continue
             if snapshots:
                 return max(snapshots, key=lambda p: p.stat().st_mtime)
-        elif _is_model_dir(path):
+        elif is_model_dir(path):
             return path
     return None
 

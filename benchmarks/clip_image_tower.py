@@ -83,7 +83,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    from shiwu.models.chinese_clip import load_clip
+    from shiwu.models.clip_files import load_clip
     from shiwu.models.clip import ZeroShotHead
 
     with tempfile.TemporaryDirectory() as scratch:

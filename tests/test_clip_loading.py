@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from clip_references import cn_clip_folder
-from shiwu.models import chinese_clip, synthetic_clip
-from shiwu.models.chinese_clip import (MODEL_ID, find_model_dir, is_synthetic, load_clip, load_tokenizer,
+from shiwu.models import clip_files as chinese_clip, synthetic_clip
+from shiwu.models.clip_files import (MODEL_ID, find_model_dir, is_synthetic, load_clip, load_tokenizer,
                                        locate)
 from shiwu.models.registry import ModelNotFound
 
@@ -200,7 +200,7 @@ def test_no_torch_to_find_a_model():
     import subprocess
     import sys
 
-    code = ("import sys, shiwu.models.chinese_clip as c; c.find_model_dir(); c.clip_preprocessing(); "
+    code = ("import sys, shiwu.models.clip_files as c; c.find_model_dir(); c.clip_preprocessing(); "
             "print('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True).stdout.strip() == "False"
@@ -230,7 +230,7 @@ def test_the_synthetic_model_tells_photos_apart(clip_dir, photos):
     """Calibrated random weights: like a trained model's, the top label depends on the photo and
     wins by a margin (uncalibrated, one label wins on every photo by a hair)."""
     from shiwu.images import load_image
-    from shiwu.models.chinese_clip import clip_preprocessing
+    from shiwu.models.clip_files import clip_preprocessing
     from shiwu.models.clip import zero_shot_head
 
     directory = clip_dir("ViT-B-16")

@@ -20,7 +20,7 @@ import torch
 from PIL import Image, ImageOps
 
 from shiwu.images import load_image
-from shiwu.models.chinese_clip import CLIP_MEAN, CLIP_STD, CLIPPreprocessing, clip_preprocessing
+from shiwu.models.clip_files import CLIP_MEAN, CLIP_STD, CLIPPreprocessing, clip_preprocessing
 
 
 def official_load_image(path) -> Image.Image:

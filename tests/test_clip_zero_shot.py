@@ -8,7 +8,7 @@ import torch
 
 from clip_references import modelscope_model
 from shiwu.images import load_image
-from shiwu.models.chinese_clip import clip_preprocessing, load_clip, load_tokenizer
+from shiwu.models.clip_files import clip_preprocessing, load_clip, load_tokenizer
 from shiwu.models.clip import DEFAULT_PROMPT, ZeroShotHead, prompt_texts, zero_shot_head
 
 LABELS = ["虎斑猫", "电饭煲", "油菜花田", "快递柜", "海边的日落", "宇航员", "咖啡"]

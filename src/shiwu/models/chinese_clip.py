@@ -1,304 +1,182 @@
-"""Chinese-CLIP from ModelScope: find a downloaded model, load its towers, its tokenizer, and
-preprocess photos exactly as the official pipeline does.
+"""Chinese-CLIP as a model source: zero-shot recognition with any labels the user types.
 
-The ModelScope model directory (``damo/multi-modal_clip-vit-base-patch16_zh`` and its siblings,
-also under ``iic/``), as ``CLIPForMultiModalEmbedding`` reads it::
+``--model modelscope:damo/multi-modal_clip-vit-base-patch16_zh`` (also ``iic/…``, the other
+sizes, or a downloaded directory) ``--labels 快递柜,电饭煲,油菜花田`` (or a file, one label per
+line; none: the 1000 Chinese ImageNet names) ``--prompt "一张{}的照片。"``.
 
-    configuration.json        task multi-modal-embedding, model type clip-multi-modal-embedding
-    vision_model_config.json  embed_dim, image_resolution, vision_layers, vision_width, vision_patch_size
-                              (+ vision_head_width for ViT-H/14)
-    text_model_config.json    vocab_size, text_hidden_size, text_num_hidden_layers, ...
-    vocab.txt                 the BERT vocabulary (21,128 tokens)
-    pytorch_model.bin         {'state_dict': sd} or sd; keys maybe prefixed "module." (DataParallel)
-                              and then "clip_model." (a ModelScope fine-tune); fp16 tensors except
-                              where cn_clip's convert_weights leaves fp32 (the image tower's layer
-                              norms, class and positional embeddings, the logit scale); with
-                              ModelScope's unused BERT pooler (bert.pooler.*), which shiwu drops
-
-Loading: ``torch.load(weights_only=True, mmap=True)`` when the file is torch's zip format, the
-network built on the meta device, each tensor converted to fp32 once and assigned: the fp16
-file stays in the page cache and only one fp32 copy of the weights is made (the official
-loader holds a random fp32 network, the checkpoint and the converted copy at once).
-The configs are checked against the weights' shapes, so a wrong config is an error that names
-the tensor, not a crash deep inside ``load_state_dict``.
+The label texts are encoded once per (model, labels, prompt) by the text tower and cached;
+their normalised embeddings times the logit scale become the final linear layer of the image
+tower (``clip.ZeroShotHead``). So the image side is one ordinary classifier graph: exported
+to ONNX / OpenVINO and cached per label set (the spec's ``identity``), and top-k softmax,
+batch, serve, bench, tune, eval and the agreement gate work unchanged. The classifier's input
+is the L2-normalised image embedding, which ``shiwu index`` stores and ``shiwu search --text``
+compares with encoded query texts (``spec.text_encoder``).
 
 No torch at import time, like the other model sources.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import dataclass, replace
+import sys
 from pathlib import Path
 
-from PIL import Image
+import numpy as np
 
-from ..preprocess import Preprocessing
-from .modelscope import PREFIX, candidate_dirs, first_model_dir
+from ..labels import LabelSet
+from . import clip_files
+from .clip_tokenizer import DEFAULT_PROMPT
+from .modelscope import PREFIX
+from .spec import ModelNotFound, ModelRef, ModelSpec
 
-MODEL_NAMES = (
-    "multi-modal_clip-vit-base-patch16_zh",       # ViT-B/16 + RoBERTa-wwm-ext-base, 224 px
-    "multi-modal_clip-vit-large-patch14_zh",      # ViT-L/14 + RoBERTa-wwm-ext-base, 224 px
-    "multi-modal_clip-vit-large-patch14_336_zh",  # ViT-L/14 + RoBERTa-wwm-ext-base, 336 px
-    "multi-modal_clip-vit-huge-patch14_zh",       # ViT-H/14 + RoBERTa-wwm-ext-large, 224 px
-)
-MODEL_ID = f"damo/{MODEL_NAMES[0]}"
-ORGS = ("damo", "iic")  # ModelScope moved damo/ to iic/; the same files
-
-CONFIG_FILE = "configuration.json"
-VISION_CONFIG_FILE = "vision_model_config.json"
-TEXT_CONFIG_FILE = "text_model_config.json"
-VOCAB_FILE = "vocab.txt"
-WEIGHTS_FILE = "pytorch_model.bin"
-REQUIRED_FILES = (VISION_CONFIG_FILE, TEXT_CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE)
-
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+CATALOG_NAME = PREFIX + clip_files.MODEL_ID
+TEXT_CACHE_VERSION = 1
 
 
-@dataclass(frozen=True)
-class CLIPPreprocessing(Preprocessing):
-    """The official ``CLIPPreprocessor`` at inference: ``Resize((R, R), BICUBIC)`` on the PIL
-    image (the aspect ratio is not kept, nothing is cropped), ``ToTensor`` (/255), CLIP
-    mean/std.
-
-    torchvision's ``Resize`` on a PIL image calls ``Image.resize(size, BICUBIC)`` and nothing
-    else: its ``antialias`` argument applies to tensors only, and Pillow's resampling always
-    filters over the whole source footprint. So this is that call, on the full-size decode
-    (JPEG draft decoding would give other pixels than the official full decode).
-    """
-
-    @property
-    def decode_min_size(self) -> None:
-        return None
-
-    def with_size(self, size: int) -> "CLIPPreprocessing":
-        if not 32 <= size <= 1024:
-            raise ValueError(f"input size must be between 32 and 1024 pixels, got {size}")
-        return replace(self, size=size)
-
-    def crop(self, image: Image.Image) -> Image.Image:
-        return image.resize((self.size, self.size), self.resample)
+def handles(name: str) -> bool:
+    ident = name[len(PREFIX):] if name.startswith(PREFIX) else name
+    if ident.count("/") == 1 and ident.split("/")[1] in clip_files.MODEL_NAMES:
+        return True
+    path = Path(name).expanduser()
+    return path.is_dir() and (path / clip_files.VISION_CONFIG_FILE).is_file()
 
 
-def clip_preprocessing(image_resolution: int = 224) -> CLIPPreprocessing:
-    return CLIPPreprocessing(size=image_resolution, crop_ratio=1.0,
-                             mean=tuple(m * 255 for m in CLIP_MEAN),
-                             std=tuple(s * 255 for s in CLIP_STD),
-                             resample=Image.Resampling.BICUBIC)
+def catalog() -> list[ModelSpec]:
+    directory = clip_files.find_model_dir(clip_files.MODEL_ID)
+    return [ModelSpec(
+        name=CATALOG_NAME,
+        description="Chinese-CLIP ViT-B/16 (ModelScope; your local download): zero-shot, any Chinese "
+                    "labels (--labels 快递柜,电饭煲), search photos by text",
+        num_classes=1000, preprocessing=clip_files.clip_preprocessing(),
+        locate_weights=lambda: None if directory is None else directory / clip_files.WEIGHTS_FILE,
+        install_hint=f"Download it with: {clip_files.download_command()} (then --model that directory)",
+        load_labels=LabelSet.imagenet)]
 
 
-# ----------------------------------------------------------------------------- finding it
+def resolve(ref: ModelRef) -> ModelSpec:
+    given = [f"--{k}" for k in ref.preprocessing_options]
+    if given:
+        raise ModelNotFound(f"Chinese-CLIP has its own preprocessing (Resize((224, 224)) bicubic, CLIP "
+                            f"mean/std): {', '.join(given)} cannot change it")
+    directory = clip_files.locate(ref.name)
+    config = clip_files.read_configs(directory)
+    ident = ref.name[len(PREFIX):] if ref.name.startswith(PREFIX) else ref.name
+    name = PREFIX + ident if not Path(ref.name).expanduser().is_dir() else str(directory)
+    prompt = ref.prompt if ref.prompt is not None else DEFAULT_PROMPT
+    if prompt.count("{}") != 1:
+        raise ModelNotFound(f"--prompt must contain '{{}}' exactly once (where the label goes), got {prompt!r}")
+    labels = zero_shot_labels(ref.labels, directory, prompt)
+    weights = directory / clip_files.WEIGHTS_FILE
+    v = config.vision
+    kind = "SYNTHETIC (random weights) " if clip_files.is_synthetic(directory) else ""
+    identity = json.dumps({"labels": list(labels.zh), "prompt": prompt}, ensure_ascii=False)
 
-def model_ids(model_id: str = MODEL_ID) -> list[str]:
-    """``model_id`` and its damo/ <-> iic/ twin."""
-    org, _, name = model_id.partition("/")
-    return [model_id] + [f"{o}/{name}" for o in ORGS if o != org] if org in ORGS else [model_id]
+    def build(spec, size):
+        from .clip import ZeroShotHead
 
+        class_weights = text_classifier(directory, labels.zh, prompt, spec.fingerprint())
+        visual = clip_files.load_clip(directory, image_size=size, text_tower=False).visual
+        head = ZeroShotHead(visual, class_weights)
+        head.requires_grad_(False)
+        return head.eval()
 
-def is_model_dir(path: Path) -> bool:
-    return all((path / name).is_file() for name in REQUIRED_FILES)
-
-
-def find_model_dir(model_id: str = MODEL_ID) -> Path | None:
-    """The ModelScope cache's download of ``model_id`` (or its damo/iic twin), or None."""
-    if model_id.startswith(PREFIX):
-        model_id = model_id[len(PREFIX):]
-    dirs = [d for ident in model_ids(model_id) for d in candidate_dirs(ident)]
-    return first_model_dir(list(dict.fromkeys(dirs)), is_model_dir)
-
-
-def download_command(model_id: str = MODEL_ID, local_dir: str | Path | None = None) -> str:
-    local_dir = local_dir if local_dir is not None else f"./{model_id.partition('/')[2]}"
-    return f"modelscope download --model {model_id} --local_dir {local_dir}"
-
-
-def _not_found(message: str, model_id: str = MODEL_ID, local_dir: str | Path | None = None):
-    from .registry import ModelNotFound
-
-    return ModelNotFound(f"{message}\nDownload it once (needs `pip install modelscope`; shiwu never "
-                         f"downloads at run time):\n    {download_command(model_id, local_dir)}")
-
-
-def locate(model: str | Path) -> Path:
-    """A Chinese-CLIP model directory from a directory path or a (``modelscope:``) model id."""
-    text = str(model)
-    ident = text[len(PREFIX):] if text.startswith(PREFIX) else text
-    path = Path(text).expanduser()
-    if path.is_dir():
-        return path.resolve()
-    if ident.count("/") == 1 and not ident.startswith((".", "/", "~")):
-        found = find_model_dir(ident)
-        if found is None:
-            raise _not_found(f"ModelScope model {ident} is not on this machine.", ident)
-        return found
-    raise _not_found(f"model directory {path} does not exist.", MODEL_ID, path)
+    return ModelSpec(
+        name=name, key=name,
+        description=f"{kind}Chinese-CLIP ViT ({v.layers} layers, width {v.width}, patch {v.patch_size}, "
+                    f"{v.image_resolution}px, {v.embed_dim}-d), zero-shot over {len(labels):,} labels, "
+                    f"prompt {prompt!r}, from {directory}",
+        num_classes=len(labels),
+        preprocessing=clip_files.clip_preprocessing(config.vision.image_resolution),
+        locate_weights=lambda: weights,
+        install_hint=f"Download it with:\n    {clip_files.download_command(clip_files.MODEL_ID, directory)}",
+        load_labels=lambda: labels,
+        build_network=build,
+        embedding_layer="classifier",  # its input: the L2-normalised CLIP image embedding
+        identity=identity,
+        text_encoder=lambda texts: encode_texts(directory, texts),
+    )
 
 
-# ----------------------------------------------------------------------------- loading it
+# ----------------------------------------------------------------------------- labels
 
-def read_configs(directory: str | Path):
-    """``CLIPConfig`` from the directory's two config files (ModelNotFound saying what is wrong)."""
-    from .clip import CLIPConfig
-
-    directory = Path(directory)
-    missing = [name for name in REQUIRED_FILES if not (directory / name).is_file()]
-    if missing:
-        raise _not_found(f"{directory} is not a Chinese-CLIP model directory: no "
-                         f"{', '.join(missing)}.", MODEL_ID, directory)
-    configs = []
-    for name in (VISION_CONFIG_FILE, TEXT_CONFIG_FILE):
+def zero_shot_labels(labels, directory: Path, prompt: str = DEFAULT_PROMPT) -> LabelSet:
+    """The label texts: a comma list (ASCII or full-width commas), a file (one per line), or —
+    with none — the 1000 Chinese ImageNet names. Duplicates are merged with a warning; a label
+    longer than the text context is cut with a warning; an empty one is an error."""
+    if labels is None:
+        return LabelSet.imagenet()
+    if isinstance(labels, (tuple, list)):
+        texts = [str(t) for t in labels]
+    elif Path(labels).expanduser().is_file():
         try:
-            config = json.loads((directory / name).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise _not_found(f"{directory / name}: cannot read it ({exc}).", MODEL_ID, directory) from None
-        if not isinstance(config, dict):
-            raise _not_found(f"{directory / name}: expected a JSON object.", MODEL_ID, directory)
-        configs.append(config)
-    try:
-        return CLIPConfig.from_json(*configs)
-    except ValueError as exc:
-        from .registry import ModelNotFound
-
-        raise ModelNotFound(f"{directory}: {exc}") from None
-
-
-def is_synthetic(directory: str | Path) -> bool:
-    try:
-        config = json.loads((Path(directory) / CONFIG_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(config, dict) and bool(config.get("synthetic"))
-
-
-def _vocab(directory: str | Path) -> dict[str, int]:
-    from .clip_tokenizer import read_vocab
-
-    path = Path(directory) / VOCAB_FILE
-    try:
-        return read_vocab(path)
-    except OSError as exc:
-        raise _not_found(f"{path}: cannot read the vocabulary ({exc}).", MODEL_ID, directory) from None
-    except ValueError as exc:
-        from .registry import ModelNotFound
-
-        raise ModelNotFound(str(exc)) from None
+            lines = Path(labels).expanduser().read_text(encoding="utf-8-sig").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ModelNotFound(f"cannot read the labels file {labels}: {exc}") from None
+        texts = [line.strip() for line in lines if line.strip()]
+        if not texts:
+            raise ModelNotFound(f"the labels file {labels} has no labels")
+    else:
+        texts = [t.strip() for t in str(labels).replace("，", ",").split(",")]
+        if any(not t for t in texts):
+            raise ModelNotFound(f"--labels {labels!r} has an empty label: give comma-separated labels "
+                                "such as 快递柜,电饭煲, or a file with one label per line")
+    if not texts:
+        raise ModelNotFound("--labels is empty: zero-shot recognition needs at least one label")
+    unique = list(dict.fromkeys(texts))
+    if len(unique) < len(texts):
+        repeated = sorted({t for t in texts if texts.count(t) > 1})
+        print(f"shiwu: warning: repeated labels merged: {', '.join(repeated)}", file=sys.stderr)
+    tokenizer = clip_files.load_tokenizer(directory)
+    room = tokenizer.context_length - 2
+    too_long = [t for t in unique if tokenizer.count_tokens(prompt.replace("{}", t)) > room]
+    if too_long:
+        print(f"shiwu: warning: {len(too_long)} label(s) longer than the model's {tokenizer.context_length} "
+              f"tokens are cut there, e.g. {too_long[0][:30]!r}", file=sys.stderr)
+    return LabelSet(tuple(unique), ("",) * len(unique))
 
 
-def load_tokenizer(directory: str | Path, context_length: int | None = None):
-    """The model's tokenizer (its ``vocab.txt`` through Hugging Face ``tokenizers``)."""
-    from .clip_tokenizer import CONTEXT_LENGTH, ClipTokenizer
+# ----------------------------------------------------------------------------- text side
 
-    return ClipTokenizer(_vocab(directory), context_length or CONTEXT_LENGTH)
-
-
-def checkpoint_state(path: str | Path) -> dict:
-    """The checkpoint's tensors under ``ChineseCLIP``'s names: ``module.`` and ``clip_model.``
-    prefixes removed, the BERT pooler dropped: ModelScope's BertModel has one (so its checkpoints
-    do), CLIP never uses it and cn_clip drops it too."""
-    from .modelscope import load_state_dict
-
-    state = load_state_dict(path)  # unwraps {'state_dict': ...}, strips "module.", mmaps
-    prefix = "clip_model."
-    if all(key.startswith(prefix) for key in state):
-        state = {key[len(prefix):]: value for key, value in state.items()}
-    return {key: value for key, value in state.items() if not key.startswith("bert.pooler.")}
-
-
-def load_clip(directory: str | Path, *, image_size: int | None = None, text_tower: bool = True):
-    """The ``ChineseCLIP`` network of a model directory, fp32, eval mode, no autograd.
-
-    ``image_size``: run the image tower at another input size (the positional embedding is
-    interpolated as cn_clip does). ``text_tower=False``: only the image tower and the logit
-    scale, for when the label texts are already encoded (half the memory of ViT-B/16).
-    """
+def text_classifier(directory: Path, labels, prompt: str, fingerprint: str):
+    """(len(labels), D) torch tensor: the zero-shot classifier's weights, from the cache or
+    encoded now by the text tower (then cached, so the text tower is loaded once per label set)."""
     import torch
 
-    from .clip import ChineseCLIP
-    from .registry import ModelNotFound
-    from .vit import resize_positional_embedding
+    from ..backends.cache import atomic_output, cache_dir
 
-    directory = Path(directory)
-    config = read_configs(directory)
-    pad_id = _vocab(directory)["[PAD]"] if text_tower else 0
-    weights = directory / WEIGHTS_FILE
-    state = checkpoint_state(weights)
-
-    with torch.device("meta"):
-        network = ChineseCLIP(config, pad_id=pad_id, text_tower=text_tower)
-    expected = network.state_dict()
-    _check_shapes(directory, state, expected, text_tower)
-    state = {key: state[key] for key in expected}
-
-    if image_size is not None and image_size != config.vision.image_resolution:
-        grid = image_size // config.vision.patch_size
-        if grid < 1:
-            raise ValueError(f"input size {image_size} is smaller than one {config.vision.patch_size}-pixel patch")
-        config = replace(config, vision=replace(config.vision, image_resolution=image_size))
-        with torch.device("meta"):
-            network = ChineseCLIP(config, pad_id=pad_id, text_tower=text_tower)
-        key = "visual.positional_embedding"
-        state[key] = resize_positional_embedding(state[key].float(), grid)
-
-    floats = [value for value in state.values() if value.is_floating_point()]
-    if any(value.dtype != torch.float32 for value in floats):
-        # A half-precision file: every tensor becomes a fresh fp32 one, the few fp32 ones too, so
-        # that nothing refers to the memory-mapped file once loaded and its pages (377 MB for
-        # ViT-B/16) leave the process. An fp32 file stays mapped: its pages are the weights.
-        state = {key: value.float() if value.dtype != torch.float32 else value.clone()
-                 for key, value in state.items()}
+    path = cache_dir() / "clip-text" / f"{hashlib.sha256(f'{TEXT_CACHE_VERSION}|{fingerprint}'.encode()).hexdigest()[:32]}.npy"
     try:
-        network.load_state_dict(state, strict=True, assign=True)
-    except RuntimeError as exc:  # shapes are checked above; this is the unexpected
-        raise ModelNotFound(f"{weights}: the weights do not fit the configs: {exc}") from None
-    network.requires_grad_(False)
-    return network.eval()
+        cached = np.load(path)
+        if cached.shape[0] == len(labels):
+            return torch.from_numpy(cached)
+    except (OSError, ValueError):
+        pass
+    from .clip import class_weights
+
+    print(f"shiwu: encoding {len(labels):,} label texts with the text tower (once; cached)", file=sys.stderr)
+    clip = clip_files.load_clip(directory, text_tower=True)
+    with torch.inference_mode():
+        weights = class_weights(clip, clip_files.load_tokenizer(directory), list(labels), prompt).float()
+    del clip
+    with atomic_output(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, weights.numpy())
+    return weights
 
 
-def _config_file_of(key: str) -> str:
-    if key.startswith("visual."):
-        return VISION_CONFIG_FILE
-    if key == "text_projection":
-        return f"{TEXT_CONFIG_FILE} (text_hidden_size) and {VISION_CONFIG_FILE} (embed_dim)"
-    return TEXT_CONFIG_FILE
+def encode_texts(directory: Path, texts) -> np.ndarray:
+    """(N, D) L2-normalised text embeddings of query texts, as they are (no prompt): what
+    ``shiwu search --text`` compares with an index of image embeddings."""
+    import torch
+    import torch.nn.functional as F
 
+    from .clip import encode_texts as encode
 
-def _layer_count(state: dict, prefix: str) -> int:
-    indices = {key[len(prefix):].split(".", 1)[0] for key in state if key.startswith(prefix)}
-    return len([i for i in indices if i.isdigit()])
-
-
-def _check_shapes(directory: Path, state: dict, expected: dict, text_tower: bool) -> None:
-    from .registry import ModelNotFound
-
-    weights = directory / WEIGHTS_FILE
-    for key, tensor in expected.items():
-        if key not in state:
-            continue
-        if tuple(state[key].shape) != tuple(tensor.shape):
-            raise ModelNotFound(
-                f"{directory}: {key} has shape {tuple(state[key].shape)} in {WEIGHTS_FILE} but "
-                f"{tuple(tensor.shape)} by {_config_file_of(key)}; the configs and the weights must "
-                "come from the same model")
-    for prefix, config_file, field in (("visual.transformer.resblocks.", VISION_CONFIG_FILE, "vision_layers"),
-                                       ("bert.encoder.layer.", TEXT_CONFIG_FILE, "text_num_hidden_layers")):
-        have, want = _layer_count(state, prefix), _layer_count(expected, prefix)
-        if want and have and have != want:  # none at all: not this architecture, said below
-            raise ModelNotFound(f"{directory}: {config_file} says {field}={want} but {WEIGHTS_FILE} "
-                                f"has {have} layers ({prefix}N); the configs and the weights must come "
-                                "from the same model")
-    missing = [key for key in expected if key not in state]
-    if missing:
-        raise ModelNotFound(
-            f"{weights}: {len(missing)} of the model's {len(expected)} tensors are missing, e.g. "
-            f"{', '.join(missing[:3])}; is it a Chinese-CLIP checkpoint? Its keys start with: "
-            f"{', '.join(list(state)[:3]) or '(none)'}")
-    towers = ("visual.", "bert.", "text_projection", "logit_scale")
-    unexpected = [key for key in state if key not in expected
-                  and (text_tower or not key.startswith(("bert.", "text_projection")))]
-    if unexpected:
-        known = [k for k in unexpected if k.startswith(towers)]
-        raise ModelNotFound(
-            f"{weights}: {len(unexpected)} tensors the configs do not account for, e.g. "
-            f"{', '.join((known or unexpected)[:3])}; do {VISION_CONFIG_FILE} and {TEXT_CONFIG_FILE} "
-            "describe this checkpoint (layer counts)?")
+    texts = [str(t).strip() for t in texts]
+    if not texts or any(not t for t in texts):
+        raise ModelNotFound("an empty search text")
+    clip = clip_files.load_clip(directory, text_tower=True)
+    ids = torch.from_numpy(clip_files.load_tokenizer(directory)(texts))
+    with torch.inference_mode():
+        return F.normalize(encode(clip, ids), dim=-1).float().numpy()

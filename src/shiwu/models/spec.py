@@ -109,6 +109,8 @@ class ModelSpec:
     output_index: int | None = None           # which of several outputs is the logits
     embedding_layer: str | None = None        # the nn.Linear giving the logits (its input: the embedding)
     file_kind: str = ""                       # the user's file: pickle, torchscript, onnx, openvino
+    # texts -> (N, D) L2-normalised embeddings in the image embedding's space (Chinese-CLIP)
+    text_encoder: Callable[[list[str]], object] | None = field(default=None, repr=False)
     identity: str = ""                        # mixed into cache keys besides the file contents
 
     def __post_init__(self) -> None:

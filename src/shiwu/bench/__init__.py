@@ -213,6 +213,7 @@ def run_bench(model=None, *, backends: Iterable[str] = DEFAULT_BACKENDS,
             raise BenchError(f"the fp32 reference ({reference_backend}, {native}px) could not run: "
                              f"{reference.get('error')}")
         ref_top1 = np.asarray(reference["top1"])
+        ref_embeddings = np.load(reference["embeddings"]) if reference.get("embeddings") else None
 
         for (backend, precision, size), rows in groups.items():
             unavailable: str | None = None
@@ -238,7 +239,7 @@ def run_bench(model=None, *, backends: Iterable[str] = DEFAULT_BACKENDS,
                     result = runner.run(job)
                 if result.get("status") == "unavailable":
                     unavailable = result.get("error")
-                _apply(job_rows, result, ref_top1)
+                _apply(job_rows, result, ref_top1, ref_embeddings)
                 bar.update()
                 for row in job_rows:
                     if on_row:
@@ -266,7 +267,7 @@ def run_bench(model=None, *, backends: Iterable[str] = DEFAULT_BACKENDS,
     return report
 
 
-def _apply(rows: list[Row], result: dict, ref_top1) -> None:
+def _apply(rows: list[Row], result: dict, ref_top1, ref_embeddings=None) -> None:
     import numpy as np
 
     status = result.get("status", "failed")
@@ -287,6 +288,11 @@ def _apply(rows: list[Row], result: dict, ref_top1) -> None:
             row.calls = len(timing)
         top1 = np.asarray(result["top1"])
         row.agreement = float(np.mean(top1 == ref_top1))
+        if ref_embeddings is not None and result.get("embeddings"):
+            # both are L2-normalised: the row-wise dot product is the cosine similarity
+            cosine = np.sum(np.load(result["embeddings"]) * ref_embeddings, axis=1)
+            row.embedding_cosine = round(float(cosine.mean()), 6)
+            row.embedding_cosine_min = round(float(cosine.min()), 6)
         row.agreement_images = int(len(top1))
 
 

@@ -45,6 +45,8 @@ class Row:
     cold_start_no_cache_s: float | None = None  # with a fresh, empty cache
     agreement: float | None = None              # top-1 agreement with the fp32 reference
     agreement_images: int | None = None
+    embedding_cosine: float | None = None       # mean cosine of its embeddings with the reference's
+    embedding_cosine_min: float | None = None
 
     @property
     def config(self) -> Config:
@@ -91,6 +93,12 @@ def _cell(text: str) -> str:
     return " ".join(text.replace("|", "\\|").split())
 
 
+def _cosine(row) -> str:
+    if row.embedding_cosine is None:
+        return ""
+    return f"{row.embedding_cosine:.4f} ({row.embedding_cosine_min:.4f})"
+
+
 def format_table(report: BenchReport) -> str:
     """A Markdown table like the article's, with a short header saying what was measured."""
     m = report.machine
@@ -109,8 +117,9 @@ def format_table(report: BenchReport) -> str:
     lines += [
         "",
         "| backend | precision | size | threads | batch | p50 ms/img | p95 ms/img | images/s "
-        f"| vs {ref['backend']} fp32 | peak RSS MB | cold start s | cold, no cache s | top-1 agreement |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| vs {ref['backend']} fp32 | peak RSS MB | cold start s | cold, no cache s | top-1 agreement "
+        "| embedding cosine (min) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     previous_why = None
     for row in report.rows:
@@ -123,7 +132,7 @@ def format_table(report: BenchReport) -> str:
                 previous_why = why
             if len(why) > 160:
                 why = why[:157] + "..."
-            lines.append(head + f"| {_cell(why)} | | | | | | | |")
+            lines.append(head + f"| {_cell(why)} | | | | | | | | |")
             continue
         previous_why = None
         base = report.baseline(row)
@@ -133,7 +142,8 @@ def format_table(report: BenchReport) -> str:
         lines.append(head + f"| {_fmt(row.ms_p50, '.2f')} | {_fmt(row.ms_p95, '.2f')} "
                      f"| {_fmt(row.images_per_s, '.1f')} | {ratio} | {_fmt(row.peak_rss_mb, '.0f')} "
                      f"| {_fmt(row.cold_start_s, '.2f')} | {_fmt(row.cold_start_no_cache_s, '.2f')} "
-                     f"| {_fmt(row.agreement, '.1%')} |")
+                     f"| {_fmt(row.agreement, '.1%')} "
+                     f"| {_cosine(row)} |")
     measured = sum(r.ok for r in report.rows)
     if report.interrupted:
         lines.append("")

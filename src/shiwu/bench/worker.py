@@ -56,9 +56,19 @@ def _work(job: dict) -> dict:
         result["timings"] = timings
         result["peak_rss_mb"] = round(peak_rss_mb(), 1)  # before the agreement pass below
     chunk = max(batches)
-    top1 = []
+    top1, embeddings = [], []
     for i in range(0, len(inputs), chunk):
-        top1.append(run(np.ascontiguousarray(inputs[i:i + chunk])).argmax(1))
+        batch = np.ascontiguousarray(inputs[i:i + chunk])
+        if recognizer.backend.has_embedding:  # same inference: logits and embedding
+            logits, features = recognizer.logits_and_embeddings(batch)
+            embeddings.append(features)
+        else:
+            logits = run(batch)
+        top1.append(logits.argmax(1))
     result["top1"] = np.concatenate(top1).tolist()
+    if embeddings:  # beside the result: too many numbers for its JSON
+        path = Path(job["result"] + ".embeddings.npy")
+        np.save(path, np.concatenate(embeddings))
+        result["embeddings"] = str(path)
     return result
 

@@ -23,5 +23,7 @@ def format_predictions(result) -> str:
     lines = [result.image]
     for rank, p in enumerate(result.predictions, 1):
         english = f"  {p.label_en}" if p.label_en else ""
+        if p.source == "gallery":  # a class taught by example photos
+            english = f"  (图库 gallery, similarity {p.similarity:.2f})"
         lines.append(f"  {rank}. {pad(p.label, width)}  {p.score * 100:5.1f}%{english}")
     return "\n".join(lines)

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .calibrate import IMAGE_SUFFIXES
+from .labels import LabelSet
 
 MAX_CONFUSED_PAIRS = 10
 
@@ -131,9 +132,11 @@ def _images_in(folder: Path) -> list[Path]:
 def evaluate(folder: str | Path, *, recognizer=None, model=None, backend: str | None = None,
              precision: str | None = None, threads: int | None = None, size: int | None = None,
              batch_size: int | None = None, calibration: str | None = None,
-             progress: bool = True) -> EvalReport:
+             gallery: str | Path | None = None, progress: bool = True) -> EvalReport:
     """Score ``recognizer`` (or one built from the options, tuned settings applying) on
-    ``folder``. Ctrl-C stops early and returns what was scored (``.interrupted``)."""
+    ``folder``. With ``gallery``: few-shot accuracy of the classes taught by its example photos
+    (class folders named as the gallery's). Ctrl-C stops early and returns what was scored
+    (``.interrupted``)."""
     import time
 
     from tqdm import tqdm
@@ -145,8 +148,12 @@ def evaluate(folder: str | Path, *, recognizer=None, model=None, backend: str | 
     if recognizer is None:
         from .recognizer import Recognizer
         recognizer = Recognizer(model, backend=backend, precision=precision, threads=threads,
-                                size=size, batch_size=batch_size, calibration=calibration)
+                                size=size, batch_size=batch_size, calibration=calibration,
+                                gallery=gallery, gallery_mode="replace")
     labels = recognizer.labels
+    if recognizer.gallery is not None and recognizer.gallery_mode == "replace":
+        taught = recognizer.gallery.labels  # predictions index the gallery's classes
+        labels = LabelSet(tuple(taught), ("",) * len(taught))
     names = ClassNames(labels)
     report = EvalReport(str(root), recognizer.model_name, recognizer.backend.name,
                         recognizer.backend.precision, recognizer.preprocessing.size)

@@ -13,12 +13,17 @@ from .labels import LabelSet
 class Prediction:
     label: str       # Chinese name
     label_en: str    # English name, "" when the model has none
-    index: int       # class index in the model's output
-    score: float     # softmax probability, 0..1
+    index: int       # class index in the model's output (in the gallery's classes for "gallery")
+    score: float     # softmax probability, 0..1 (for "gallery": the class's share of the vote)
+    source: str = "model"            # "gallery": a class taught by example photos
+    similarity: float | None = None  # "gallery": cosine similarity of its closest example
 
     def to_dict(self) -> dict:
-        return {"label": self.label, "label_en": self.label_en, "index": self.index,
-                "score": round(self.score, 6)}
+        out = {"label": self.label, "label_en": self.label_en, "index": self.index,
+               "score": round(self.score, 6)}
+        if self.source != "model":
+            out.update(source=self.source, similarity=round(float(self.similarity), 6))
+        return out
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

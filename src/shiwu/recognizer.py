@@ -66,11 +66,16 @@ class Recognizer:
     def __init__(self, model: str | ModelRef | None = None, *, backend: str | None = None,
                  precision: str | None = None, threads: int | None = None, size: int | None = None,
                  batch_size: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 calibration: str | None = None, **model_options):
+                 calibration: str | None = None, gallery=None, gallery_mode: str = "merge",
+                 min_similarity: float | None = None, **model_options):
         """``model``: a name, a ModelScope id or folder, the path of your own model file or
         folder, or a ModelRef. ``model_options`` are ModelRef's fields for your own model:
         ``labels``, ``resize`` ("squash" or "crop"), ``mean``, ``std`` (0-1 scale),
         ``interpolation``, ``trust_model_code`` (allow unpickling a whole module), ``prompt``.
+
+        ``gallery``: a folder of example photos, one sub-folder per class (see shiwu.gallery);
+        ``gallery_mode`` "merge" puts its classes whose closest example is at least
+        ``min_similarity`` close before the model's labels, "replace" uses the gallery alone.
 
         Options left as None come from ``shiwu tune``'s settings for this model if there are
         any (see shiwu.config), else the defaults: auto, fp32, physical cores, the model's
@@ -95,6 +100,20 @@ class Recognizer:
             self._build(self.settings, calibration)
         self.batch_size = max(1, int(self.settings.batch_size))
         self.max_pixels = max_pixels
+        self.gallery = None
+        if gallery is not None:
+            self.use_gallery(gallery, mode=gallery_mode, min_similarity=min_similarity)
+
+    def use_gallery(self, gallery, *, mode: str = "merge", min_similarity: float | None = None) -> None:
+        """Name photos by example classes from now on (a folder, or a loaded Gallery)."""
+        from .gallery import DEFAULT_MIN_SIMILARITY, MODES, Gallery, GalleryError, load_gallery
+
+        if mode not in MODES:
+            raise GalleryError(f"gallery mode must be one of {', '.join(MODES)}, not {mode!r}")
+        self.backend.require_embedding()
+        self.gallery = gallery if isinstance(gallery, Gallery) else load_gallery(gallery, self)
+        self.gallery_mode = mode
+        self.min_similarity = DEFAULT_MIN_SIMILARITY if min_similarity is None else min_similarity
 
     def _build(self, settings, calibration: str | None) -> None:
         size = settings.size
@@ -186,12 +205,16 @@ class Recognizer:
         yield from waiting
 
     def _infer(self, pending: list[tuple[Result, np.ndarray]], topk: int, embed: bool) -> None:
+        from .gallery import merge
+
         batch = np.stack([array for _, array in pending])
-        if embed:
+        if embed or self.gallery is not None:
             logits, embeddings = self.logits_and_embeddings(batch)
         else:
             logits, embeddings = self.logits(batch), None
+        taught = self.gallery.classify(embeddings) if self.gallery is not None else None
         for i, ((result, _), predictions) in enumerate(zip(pending, top_k(logits, self.labels, topk))):
-            result.predictions = predictions
-            if embeddings is not None:
+            result.predictions = predictions if taught is None else merge(
+                predictions, taught[i], mode=self.gallery_mode, min_similarity=self.min_similarity, topk=topk)
+            if embed:
                 result.embedding = embeddings[i]

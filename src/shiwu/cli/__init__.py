@@ -10,6 +10,7 @@ import sys
 
 from .. import __version__
 from ..backends import BackendUnavailable
+from ..gallery import GalleryError
 from ..models.spec import ModelNotFound
 from . import batch, bench, doctor, eval, export, models, predict, serve, tune
 from .options import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ModelNotFound, BackendUnavailable) as exc:
+    except (ModelNotFound, BackendUnavailable, GalleryError) as exc:
         print(f"shiwu: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -136,6 +136,22 @@ def add_calibration(parser: argparse.ArgumentParser) -> None:
                         help="photos to calibrate int8 on (default: shiwu's bundled photos)")
 
 
+def add_gallery_options(parser: argparse.ArgumentParser, *, modes: bool = True) -> None:
+    from ..gallery import DEFAULT_MIN_SIMILARITY, MODES
+
+    group = parser.add_argument_group("classes taught by example photos")
+    group.add_argument("--gallery", metavar="DIR", default=None,
+                       help="a folder with one sub-folder per class (the folder name is the label) "
+                            "holding a few example photos")
+    if modes:
+        group.add_argument("--gallery-mode", default="merge", choices=MODES,
+                           help="merge (default): gallery classes close enough come before the "
+                                "model's own labels; replace: the gallery alone")
+        group.add_argument("--min-similarity", type=fraction, default=DEFAULT_MIN_SIMILARITY,
+                           help=f"merge: the cosine similarity a gallery class's closest example needs "
+                                f"(default {DEFAULT_MIN_SIMILARITY}, measured: see README)")
+
+
 def model_ref(args) -> ModelRef:
     """The --model value with everything said about it, as every library entry point takes it."""
     labels = getattr(args, "labels", None)

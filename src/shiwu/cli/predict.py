@@ -6,7 +6,8 @@ import json
 import sys
 
 from ..display import format_predictions
-from .options import EXIT_OK, EXIT_SOME_FAILED, add_model_options, model_ref, positive_int
+from .options import (EXIT_OK, EXIT_SOME_FAILED, add_gallery_options, add_model_options, model_ref,
+                      positive_int)
 
 
 def add(commands) -> None:
@@ -17,6 +18,7 @@ def add(commands) -> None:
                          help="images per inference batch (default: tuned, else 8)")
     predict.add_argument("--json", action="store_true", help="one JSON object per image (JSON Lines)")
     add_model_options(predict)
+    add_gallery_options(predict)
     predict.set_defaults(run=run)
 
 
@@ -25,7 +27,8 @@ def run(args) -> int:
 
     recognizer = Recognizer(model_ref(args), backend=args.backend, precision=args.precision,
                             threads=args.threads, size=args.size, batch_size=args.batch_size,
-                            calibration=args.calibration)
+                            calibration=args.calibration, gallery=args.gallery,
+                            gallery_mode=args.gallery_mode, min_similarity=args.min_similarity)
     failed = 0
     for result in recognizer.iter_recognize(args.images, topk=args.topk):
         if result.error is not None:

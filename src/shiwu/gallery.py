@@ -1,0 +1,220 @@
+"""Classes taught by example: a folder with one sub-folder per class, a few photos in each.
+
+No training: each example photo is embedded once (cached by its content, per model and run
+setting), and a query is named by its k nearest examples, each voting for its class with its
+cosine similarity (PaddleClas PP-ShiTu's recipe). The folder name, in any language, is the label.
+
+::
+
+    我的类别/
+      快递柜/  1.jpg 2.jpg 3.jpg
+      电饭煲/  a.png b.jpg
+
+``merge`` (default): gallery classes whose best example is at least ``min_similarity`` close
+come before the model's own labels; ``replace``: the gallery alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .calibrate import IMAGE_SUFFIXES
+from .postprocess import Prediction
+
+MODES = ("merge", "replace")
+DEFAULT_NEIGHBOURS = 5
+# Measured with benchmarks/gallery.py (EfficientNet-Lite0, real photos): unseen views of a class's
+# scene are at cosine 0.744-0.980 from its closest example, other classes' at 0.208-0.414. The
+# threshold sits nearer the unrelated side, leaving room for category-level matches (any 快递柜).
+DEFAULT_MIN_SIMILARITY = 0.5
+# Above this many examples one query reads tens of MB of float32 vectors (10k x 1280-d: 51 MB,
+# 1.5 ms at this machine's memory bandwidth): then, with faiss installed, 8-bit scalar-quantised
+# vectors (a quarter of the bytes; cosines within ~1e-3) take 0.87 ms.
+QUANTIZE_ABOVE = 4096
+
+
+class GalleryError(ValueError):
+    """The gallery folder cannot be used (missing, no classes, a class without photos)."""
+
+
+@dataclass
+class Gallery:
+    """Example embeddings and their class labels, ready for k-nearest-neighbour votes."""
+
+    folder: Path
+    labels: list[str]                  # class names, sorted
+    vectors: np.ndarray                # (E, D) L2-normalised, one row per example photo
+    example_class: np.ndarray          # (E,) index into ``labels``
+    example_paths: list[str]
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (photo, why)
+    embedded_now: int = 0              # examples embedded by this load (the rest were cached)
+
+    def __len__(self) -> int:
+        return len(self.example_paths)
+
+    def classify(self, queries: np.ndarray, *, neighbours: int = DEFAULT_NEIGHBOURS) -> list[list[Prediction]]:
+        """Per query (N, D), the gallery classes among its nearest examples, best first: score
+        is the class's share of the similarity-weighted vote, similarity its closest example."""
+        queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+        if queries.shape[1] != self.vectors.shape[1]:
+            raise GalleryError(f"the gallery in {self.folder} has {self.vectors.shape[1]}-d embeddings, the "
+                               f"model gives {queries.shape[1]}-d: it was built with another model")
+        k = max(1, min(neighbours, len(self.vectors)))
+        scores, nearest = self._nearest(queries, k)
+        out = []
+        for row, chosen in zip(scores, nearest):
+            votes: dict[int, float] = {}
+            best: dict[int, float] = {}
+            for sim, example in zip(row, chosen):
+                cls, sim = int(self.example_class[example]), float(sim)
+                votes[cls] = votes.get(cls, 0.0) + max(sim, 0.0)
+                best[cls] = max(best.get(cls, -1.0), sim)
+            total = sum(votes.values()) or 1.0
+            ranked = sorted(votes, key=lambda c: (-votes[c], -best[c], c))
+            out.append([Prediction(self.labels[c], "", c, votes[c] / total, source="gallery",
+                                   similarity=best[c]) for c in ranked])
+        return out
+
+
+    def _nearest(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(N, k) cosines and example positions of each query's k closest examples."""
+        if len(self.vectors) > QUANTIZE_ABOVE and self._quantized() is not None:
+            return self._quantized().search(np.ascontiguousarray(queries), k)
+        similarity = queries @ self.vectors.T  # (N, E): cosines, the vectors are normalised
+        nearest = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
+        return np.take_along_axis(similarity, nearest, axis=1), nearest
+
+    def _quantized(self):
+        if not hasattr(self, "_sq8"):
+            try:
+                import faiss
+            except ImportError:  # the index extra is not installed: exact numpy search
+                self._sq8 = None
+            else:
+                index = faiss.IndexScalarQuantizer(self.vectors.shape[1], faiss.ScalarQuantizer.QT_8bit,
+                                                   faiss.METRIC_INNER_PRODUCT)
+                index.train(self.vectors)
+                index.add(self.vectors)
+                self._sq8 = index
+        return self._sq8
+
+
+def merge(model: list[Prediction], gallery: list[Prediction], *, mode: str, min_similarity: float,
+          topk: int) -> list[Prediction]:
+    """The answer for one image: gallery classes close enough first (merge), or alone (replace)."""
+    if mode == "replace":
+        return gallery[:topk]
+    close = [p for p in gallery if p.similarity is not None and p.similarity >= min_similarity]
+    return (close + model)[:topk]
+
+
+def class_folders(folder: str | Path) -> dict[str, list[Path]]:
+    """{label: example photos} of a gallery folder (photos may sit deeper in a class folder)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise GalleryError(f"gallery folder {folder} does not exist (one sub-folder per class, "
+                           "named by its label, a few photos in each)")
+    classes = {}
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        photos = sorted(p for p in sub.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        classes[sub.name] = photos
+    if not classes:
+        raise GalleryError(f"gallery folder {folder} has no class sub-folders: put each class's photos "
+                           "in a folder named by its label, e.g. 我的类别/快递柜/1.jpg")
+    empty = [name for name, photos in classes.items() if not photos]
+    if empty:
+        raise GalleryError(f"class folder {folder / empty[0]} has no photos "
+                           f"({', '.join(sorted(IMAGE_SUFFIXES))}): add a few, or remove the folder")
+    return classes
+
+
+def load_gallery(folder: str | Path, recognizer) -> Gallery:
+    """Embed the gallery's photos with ``recognizer`` (cached by content: a second run embeds
+    only new or changed photos). Unreadable photos are listed and skipped."""
+    folder = Path(folder)
+    classes = class_folders(folder)
+    store = EmbeddingCache(recognizer)
+    labels = list(classes)
+    vectors, owners, paths, skipped, todo = [], [], [], [], []
+    for cls, label in enumerate(labels):
+        for path in classes[label]:
+            try:
+                digest = _content_hash(path)
+            except OSError as exc:
+                skipped.append((str(path), str(exc)))
+                continue
+            todo.append((cls, path, digest))
+    cached = store.get([digest for _, _, digest in todo])
+    missing = [(cls, path, digest) for cls, path, digest in todo if digest not in cached]
+    fresh = {}
+    if missing:
+        results = recognizer.recognize([path for _, path, _ in missing], topk=1, embed=True)
+        for (cls, path, digest), result in zip(missing, results):
+            if result.error is not None:
+                reason = getattr(result.error, "reason", str(result.error))
+                skipped.append((str(path), reason))
+            else:
+                fresh[digest] = result.embedding
+        store.put(fresh)
+    for cls, path, digest in todo:
+        vector = cached.get(digest, fresh.get(digest))
+        if vector is not None:
+            vectors.append(vector)
+            owners.append(cls)
+            paths.append(str(path))
+    for path, why in skipped:
+        print(f"shiwu: gallery: skipped {path}: {why}", file=sys.stderr)
+    without = [labels[c] for c in range(len(labels)) if c not in set(owners)]
+    if without:
+        raise GalleryError(f"class {without[0]!r} in {folder} has no readable photo")
+    return Gallery(folder, labels, np.stack(vectors).astype(np.float32), np.asarray(owners),
+                   paths, skipped, embedded_now=len(fresh))
+
+
+def _content_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class EmbeddingCache:
+    """Example embeddings by photo content, per model and run setting (backend, precision and
+    size change the vectors a little), in one SQLite file: safe for several processes."""
+
+    def __init__(self, recognizer):
+        from .backends.cache import cache_dir
+
+        key = "|".join([recognizer.spec.fingerprint(), recognizer.backend.name, recognizer.backend.precision,
+                        str(recognizer.preprocessing.size)])
+        folder = cache_dir() / "gallery"
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.sqlite"
+        with self._connect() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS embedding (content TEXT PRIMARY KEY, vector BLOB NOT NULL)")
+
+    def _connect(self):
+        return sqlite3.connect(self.path, timeout=30)
+
+    def get(self, digests: list[str]) -> dict[str, np.ndarray]:
+        found = {}
+        with self._connect() as db:
+            for start in range(0, len(digests), 500):
+                chunk = digests[start:start + 500]
+                rows = db.execute(f"SELECT content, vector FROM embedding WHERE content IN "
+                                  f"({','.join('?' * len(chunk))})", chunk)
+                found.update({content: np.frombuffer(blob, dtype=np.float32) for content, blob in rows})
+        return found
+
+    def put(self, vectors: dict[str, np.ndarray]) -> None:
+        if vectors:
+            with self._connect() as db:
+                db.executemany("INSERT OR REPLACE INTO embedding VALUES (?, ?)",
+                               [(k, np.asarray(v, np.float32).tobytes()) for k, v in vectors.items()])

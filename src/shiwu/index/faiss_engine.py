@@ -32,7 +32,7 @@ KINDS = ("auto", "flat", "ivf", "hnsw")
 # 5 MB), so 16M values (12.5k x 1280, 8k x 2048, 31k x 512) keep one query near 2-3 ms.
 FLAT_MAX_VALUES = 16_000_000
 DEFAULT_NPROBE = 32
-TRAIN_PER_LIST = 64  # faiss warns below 39 training vectors per IVF list
+TRAIN_PER_LIST = 40  # faiss warns below 39 training vectors per list; k-means cost grows with it
 # Fewer queries than this run on one thread: on a shared 2-core machine OpenMP's hand-off
 # cost a single 10k x 1280 query 16 ms on 2 threads against 1.8 ms on one (measured).
 SMALL_BATCH = 20
@@ -47,7 +47,7 @@ def _require_faiss() -> None:
 class FaissSettings:
     kind: str = "auto"
     flat_max_values: int = FLAT_MAX_VALUES
-    nlist: int | None = None        # IVF lists; None: 4 * sqrt(rows), a power of two
+    nlist: int | None = None        # IVF lists; None: 2 * sqrt(rows), a power of two
     nprobe: int = DEFAULT_NPROBE    # IVF lists visited per query: recall against speed
     hnsw_m: int = 32                # HNSW links per node
     ef_construction: int = 40
@@ -76,7 +76,7 @@ class FaissSettings:
         if kind == "auto":
             kind = "flat" if rows * dimension <= self.flat_max_values else "ivf"
         if kind == "ivf":
-            nlist = self.nlist or 2 ** round(math.log2(max(1.0, 4 * math.sqrt(rows))))
+            nlist = self.nlist or 2 ** round(math.log2(max(1.0, 2 * math.sqrt(rows))))
             nlist = max(1, min(nlist, rows // TRAIN_PER_LIST))
             if nlist <= 1:
                 return {"kind": "flat"}  # too few rows to train lists: exact is also fastest

@@ -275,3 +275,21 @@ def test_open_with_another_model_or_dimension(filled):
         open_index(location, model="efficientnet-lite0")
     with pytest.raises(IndexMismatchError, match="16-d vectors, not 1280-d"):
         open_index(location, dimension=1280)
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
+def test_own_writes_update_the_loaded_engine_in_place(tmp_path, kind):
+    vectors, _ = clustered(centres=10, per_centre=50, dimension=DIM, noise=0.5)
+    paths = make_files(tmp_path / "photos", len(vectors) + 1)
+    with new_index(tmp_path, kind=kind, nlist=8, nprobe=8) as index:
+        index.upsert(rows_for(paths[:-1]), vectors)
+        engine = index.engine
+        extra = random_vectors(1, DIM, seed=7)
+        index.upsert(rows_for(paths[-1:]), extra)  # a new file: added, nothing rebuilt
+        assert index.engine is engine
+        assert index.search(extra, k=1)[0][0][1].path == str(paths[-1])
+        index.upsert(rows_for(paths[:1]), extra)    # a changed file: its old vector must go
+        assert (index.engine is engine) == (kind != "hnsw")  # HNSW cannot remove: rebuilt
+        hits = index.search(extra, k=2)[0]
+        assert sorted(r.path for _, r in hits) == sorted([str(paths[0]), str(paths[-1])])
+        assert index.engine.count == len(paths)

@@ -87,10 +87,12 @@ class LocalIndex(Index):
 
     def _write(self, rows: list[IndexRow], vectors: list[np.ndarray | None]) -> None:
         before = self.table.generation
+        # only rows that were there already need removing from the engine: new files are
+        # pure adds, which even HNSW takes in place
+        replaced = list(self.table.states([row.id for row in rows])) if self._engine else []
         self.table.upsert(rows, vectors)
-        ids = np.array([row.id for row in rows], np.int64)
         added = [(row.id, v) for row, v in zip(rows, vectors) if v is not None]
-        self._follow(before, ids, added)
+        self._follow(before, np.array(replaced, np.int64), added)
 
     def _delete(self, ids: list[int]) -> int:
         before = self.table.generation
@@ -105,10 +107,11 @@ class LocalIndex(Index):
             return
         after = self.table.generation
         if self._engine_generation != before or after != before + 1 \
-                or not self._engine.supports_remove:
+                or (len(removed) and not self._engine.supports_remove):
             self._engine = None
             return
-        self._engine.remove(removed)
+        if len(removed):
+            self._engine.remove(removed)
         if added:
             self._engine.add(np.array([i for i, _ in added], np.int64),
                              np.stack([v for _, v in added]))

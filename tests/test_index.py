@@ -293,3 +293,23 @@ def test_own_writes_update_the_loaded_engine_in_place(tmp_path, kind):
         hits = index.search(extra, k=2)[0]
         assert sorted(r.path for _, r in hits) == sorted([str(paths[0]), str(paths[-1])])
         assert index.engine.count == len(paths)
+
+
+def test_the_index_needs_neither_torch_nor_milvus(tmp_path):
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import sys
+        import numpy as np
+        from shiwu.index import Manifest, IndexRow, create_index, open_index
+        with create_index({str(tmp_path / 'index')!r}, Manifest(model="m", dimension=4)) as index:
+            index.upsert([IndexRow("a.jpg", "/a.jpg", 1, 1)], np.eye(1, 4, dtype=np.float32))
+        with open_index({str(tmp_path / 'index')!r}) as index:
+            assert index.search(np.eye(1, 4, dtype=np.float32), 1)[0][0][1].path == "a.jpg"
+        print(sorted(m for m in ("torch", "pymilvus", "milvus_lite") if m in sys.modules))
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.strip() == "[]"

@@ -34,39 +34,43 @@ from photo_embeddings import COPY_KINDS, Embedder, halves, open_rgb, photo_files
 STEP = 0.01  # thresholds are reported on this grid
 
 
-def pick_threshold(copies: np.ndarray, unrelated: np.ndarray) -> tuple[float, float]:
-    """(threshold, gap): gap = lowest copy - highest negative (negative when they overlap)."""
-    gap = float(copies.min() - unrelated.max())
-    if gap > 2 * STEP:
-        return round(float(np.floor(round((copies.min() + unrelated.max()) / 2 / STEP, 6))) * STEP, 2), gap
-    # no real gap: the first grid step strictly above the most similar negative
-    return round(float(np.floor(round(unrelated.max() / STEP, 6)) + 1) * STEP, 2), gap
+def pick_threshold(copies: np.ndarray, negatives: np.ndarray) -> tuple[float, float]:
+    """(threshold, gap): gap = lowest copy - highest negative (below 0 when they overlap)."""
+    lowest, highest = float(copies.min()), float(negatives.max())
+    gap = lowest - highest
+    steps = np.floor(round((lowest + highest) / 2 / STEP, 6)) if gap > 2 * STEP else (
+        np.floor(round(highest / STEP, 6)) + 1)  # no real gap: the first step above every negative
+    return round(float(steps) * STEP, 2), gap
 
 
 def build(extra: list[Path]):
+    """Embeddings of every photo, its edited copies and halves, with each one's scene, kind
+    and (for a copy) the row of its original."""
     embed = Embedder()
-    files = photo_files(extra)
     by_scene: dict[str, list[Path]] = defaultdict(list)
-    for path in files:
+    for path in photo_files(extra):
         by_scene[scene_of(path)].append(path)
     images, scene, kind, original_of = [], [], [], []
-    originals = {}
+
+    def add(image, name: str, what: str, original: int = -1) -> int:
+        images.append(image)
+        scene.append(name)
+        kind.append(what)
+        original_of.append(original)
+        return len(images) - 1
+
     for name, paths in sorted(by_scene.items()):
         original = open_rgb(paths[0])
-        originals[name] = len(images)
-        images.append(original); scene.append(name); kind.append("original"); original_of.append(-1)
+        row = add(original, name, "original")
         for other in paths[1:]:
-            label = ("other viewpoint (stereo)" if name == "motorcycle" and other.stem != paths[0].stem
-                     else "re-encoded (bundled copy)")
-            images.append(open_rgb(other)); scene.append(name); kind.append(label)
-            original_of.append(originals[name])
+            stereo = name == "motorcycle" and other.stem != paths[0].stem
+            add(open_rgb(other), name,
+                "other viewpoint (stereo)" if stereo else "re-encoded (bundled copy)", row)
         for copy_kind, edits in COPY_KINDS.items():
             for _, edit in edits:
-                images.append(edit(original)); scene.append(name); kind.append(copy_kind)
-                original_of.append(originals[name])
-        first, second = halves(original)
-        images += [first, second]; scene += [name, name]; kind += ["half", "half"]
-        original_of += [-1, -1]
+                add(edit(original), name, copy_kind, row)
+        for half in halves(original):
+            add(half, name, "half")
     vectors = embed(images)
     return embed.model_name, vectors, np.array(scene), np.array(kind), np.array(original_of)
 

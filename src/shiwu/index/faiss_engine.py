@@ -34,8 +34,14 @@ KINDS = ("auto", "flat", "ivf", "hnsw")
 # under the 10 ms goal with room for a busy machine. Above, IVF answered 100k at recall@10 0.98
 # in 1 ms (nprobe 16).
 FLAT_MAX_VALUES = 32_000_000
+# Lists visited per query. benchmarks/search.py, 1280-d, one thread, load average ~4 on 2
+# cores: 100k (512 lists) nprobe 16 -> recall@10 0.982 in 1.1 ms, 32 -> 0.995 in 2.1 ms;
+# 1M (2048 lists) 16 -> 0.935 in 2.3 ms, 32 -> 0.986 in 7.9 ms, 64 -> 0.996 in 15 ms. 32 is
+# the least that keeps recall@10 >= 0.95 at a million, within the 10 ms goal.
 DEFAULT_NPROBE = 32
-TRAIN_PER_LIST = 40  # faiss warns below 39 training vectors per list; k-means cost grows with it
+# 2 * sqrt(rows) lists trained on 40 vectors each: the 1M build took 260 s (k-means on 82k
+# vectors, then 1M assignments), where 4 * sqrt(rows) with 64 each would be ~6x the k-means work
+TRAIN_PER_LIST = 40  # faiss warns below 39
 # Fewer queries than this run on one thread: on a shared 2-core machine OpenMP's hand-off
 # cost a single 10k x 1280 query 16 ms on 2 threads against 1.8 ms on one (measured).
 SMALL_BATCH = 20

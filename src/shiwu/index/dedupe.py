@@ -23,7 +23,8 @@ from .faiss_engine import FaissEngine
 # JPEG q30-90, 73% of resized, 55% of 80-95% crops, 27% of grayscale. Copies and "another
 # photo of the same thing" overlap between 0.65 and 0.95 in these features, so a lower
 # --threshold (0.85: 91% of crops) also groups burst and stereo shots. Picked on either half
-# of the scenes alone, the rule gives 0.90 and 0.92. Measured for Lite0 only: other models' scores may sit elsewhere.
+# of the scenes alone, the rule gives 0.90 and 0.92. Measured for Lite0 only: other models'
+# scores may sit elsewhere.
 DEFAULT_DUPLICATE_THRESHOLD = 0.92
 DEFAULT_NEIGHBOURS = 16  # per photo; larger groups still join through their members' links
 CHUNK = 4096

@@ -1,0 +1,13 @@
+"""The errors an index raises: each names the index and says what to do."""
+
+from __future__ import annotations
+
+
+class IndexFormatError(ValueError):
+    """The folder or collection is not a usable shiwu index: not one at all, made by another
+    format version, or damaged. The message names it and says how to get a usable one."""
+
+
+class IndexMismatchError(IndexFormatError):
+    """The index was built with another model, weights or dimension than the vectors offered:
+    scores between the two would mean nothing, so nothing is mixed."""

@@ -1,9 +1,8 @@
 """Real photos, edited copies of them, and their EfficientNet-Lite0 embeddings: the data the
 index benchmarks (dedupe_threshold.py, search.py) are measured on.
 
-Until ``Recognizer.embed`` lands, the embedding is taken where it will come from: the 1280-d
-pooled features that feed the classifier (``_fc``), caught with a forward hook and
-L2-normalised.
+The embedding is ``Recognizer.logits_and_embeddings``'s: the 1280-d pooled features that feed
+the classifier, L2-normalised.
 """
 
 from __future__ import annotations
@@ -93,15 +92,9 @@ class Embedder:
     batch_size: int = 16
 
     def __post_init__(self):
-        import torch
-
         from shiwu import Recognizer
 
-        self.torch = torch
         self.recognizer = Recognizer(backend="torch")
-        self._features: list[np.ndarray] = []
-        self.recognizer.backend.model._fc.register_forward_hook(
-            lambda module, inputs, output: self._features.append(inputs[0].float().numpy()))
 
     @property
     def model_name(self) -> str:
@@ -110,10 +103,6 @@ class Embedder:
     def __call__(self, images: list[Image.Image]) -> np.ndarray:
         out = []
         for start in range(0, len(images), self.batch_size):
-            batch = np.stack([self.recognizer.preprocessing(image)
-                              for image in images[start:start + self.batch_size]])
-            self._features.clear()
-            self.recognizer.backend.run(batch)
-            out.append(self._features[0].copy())
-        features = np.concatenate(out).astype(np.float32)
-        return features / np.linalg.norm(features, axis=1, keepdims=True)
+            batch = self.recognizer.preprocessing.batch(images[start:start + self.batch_size])
+            out.append(self.recognizer.logits_and_embeddings(batch)[1])
+        return np.concatenate(out)

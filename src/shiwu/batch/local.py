@@ -203,11 +203,20 @@ def _decode_in_worker(paths: Sequence[str], slot: tuple | None = None) -> Decode
     return decoded
 
 
-def rows_for(paths: Sequence[str], decoded: Decoded, recognizer, topk: int) -> list[dict]:
-    """DESIGN.md JSON rows for one batch, in input order."""
+def rows_for(paths: Sequence[str], decoded: Decoded, recognizer, topk: int,
+             embed: bool = False) -> list[dict]:
+    """DESIGN.md JSON rows for one batch, in input order. ``embed``: each good row also has its
+    ``embedding`` (an L2-normalised float32 array, from the same inference), for shiwu index."""
+    from ..postprocess import top_k
     from ..recognizer import Result
 
-    predictions = recognizer.predict_arrays(decoded.pixels, topk) if decoded.ok else []
+    embeddings = {}
+    if decoded.ok and embed:
+        logits, vectors = recognizer.logits_and_embeddings(decoded.pixels)
+        predictions = top_k(logits, recognizer.labels, topk)
+        embeddings = dict(zip(decoded.ok, vectors))
+    else:
+        predictions = recognizer.predict_arrays(decoded.pixels, topk) if decoded.ok else []
     by_position = dict(zip(decoded.ok, predictions))
     rows = []
     for position, path in enumerate(paths):
@@ -218,6 +227,8 @@ def rows_for(paths: Sequence[str], decoded: Decoded, recognizer, topk: int) -> l
         if position in decoded.errors:
             kind, message = decoded.errors[position]
             row["error"] = {"type": kind, "message": message}
+        if position in embeddings:
+            row["embedding"] = embeddings[position]
         rows.append(row)
     return rows
 
@@ -252,7 +263,8 @@ def plan_streams(threads: int | None, streams: int | None) -> tuple[int, int]:
 def run_local(paths: Sequence[str], options: ModelOptions, *, topk: int = 5, batch_size: int = 32,
               workers: int | None = None, streams: int | None = None,
               should_stop: Callable[[], bool] = lambda: False,
-              on_ready: Callable[[object], None] | None = None) -> Iterator[list[dict]]:
+              on_ready: Callable[[object], None] | None = None,
+              embed: bool = False) -> Iterator[list[dict]]:
     """Yield the rows of each batch of ``paths``, in order, until done or ``should_stop()``.
 
     ``workers=0`` decodes in this process (no overlap; for debugging). ``streams`` models run
@@ -272,7 +284,7 @@ def run_local(paths: Sequence[str], options: ModelOptions, *, topk: int = 5, bat
     if workers <= 0 or not chunks:
         for chunk in chunks:
             yield rows_for(chunk, decode_batch(chunk, preprocessing, options.max_pixels),
-                           recognizers[0], topk)
+                           recognizers[0], topk, embed)
             if should_stop():
                 return
         return
@@ -294,7 +306,7 @@ def run_local(paths: Sequence[str], options: ModelOptions, *, topk: int = 5, bat
     def infer(chunk, decoded):
         recognizer = idle.get()
         try:
-            return rows_for(chunk, decoded, recognizer, topk)
+            return rows_for(chunk, decoded, recognizer, topk, embed)
         finally:
             idle.put(recognizer)
 

@@ -62,9 +62,10 @@ def _decode(batch: dict, preprocessing, max_pixels: int) -> dict:
 class _Predictor:
     """One Ray actor: one model, loaded once, fed preprocessed batches."""
 
-    def __init__(self, options: ModelOptions, topk: int, batch_size: int):
+    def __init__(self, options: ModelOptions, topk: int, batch_size: int, embed: bool = False):
         self.recognizer = options.recognizer(batch_size)
         self.topk = topk
+        self.embed = embed
 
     def __call__(self, batch: dict) -> dict:
         paths = [str(p) for p in batch["image"]]
@@ -72,8 +73,15 @@ class _Predictor:
         ok = [i for i, kind in enumerate(kinds) if not kind]
         errors = {i: (str(kinds[i]), str(messages[i])) for i, kind in enumerate(kinds) if kind}
         pixels = np.ascontiguousarray(np.asarray(batch["pixels"], dtype=np.float32)[ok])
-        rows = rows_for(paths, Decoded(ok, pixels, errors), self.recognizer, self.topk)
-        return {"row": np.array([json.dumps(r, ensure_ascii=False) for r in rows], dtype=object)}
+        rows = rows_for(paths, Decoded(ok, pixels, errors), self.recognizer, self.topk, self.embed)
+        out = {}
+        if self.embed:  # a float32 column beside the JSON: no vector goes through text
+            vectors = [r.pop("embedding", None) for r in rows]
+            width = next((len(v) for v in vectors if v is not None), 0)
+            out["embedding"] = np.stack([v if v is not None else np.zeros(width, np.float32) for v in vectors])
+            out["has_embedding"] = np.array([v is not None for v in vectors])
+        out["row"] = np.array([json.dumps(r, ensure_ascii=False) for r in rows], dtype=object)
+        return out
 
 
 def plan(total_cpus: float, threads: int | None, actors: int | None) -> tuple[int, int]:
@@ -90,7 +98,7 @@ def plan(total_cpus: float, threads: int | None, actors: int | None) -> tuple[in
 def run_ray(paths: Sequence[str], options: ModelOptions, *, topk: int = 5, batch_size: int = 32,
             workers: int | None = None, address: str | None = None, actors: int | None = None,
             should_stop: Callable[[], bool] = lambda: False,
-            num_cpus: int | None = None) -> Iterator[list[dict]]:
+            num_cpus: int | None = None, embed: bool = False) -> Iterator[list[dict]]:
     """Yield rows batch by batch (in completion order) until done or ``should_stop()``."""
     ray = _import_ray()
     preprocessing = preprocessing_of(options)  # unknown model: fail before starting Ray
@@ -126,9 +134,15 @@ def run_ray(paths: Sequence[str], options: ModelOptions, *, topk: int = 5, batch
         dataset = dataset.map_batches(
             _Predictor, batch_size=batch_size, batch_format="numpy", num_cpus=threads,
             compute=ray.data.ActorPoolStrategy(size=actors),
-            fn_constructor_kwargs={"options": actor_options, "topk": topk, "batch_size": batch_size})
+            fn_constructor_kwargs={"options": actor_options, "topk": topk, "batch_size": batch_size,
+                                   "embed": embed})
         for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-            yield [json.loads(text) for text in batch["row"]]
+            rows = [json.loads(text) for text in batch["row"]]
+            if embed:
+                for row, vector, has in zip(rows, batch["embedding"], batch["has_embedding"]):
+                    if has:
+                        row["embedding"] = np.asarray(vector, np.float32)
+            yield rows
             if should_stop():
                 return
     finally:

@@ -12,12 +12,12 @@ from .. import __version__
 from ..backends import BackendUnavailable
 from ..gallery import GalleryError
 from ..models.spec import ModelNotFound
-from . import batch, bench, doctor, eval, export, models, predict, serve, tune
+from . import batch, bench, dedupe, doctor, eval, export, index, models, predict, search, serve, tune
 from .options import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE
 
 __all__ = ["main", "build_parser", "EXIT_OK", "EXIT_SOME_FAILED", "EXIT_USAGE", "EXIT_INTERRUPTED"]
 
-COMMANDS = (predict, batch, serve, bench, eval, tune, export, doctor, models)
+COMMANDS = (predict, batch, index, search, dedupe, serve, bench, eval, tune, export, doctor, models)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -27,6 +27,7 @@ class Manifest:
     weights_hash: str = ""   # two builds of a model with different weights embed differently
     metric: str = METRIC
     engine: dict = field(default_factory=dict)  # search engine settings (see faiss_engine)
+    model_ref: dict = field(default_factory=dict)  # how to rebuild the model (ModelRef.to_dict)
     counts: dict = field(default_factory=dict)  # rows, vectors, errors
     format: str = FORMAT
     format_version: int = FORMAT_VERSION

@@ -132,6 +132,9 @@ class MilvusIndex(Index):
             raise IndexFormatError(f"collection {collection} at {location} holds "
                                    f"{dims[0] if dims else 'no'}-d vectors but its manifest says "
                                    f"{manifest.dimension}-d: it is damaged; rebuild it")
+        # A collection is searchable only while loaded; a server restart, or Milvus Lite opened
+        # by another process, finds it released.
+        client.load_collection(collection)
         return cls(location, client, collection, manifest)
 
     def close(self) -> None:

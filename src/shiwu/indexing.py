@@ -1,0 +1,265 @@
+"""``shiwu index``, ``search`` and ``dedupe``: photos to embeddings to an index, and back.
+
+Building goes through the batch pipeline (the same decoder processes, engines, progress bar and
+per-image errors as ``shiwu batch``); each batch's rows and vectors are one transaction of the
+index (shiwu.index), so a run killed at any moment leaves whole batches, and running the same
+command again embeds only what is missing or changed (``rows_needing``). The model that built an
+index is recorded in its manifest, so ``search`` and ``dedupe --index`` rebuild the same one.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from .images import DEFAULT_MAX_PIXELS
+from .models.spec import ModelNotFound, ModelRef
+
+
+class IndexingError(RuntimeError):
+    """An index cannot be built or searched as asked; the message says what to do."""
+
+
+@dataclass
+class IndexSummary:
+    location: str
+    total: int = 0        # images named by the inputs (each real file once)
+    up_to_date: int = 0   # already in the index, unchanged
+    done: int = 0         # rows written by this run
+    failed: int = 0       # of those, images that could not be embedded
+    pruned: int = 0       # rows of vanished files dropped (--prune)
+    rows: int = 0         # rows in the index afterwards
+    seconds: float = 0.0
+    interrupted: bool = False
+    model: str = ""
+    backend: str = ""
+    precision: str = ""
+    failures: list = field(default_factory=list, repr=False)
+
+    @property
+    def images_per_second(self) -> float:
+        return self.done / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["failures"] = [{"image": i, "error": m} for i, m in self.failures]
+        out["images_per_second"] = round(self.images_per_second, 2)
+        return out
+
+    def format(self) -> str:
+        ran = f"; {self.model} on {self.backend} {self.precision}" if self.done else ""
+        lines = [f"{self.location}: {self.done} embedded ({self.failed} failed), {self.up_to_date} "
+                 f"already there, {self.pruned} pruned; {self.rows} rows; {self.seconds:.1f} s "
+                 f"({self.images_per_second:.1f} images/s){ran}"]
+        if self.interrupted:
+            lines.append("interrupted: run the same command again to add the rest")
+        return "\n".join(lines)
+
+
+def _open_existing(location: str, spec):
+    from .index import index_exists, open_index
+
+    if not index_exists(location):
+        return None
+    return open_index(location, model=spec.key, weights_hash=spec.fingerprint())
+
+
+def build_index(inputs: Sequence[str], location: str, *, recursive: bool = False, prune: bool = False,
+                model=None, backend: str | None = None, precision: str | None = None,
+                threads: int | None = None, size: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
+                batch_size: int = 32, workers: int | None = None, streams: int | None = None,
+                engine: str = "local", address: str | None = None, actors: int | None = None,
+                calibration: str | None = None, progress: bool = True, stdin=None) -> IndexSummary:
+    """Embed every image named by ``inputs`` into the index at ``location`` (a folder, or a
+    Milvus store ``milvus://HOST:PORT/COLLECTION`` / ``PATH.db``)."""
+    from tqdm import tqdm
+
+    from .batch import _StopFlag
+    from .batch.local import ModelOptions
+    from .batch.sources import collect_images
+    from .config import resolve
+    from .index import IndexRow, Manifest, create_index
+    from .models.registry import get_model
+
+    started = time.perf_counter()
+    location = os.fspath(location)
+    ref = ModelRef.of(model)
+    spec = get_model(ref)
+    paths = collect_images(inputs, recursive=recursive, stdin=stdin)
+    if not paths:
+        raise IndexingError(f"no images found in {', '.join(map(str, inputs))}"
+                            + ("" if recursive else " (add --recursive to look into sub-folders)"))
+    index = _open_existing(location, spec)  # another model's index: refused before any work
+    summary = IndexSummary(location)
+    todo = index.rows_needing(paths) if index is not None else _distinct_files(paths)
+    summary.total = len(_distinct_files(paths))
+    summary.up_to_date = summary.total - len(todo)
+    if prune and index is not None:
+        summary.pruned = index.prune()
+    size = resolve(spec.key, backend=backend, precision=precision, size=size).size
+    options = ModelOptions(ref, backend, precision, threads, size, max_pixels, calibration)
+    say = lambda message: tqdm.write(message, file=sys.stderr)  # noqa: E731
+    stop = _StopFlag(say)
+    bar = tqdm(total=len(todo), unit="img", desc="shiwu index", file=sys.stderr, disable=not progress,
+               dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30)
+    pending: list[tuple] = []  # error rows seen before the first vector told the dimension
+
+    def store(rows: list[dict]) -> None:
+        nonlocal index
+        records, vectors = [], []
+        for row in rows:
+            error = row.get("error")
+            top = row["predictions"][0] if row.get("predictions") else None
+            try:
+                record = IndexRow.for_file(row["image"], model=spec.key, label=top and top["label"],
+                                           score=top and top["score"], error_type=error and error["type"],
+                                           error_message=error and error["message"])
+            except OSError as exc:  # vanished while we worked: no row for a file that is not there
+                summary.failures.append((row["image"], str(exc)))
+                continue
+            if error:
+                summary.failed += 1
+                if len(summary.failures) < 10:
+                    summary.failures.append((row["image"], error["message"]))
+                    say(f"shiwu: {row['image']}: {error['message']}")
+            records.append(record)
+            vectors.append(row.get("embedding"))
+        if index is None:
+            dimension = next((len(v) for v in vectors if v is not None), None)
+            if dimension is None:
+                pending.append((records, vectors))
+                return
+            index = create_index(location, Manifest(model=spec.key, dimension=dimension,
+                                                    weights_hash=spec.fingerprint(), model_ref=ref.to_dict()))
+            for earlier in pending:
+                index.upsert(*earlier)
+            pending.clear()
+        index.upsert(records, vectors)
+
+    try:
+        if todo:
+            stop.install()
+            if engine == "ray":
+                from .batch.ray_engine import run_ray
+                batches = run_ray(todo, options, topk=1, batch_size=batch_size, workers=workers,
+                                  address=address, actors=actors, should_stop=stop, embed=True)
+            else:
+                from .batch.local import run_local
+                batches = run_local(todo, options, topk=1, batch_size=batch_size, workers=workers,
+                                    streams=streams, should_stop=stop, embed=True)
+            try:
+                for rows in batches:
+                    store(rows)
+                    if rows:
+                        summary.model = rows[0]["model"]
+                        summary.backend, summary.precision = rows[0]["backend"], rows[0]["precision"]
+                    summary.done += len(rows)
+                    bar.update(len(rows))
+                    if stop():
+                        break
+            finally:
+                batches.close()
+            summary.interrupted = stop() and summary.done < len(todo)
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    finally:
+        stop.restore()
+        bar.close()
+        if index is None and pending:  # every image failed: the index still records them
+            from .recognizer import Recognizer
+
+            recognizer = Recognizer(ref, backend=backend, precision=precision, size=size)
+            probe = np.zeros((1, 3, recognizer.preprocessing.size, recognizer.preprocessing.size), np.float32)
+            dimension = recognizer.logits_and_embeddings(probe)[1].shape[1]
+            index = create_index(location, Manifest(model=spec.key, dimension=dimension,
+                                                    weights_hash=spec.fingerprint(), model_ref=ref.to_dict()))
+            for earlier in pending:
+                index.upsert(*earlier)
+        if index is not None:
+            index.flush()
+            summary.rows = len(index)
+            index.close()
+        summary.model = summary.model or spec.name
+        summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _distinct_files(paths: Sequence[str]) -> list[str]:
+    from .index import real_path
+
+    seen, out = set(), []
+    for path in paths:
+        real = real_path(path)
+        if real not in seen:
+            seen.add(real)
+            out.append(path)
+    return out
+
+
+# ----------------------------------------------------------------------------- searching
+
+def _match(score: float, row) -> dict:
+    return {"image": row.path, "score": round(float(score), 6), "label": row.label}
+
+
+def search(location: str, *, images: Sequence[str] = (), texts: Sequence[str] = (), topk: int = 10,
+           backend: str | None = None, precision: str | None = None, threads: int | None = None) -> list[dict]:
+    """Per query (each image, then each text), ``{"image" | "text", "matches": [{"image",
+    "score", "label"}], "error"}``: the index's rows closest to it, best first."""
+    from .index import open_index
+    from .models.registry import get_model
+
+    index = open_index(location)
+    try:
+        ref = ModelRef.of(index.manifest.model_ref or index.manifest.model)
+        spec = get_model(ref)
+        if spec.key != index.manifest.model:
+            raise IndexingError(f"index {location} was built with {index.manifest.model}, which resolves "
+                                f"to {spec.key} here")
+        results = []
+        if images:
+            from .recognizer import Recognizer
+
+            recognizer = Recognizer(ref, backend=backend, precision=precision, threads=threads)
+            for result in recognizer.iter_recognize(images, topk=1, embed=True):
+                if result.error is not None:
+                    results.append({"image": result.image, "matches": [], "error": result.to_dict()["error"]})
+                    continue
+                matches = index.search(result.embedding, topk)[0]
+                results.append({"image": result.image, "matches": [_match(s, r) for s, r in matches],
+                                "error": None})
+        if texts:
+            if spec.text_encoder is None:
+                raise IndexingError(f"--text needs an index built with a Chinese-CLIP model (it has a text "
+                                    f"tower); {location} was built with {spec.name}, which has none")
+            for text, vector in zip(texts, spec.text_encoder(list(texts))):
+                matches = index.search(vector, topk)[0]
+                results.append({"text": text, "matches": [_match(s, r) for s, r in matches], "error": None})
+        return results
+    finally:
+        index.close()
+
+
+def duplicate_groups(*, location: str | None = None, inputs: Sequence[str] = (), threshold: float | None = None,
+                     **build) -> list[list]:
+    """Near-duplicate groups (lists of IndexRow, the largest file first) of an existing index,
+    or of ``inputs``, embedded into a temporary index first."""
+    from .index import DEFAULT_DUPLICATE_THRESHOLD, near_duplicate_groups, open_index
+
+    threshold = DEFAULT_DUPLICATE_THRESHOLD if threshold is None else threshold
+    if location is not None:
+        with open_index(location) as index:
+            return near_duplicate_groups(index, threshold)
+    with tempfile.TemporaryDirectory(prefix="shiwu-dedupe-") as folder:
+        where = os.path.join(folder, "index")
+        build_index(inputs, where, **build)
+        if not os.path.exists(os.path.join(where, "manifest.json")):
+            raise ModelNotFound("nothing could be embedded")
+        with open_index(where) as index:
+            return near_duplicate_groups(index, threshold)

@@ -20,6 +20,7 @@ same model. Decode is included on both sides and the ratio is measured in this r
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import statistics
 import time
@@ -109,6 +110,10 @@ def main() -> None:
                                             args.repeat)
             name = f"shiwu {file.name + ' ' if file else ''}({recognizer.backend.name}, {recognizer.backend.precision})"
             rows.append((name, times, sum(a == r for a, r in zip(answers, reference))))
+            # an idle runtime's worker threads slowed the next rows 3x (OpenVINO before ONNX
+            # Runtime: 24 ms instead of 8): each row's model goes before the next one loads
+            del recognizer
+            gc.collect()
             torch.set_num_threads(default_threads)
 
     base = statistics.median(baseline)

@@ -390,3 +390,53 @@ def test_words_find_photos_in_a_chinese_clip_index(photos, tmp_path, clip_dir):
         assert result["text"] == words and result["error"] is None
         assert [Path(m["image"]).name for m in result["matches"]] == [files[i].name for i in np.argsort(-(images @ text))]
         assert np.allclose([m["score"] for m in result["matches"]], np.sort(images @ text)[::-1], atol=1e-4)
+
+
+# ---------------------------------------------------------------- docs, metrics, the pieces
+
+
+def test_the_routes_and_their_fields_are_in_the_api_docs(client):
+    spec = client.get("/openapi.json").json()
+    paths = spec["paths"]
+    for path in ("/v1/embed", "/v1/search", "/v1/index", "/v1/thumbnails/{row_id}", "/v1/gallery",
+                 "/v1/gallery/{label}"):
+        assert path in paths, sorted(paths)
+    search = paths["/v1/search"]["post"]
+    assert {p["name"] for p in search["parameters"]} == {"topk", "text"}
+    assert "multipart/form-data" in search["requestBody"]["content"]
+    assert '"thumbnail"' in search["description"] and '"score"' in search["description"]
+    assert '"embedding"' in paths["/v1/embed"]["post"]["description"]
+    assert "skipped" in paths["/v1/gallery/{label}"]["post"]["description"]
+    assert client.get("/docs").status_code == 200
+    metrics = client.get("/metrics").text
+    assert 'path="/v1/search"' in metrics and 'path="/v1/embed"' in metrics
+
+
+def test_class_names_are_checked_before_they_become_folders(tmp_path):
+    from shiwu.gallery import GalleryError, check_label, class_folder
+
+    assert check_label("快递柜") == "快递柜" and check_label("Café ☕ 2") == "Café ☕ 2"
+    assert check_label("e\u0301") == "é"  # NFC: the same name typed two ways is one class
+    for bad in ["", " ", "..", ".", ".x", "a/b", "a\\b", "/etc", "x\x00", "x\n", "\u202egnp", " x", "x" * 65]:
+        with pytest.raises(GalleryError):
+            check_label(bad)
+    (tmp_path / "g").mkdir()
+    (tmp_path / "g" / "link").symlink_to(tmp_path)
+    with pytest.raises(GalleryError, match="link"):
+        class_folder(tmp_path / "g", "link")
+    assert class_folder(tmp_path / "g", "猫") == (tmp_path / "g").resolve() / "猫"
+
+
+def test_a_grown_gallery_keeps_its_old_examples_under_their_classes():
+    from shiwu.gallery import Gallery, GalleryError, extend
+
+    eye = np.eye(4, dtype=np.float32)
+    first = extend(None, "g", "猫", eye[:2], ["a", "b"])
+    grown = first.with_examples("狗", eye[2:3], ["c"]).with_examples("猫", eye[3:], ["d"])
+    assert first.counts() == {"猫": 2}  # the old one is left as it was (queries in flight use it)
+    assert grown.counts() == {"狗": 1, "猫": 3} and grown.labels == ["狗", "猫"]
+    top = grown.classify(eye)
+    assert [p[0].label for p in top] == ["猫", "猫", "狗", "猫"]
+    with pytest.raises(GalleryError, match="another model"):
+        grown.with_examples("鸟", np.ones((1, 8), np.float32) / np.sqrt(8), ["e"])
+    assert isinstance(grown, Gallery)

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
 
 from ..images import ImageError
 from ..recognizer import Result
@@ -117,6 +118,9 @@ class Vectors:
 
             if s.gallery_mode not in MODES:
                 raise GalleryError(f"gallery mode must be one of {', '.join(MODES)}, not {s.gallery_mode!r}")
+            from ..gallery import EmbeddingCache
+
+            self.cache = EmbeddingCache(recognizer)
             recognizer.gallery_mode = s.gallery_mode
             recognizer.min_similarity = DEFAULT_MIN_SIMILARITY if s.min_similarity is None else s.min_similarity
             self.gallery_folder.mkdir(parents=True, exist_ok=True)
@@ -168,6 +172,11 @@ class Vectors:
             _fail(self.metrics, 504, "timeout", f"no answer within {self.settings.request_timeout:g} s")
         except QueueFull as exc:
             _fail(self.metrics, 503, "overloaded", f"server busy: {exc}", headers={"Retry-After": "1"})
+        except HTTPException:
+            raise
+        except Exception as exc:  # the backend failed: say so, as /v1/recognize does
+            log.exception("shiwu: inference failed")
+            _fail(self.metrics, 500, "inference", f"inference failed: {type(exc).__name__}: {exc}")
         finally:
             service.in_flight -= len(uploads)
 
@@ -264,7 +273,7 @@ class Vectors:
     def _add_examples(self, label: str, items: list[Embedded]) -> tuple[list, list]:
         """On a worker thread: store each good photo in the class folder, then swap in the grown
         gallery. (added, skipped); photos already in the class are skipped, not doubled."""
-        from ..gallery import EmbeddingCache, _content_hash, save_example
+        from ..gallery import _content_hash, save_example
 
         rec = self.service.recognizer
         gallery = rec.gallery
@@ -285,7 +294,7 @@ class Vectors:
         if vectors:
             # cached by file content, as `shiwu predict --gallery` looks them up: a restart
             # (or the CLI on the same folder and settings) does not embed them again
-            EmbeddingCache(rec).put({_content_hash(Path(p)): v for p, v in zip(paths, vectors)})
+            self.cache.put({_content_hash(Path(p)): v for p, v in zip(paths, vectors)})
             from ..gallery import extend
 
             rec.gallery = extend(gallery, self.gallery_folder, label, np.stack(vectors), paths)

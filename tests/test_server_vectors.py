@@ -179,6 +179,21 @@ def test_an_index_of_another_model_is_refused_at_start(index_dir, tmp_path):
     assert run.returncode == 2 and "no index at" in run.stderr
 
 
+def test_rows_added_by_shiwu_index_while_serving_are_found_at_once(client, photos, index_dir, tmp_path):
+    """The server reads the index folder as it is now: `shiwu index` may add to it meanwhile."""
+    new = tmp_path / "新的"
+    new.mkdir()
+    Image.open(RIGHT).convert("RGB").save(new / "右边.jpg", quality=90)
+    before = client.get("/v1/index").json()["rows"]
+    run = shiwu("index", new, "--out", index_dir, *FAST, "-q")
+    assert run.returncode == 0, run.stderr
+    assert client.get("/v1/index").json()["rows"] == before + 1
+    response = client.post("/v1/search", params={"topk": 1}, files=[upload(RIGHT)])
+    (match,) = response.json()["results"][0]["matches"]
+    assert Path(match["image"]).name == "右边.jpg" and match["score"] > 0.99
+    assert client.get(match["thumbnail"]).status_code == 200
+
+
 # ---------------------------------------------------------------- thumbnails
 
 
@@ -241,6 +256,17 @@ def test_a_server_without_a_gallery_or_index_says_how_to_get_one(client, gclient
     response = gclient.post("/v1/search", files=[upload(DATA / "chelsea.jpg")], headers=AUTH)
     assert response.status_code == 409 and "--index INDEX" in response.json()["detail"]
     assert gclient.get("/v1/index").json() == {"configured": False, "text_search": False}
+
+
+def test_with_an_api_key_every_embedding_route_but_the_listings_needs_it(gclient):
+    photo = [upload(DATA / "chelsea.jpg")]
+    for method, path in (("POST", "/v1/embed"), ("POST", "/v1/search"), ("GET", "/v1/thumbnails/1"),
+                         ("POST", "/v1/gallery/猫")):
+        response = gclient.request(method, path, files=photo if method == "POST" else None)
+        assert response.status_code == 401, (path, response.text)
+    assert gclient.post("/v1/embed", files=photo, headers=AUTH).status_code == 200
+    assert gclient.get("/v1/thumbnails/1", headers=AUTH).status_code == 409  # the key, then: no index
+    assert gclient.get("/v1/gallery").status_code == 200 and gclient.get("/v1/index").status_code == 200
 
 
 def _views(photo: Path, count: int, seed: int = 0) -> list:
@@ -315,6 +341,24 @@ def test_recognize_then_names_a_photo_never_shown_by_its_examples(gclient):
     assert first["label"] == "我的摩托" and first["source"] == "gallery" and first["similarity"] > 0.5
     assert all(p.get("source") != "gallery" for p in moto["predictions"][1:])
     assert all("source" not in p for p in rocket["predictions"])  # like no example: the model's labels
+
+
+def test_teaching_while_photos_are_recognised_breaks_no_request(gclient):
+    """Examples are added (files, then a new gallery swapped in) while batches run. (Not the
+    rocket: the test above checks that it stays the model's.)"""
+    import concurrent.futures
+
+    def recognise(_):
+        return gclient.post("/v1/recognize", files=[upload(DATA / "astronaut.jpg")], headers=AUTH).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        busy = [pool.submit(recognise, i) for i in range(12)]
+        added = gclient.post("/v1/gallery/宇航员", files=_views(DATA / "astronaut.jpg", 2, seed=3), headers=AUTH)
+        codes = [f.result() for f in busy]
+    assert added.status_code == 200 and added.json()["examples"] == 2
+    assert codes == [200] * 12
+    top = gclient.post("/v1/recognize", files=[upload(DATA / "astronaut.jpg")], headers=AUTH).json()
+    assert top["results"][0]["predictions"][0]["label"] == "宇航员"
 
 
 def test_the_gallery_survives_a_restart_without_embedding_again(gclient, gallery_root):

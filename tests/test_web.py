@@ -166,15 +166,18 @@ from test_server_vectors import SERVE, index_dir, photos, shiwu  # noqa: E402,F4
 
 @pytest.fixture(scope="module")
 def vector_server(index_dir, tmp_path_factory):  # noqa: F811
+    # with an API key: the page must send it for searches, thumbnails (fetched, not <img src>) and
+    # new examples alike
     gallery = tmp_path_factory.mktemp("web-gallery") / "我的类别"
-    with ServerProcess([*SERVE, "--index", str(index_dir), "--gallery", str(gallery)]) as process:
+    with ServerProcess([*SERVE, "--index", str(index_dir), "--gallery", str(gallery)],
+                       env={"SHIWU_API_KEY": KEY}) as process:
         process.gallery = gallery
         yield process
 
 
 def _new_page(browser):
-    context = browser.new_context(viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True,
-                                  locale="zh-CN")
+    context = browser.new_context(viewport=PHONE, device_scale_factor=2, is_mobile=True,
+                                  has_touch=True, locale="zh-CN")
     page = context.new_page()
     page.requests = []
     page.on("request", lambda request: page.requests.append(request.url))
@@ -185,6 +188,8 @@ def test_find_similar_shows_the_copies_of_a_photo_as_thumbnails(browser, vector_
     context, page = _new_page(browser)
     try:
         page.goto(vector_server.url + "/")
+        page.wait_for_selector("#key-row.show")
+        page.fill("#key", KEY)
         page.click("#tab-similar")
         assert page.is_visible("#similar-drop") and not page.is_visible("#drop")
         assert not page.is_visible("#words-form")  # EfficientNet-Lite0 has no text tower: no words box
@@ -198,14 +203,16 @@ def test_find_similar_shows_the_copies_of_a_photo_as_thumbnails(browser, vector_
         assert scores == sorted(scores, reverse=True) and scores[0] > 0.999
         assert "浓缩咖啡" in figures.first.inner_text() and "100.0%" in figures.first.inner_text()
         # every thumbnail arrived and was drawn (fetched from /v1/thumbnails/<row id>)
-        page.wait_for_function("[...document.querySelectorAll('#matches img')].every(i => i.complete && i.naturalWidth > 0)",
-                               timeout=30_000)
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('#matches img')].every(i => i.complete && i.naturalWidth > 0)",
+            timeout=30_000)
         assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
         assert "最像的" in page.inner_text("#similar-status")
         shoot(page, tmp_path, "web-similar-phone.png")
         thumbs = [u for u in page.requests if "/v1/thumbnails/" in u]
         assert len(thumbs) == figures.count()
-        assert all(u.startswith((vector_server.url, "blob:" + vector_server.url)) for u in page.requests), page.requests
+        assert all(u.startswith((vector_server.url, "blob:" + vector_server.url))
+                   for u in page.requests), page.requests
     finally:
         context.close()
 
@@ -235,6 +242,10 @@ def test_teach_it_a_class_by_a_few_photos_then_it_recognises_one(browser, vector
         assert "叫什么" in page.inner_text("#teach-status")
         broken = {"name": "坏的.jpg", "mimeType": "image/jpeg", "buffer": b"not a photo"}
         page.fill("#class-name", "我的摩托")
+        page.set_input_files("#teach-files", files=[*examples])  # no key yet: it asks for it
+        page.wait_for_selector("#teach-status:has-text('API 密钥')", timeout=60_000)
+        assert not (vector_server.gallery / "我的摩托").exists()
+        page.fill("#key", KEY)
         page.set_input_files("#teach-files", files=[*examples])
         page.wait_for_selector("#teach-status:has-text('记住了')", timeout=60_000)
         assert "记住了 3 张「我的摩托」" in page.inner_text("#teach-status")
@@ -261,7 +272,8 @@ def test_a_chinese_clip_index_gets_a_words_box_that_finds_photos(browser, photos
     model = clip_dir("ViT-B-16")
     index = tmp_path / "clip"
     files = [photos / n for n in ("coffee.jpg", "rocket.jpg", "chelsea.jpg")]
-    run = shiwu("index", *files, "--out", index, "--model", model, "--backend", "onnxruntime", "--threads", "1", "-q")
+    run = shiwu("index", *files, "--out", index, "--model", model, "--backend", "onnxruntime",
+                "--threads", "1", "-q")
     assert run.returncode == 0, run.stderr
     with ServerProcess([*SERVE, "--model", str(model), "--index", str(index)]) as server:
         context, page = _new_page(browser)
@@ -277,8 +289,9 @@ def test_a_chinese_clip_index_gets_a_words_box_that_finds_photos(browser, photos
             want = httpx_search(server.url, "一张猫的照片")
             got = [page.locator("#matches figure").nth(i).get_attribute("data-image") for i in range(3)]
             assert got == want
-            page.wait_for_function("[...document.querySelectorAll('#matches img')].every(i => i.naturalWidth > 0)",
-                                   timeout=30_000)
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('#matches img')].every(i => i.naturalWidth > 0)",
+                timeout=30_000)
         finally:
             context.close()
 

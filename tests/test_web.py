@@ -141,6 +141,18 @@ def test_the_page_asks_for_the_api_key_when_the_server_wants_one(browser, keyed_
         context.close()
 
 
+def test_without_an_index_or_gallery_the_tabs_say_how_to_get_them(page, server):
+    page.goto(server.url + "/")
+    page.click("#tab-similar")
+    page.wait_for_selector("#similar-off", state="visible")
+    assert "shiwu serve --index" in page.inner_text("#similar-off") and not page.is_visible("#similar-file")
+    page.click("#tab-teach")
+    page.wait_for_selector("#teach-off", state="visible")
+    assert "--gallery" in page.inner_text("#teach-off") and not page.is_visible("#class-name")
+    page.click("#tab-recognize")
+    assert page.is_visible("#drop") and not page.is_visible("#teach-off")
+
+
 def test_a_server_with_default_settings_measured_its_batch_size(server):
     """No --max-batch-size: the server timed batches of 1, 4, 8, 16 and batches only if it pays."""
     import httpx

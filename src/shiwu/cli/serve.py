@@ -105,6 +105,11 @@ def _check_vectors(args, spec) -> str | None:
             open_index(args.index, model=spec.key, weights_hash=spec.fingerprint()).close()
         except IndexFormatError as exc:
             return str(exc)
+    if args.gallery and args.workers > 1:
+        # each worker holds the gallery in memory: photos one of them is taught over HTTP would
+        # be stored, but the other workers would go on answering without them until a restart
+        return ("--gallery needs --workers 1: examples added over HTTP would reach only the worker "
+                "that received them")
     if args.gallery and os.path.isdir(args.gallery) and any(
             p.is_dir() and not p.name.startswith(".") for p in os.scandir(args.gallery)):
         try:

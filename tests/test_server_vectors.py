@@ -167,7 +167,7 @@ def test_words_need_a_chinese_clip_index_and_a_query_is_needed(client):
     response = client.post("/v1/search")
     assert response.status_code == 400 and "nothing to search for" in response.json()["detail"]
     info = client.get("/v1/index").json()
-    assert info["configured"] and info["text_search"] is False
+    assert info["configured"] and info["ready"] and info["text_search"] is False
     assert info["model"] == "efficientnet-lite0" and info["dimension"] == 1280 and info["rows"] > 10
 
 
@@ -255,7 +255,7 @@ def test_a_server_without_a_gallery_or_index_says_how_to_get_one(client, gclient
     assert client.get("/v1/gallery").json() == {"configured": False, "classes": []}
     response = gclient.post("/v1/search", files=[upload(DATA / "chelsea.jpg")], headers=AUTH)
     assert response.status_code == 409 and "--index INDEX" in response.json()["detail"]
-    assert gclient.get("/v1/index").json() == {"configured": False, "text_search": False}
+    assert gclient.get("/v1/index").json() == {"configured": False, "ready": False, "text_search": False}
 
 
 def test_with_an_api_key_every_embedding_route_but_the_listings_needs_it(gclient):

@@ -114,13 +114,11 @@ class Vectors:
             log.info("shiwu: searching index %s (%d rows, %d-d%s)", s.index, len(index),
                      index.manifest.dimension, ", text search" if self.text_search else "")
         if self.gallery_folder:
-            from ..gallery import DEFAULT_MIN_SIMILARITY, MODES, GalleryError
+            from ..gallery import DEFAULT_MIN_SIMILARITY, MODES, EmbeddingCache, GalleryError
 
             if s.gallery_mode not in MODES:
                 raise GalleryError(f"gallery mode must be one of {', '.join(MODES)}, not {s.gallery_mode!r}")
-            from ..gallery import EmbeddingCache
-
-            self.cache = EmbeddingCache(recognizer)
+            self.cache = EmbeddingCache(recognizer)  # where added examples' vectors are kept
             recognizer.gallery_mode = s.gallery_mode
             recognizer.min_similarity = DEFAULT_MIN_SIMILARITY if s.min_similarity is None else s.min_similarity
             self.gallery_folder.mkdir(parents=True, exist_ok=True)
@@ -131,10 +129,6 @@ class Vectors:
                 log.info("shiwu: gallery %s: %d classes, %d examples (%d embedded now)",
                          self.gallery_folder, len(recognizer.gallery.labels), len(recognizer.gallery),
                          recognizer.gallery.embedded_now)
-
-    def close(self) -> None:
-        if self.index is not None:
-            self.index.close()
 
     # -- shared steps ------------------------------------------------------------------------
 
@@ -406,12 +400,12 @@ def router(v: Vectors, read_uploads, check_api_key) -> APIRouter:
 
     @api.get("/v1/index", tags=["embeddings"], summary="the index /v1/search uses, if any")
     async def index_info():
-        if v.index is None:
-            return {"configured": False, "text_search": False}
+        if v.index is None:  # none given, or the model (and with it the index) still loading
+            return {"configured": bool(settings.index), "ready": False, "text_search": False}
         with v.index_lock:
             rows = len(v.index)
-        return {"configured": True, "model": v.index.manifest.model, "dimension": v.index.manifest.dimension,
-                "rows": rows, "text_search": v.text_search}
+        return {"configured": True, "ready": True, "model": v.index.manifest.model,
+                "dimension": v.index.manifest.dimension, "rows": rows, "text_search": v.text_search}
 
     @api.get("/v1/thumbnails/{row_id}", tags=["embeddings"],
              summary="a search match's thumbnail (JPEG), by its row id",

@@ -194,6 +194,22 @@ def test_rows_added_by_shiwu_index_while_serving_are_found_at_once(client, photo
     assert client.get(match["thumbnail"]).status_code == 200
 
 
+def test_the_same_routes_serve_a_milvus_index(photos, tmp_path):
+    store = tmp_path / "milvus.db"  # Milvus Lite: the real Milvus engine, in the server's process
+    run = shiwu("index", photos / "coffee.jpg", photos / "咖啡 小.jpg", photos / "rocket.jpg", "--store", store,
+                *FAST, "-q")
+    assert run.returncode == 0, run.stderr
+    with ServerProcess([*SERVE, "--index", str(store)]) as process:
+        response = httpx.post(process.url + "/v1/search", files=[upload(photos / "coffee_bright.jpg")], timeout=120)
+        assert response.status_code == 200, response.text
+        matches = response.json()["results"][0]["matches"]
+        assert [Path(m["image"]).name for m in matches] == ["coffee.jpg", "咖啡 小.jpg", "rocket.jpg"]
+        thumb = httpx.get(process.url + matches[0]["thumbnail"], timeout=60)
+        assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
+        other = httpx.get(process.url + f"/v1/thumbnails/{row_id(real_path(photos / 'chelsea.jpg'))}", timeout=60)
+        assert other.status_code == 404
+
+
 # ---------------------------------------------------------------- thumbnails
 
 

@@ -141,3 +141,41 @@ def test_bad_settings_are_refused():
         MicroBatcher(FakeModel(), max_batch_size=0)
     with pytest.raises(ValueError):
         MicroBatcher(FakeModel(), max_wait_ms=-1)
+
+
+def test_embedding_and_plain_requests_share_a_batch_and_each_gets_its_own_kind_of_answer():
+    model = FakeModel(delay=0.05)
+    embed_calls = []
+
+    def predict_embed(batch, topk):
+        embed_calls.append(len(batch))
+        return model(batch, topk), np.stack([row.reshape(-1)[:2] * 2 for row in batch])
+
+    async def main():
+        batcher = MicroBatcher(model, max_batch_size=8, max_wait_ms=100, predict_embed=predict_embed)
+        batcher.start()
+        plain, embedded = await asyncio.gather(batcher.submit([item(1), item(2)], topk=1),
+                                               batcher.submit([item(3)], topk=2, embed=True))
+        alone = await batcher.submit([item(4)], topk=1)
+        await batcher.close()
+        return plain, embedded, alone
+
+    plain, embedded, alone = run(main())
+    assert plain == [[1.0], [2.0]] and alone == [[4.0]]
+    (predictions, vector), = embedded
+    assert predictions == [3.0, 3.0] and vector.tolist() == [6.0, 6.0]
+    # one inference for the three images together (through predict_embed), then a plain one
+    assert embed_calls == [3] and model.batches == [3, 1]
+
+
+def test_asking_for_embeddings_without_a_way_to_make_them_is_refused():
+    async def main():
+        batcher = MicroBatcher(FakeModel())
+        batcher.start()
+        try:
+            with pytest.raises(RuntimeError, match="predict_embed"):
+                await batcher.submit([item(1)], topk=1, embed=True)
+        finally:
+            await batcher.close()
+
+    run(main())

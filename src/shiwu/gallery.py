@@ -17,8 +17,11 @@ come before the model's own labels; ``replace``: the gallery alone.
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
 import sys
+import tempfile
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,8 +42,84 @@ DEFAULT_MIN_SIMILARITY = 0.5
 QUANTIZE_ABOVE = 4096
 
 
+# A label becomes one folder name (shiwu serve's POST /v1/gallery/{label} creates it): short, and
+# nothing a file system or a path could read as more than one plain name.
+MAX_LABEL_LENGTH = 64
+FORBIDDEN_IN_LABELS = set('/\\:*?"<>|')
+# control, format (bidi overrides that make a name read differently), surrogates, unassigned,
+# line and paragraph separators
+FORBIDDEN_CATEGORIES = {"Cc", "Cf", "Cs", "Cn", "Zl", "Zp"}
+# Photo formats kept as uploaded, by the name Pillow gives them; others are stored as PNG.
+KEPT_FORMATS = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp",
+                "GIF": ".gif", "TIFF": ".tif"}
+
+
 class GalleryError(ValueError):
     """The gallery folder cannot be used (missing, no classes, a class without photos)."""
+
+
+def check_label(label: str) -> str:
+    """``label`` (NFC-normalised) if it can be one class folder inside a gallery, else
+    GalleryError saying why: never a path (no separators, no ``.``/``..``), never hidden
+    (``class_folders`` skips dot-folders), no control or invisible characters."""
+    name = unicodedata.normalize("NFC", str(label))
+    if not name.strip():
+        raise GalleryError("a class name must not be empty")
+    if name != name.strip():
+        raise GalleryError(f"class name {name!r} starts or ends with white space")
+    if len(name) > MAX_LABEL_LENGTH:
+        raise GalleryError(f"a class name has at most {MAX_LABEL_LENGTH} characters, not {len(name)}")
+    if name.startswith("."):
+        raise GalleryError(f"class name {name!r} starts with '.': not a folder name the gallery reads")
+    bad = next((c for c in name if c in FORBIDDEN_IN_LABELS
+                or unicodedata.category(c) in FORBIDDEN_CATEGORIES), None)
+    if bad is not None:
+        raise GalleryError(f"class name {name!r} contains {bad!r} (U+{ord(bad):04X}): a class name is "
+                           f"one plain name, without / \\ : * ? \" < > | or control characters")
+    return name
+
+
+def class_folder(folder: str | Path, label: str) -> Path:
+    """The folder of class ``label`` inside gallery ``folder`` (checked; not created)."""
+    root = Path(folder).resolve()
+    target = root / check_label(label)
+    if target.is_symlink() or target.resolve().parent != root:
+        raise GalleryError(f"class folder {target} is a link or lies outside the gallery: refused")
+    return target
+
+
+def save_example(folder: str | Path, label: str, data: bytes, image_format: str | None,
+                 image=None) -> tuple[Path, bool]:
+    """Store one example photo of ``label`` in the gallery folder, named by its content (so
+    the same photo twice is one file); ``(path, created)``. The bytes are kept as uploaded
+    when ``image_format`` is a common photo format, else ``image`` (decoded, RGB) as PNG.
+    Written atomically: a crash leaves no half photo for the next start to trip over."""
+    target = class_folder(folder, label)
+    suffix = KEPT_FORMATS.get(image_format or "")
+    if suffix is None:
+        if image is None:
+            raise GalleryError(f"cannot store a {image_format or 'unknown'} image without its pixels")
+        import io
+
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        data, suffix = buffer.getvalue(), ".png"
+    path = target / f"{hashlib.sha256(data).hexdigest()[:24]}{suffix}"
+    if path.exists():
+        return path, False
+    target.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=target, prefix=".tmp-", suffix=suffix)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+    return path, True
 
 
 @dataclass
@@ -57,6 +136,16 @@ class Gallery:
 
     def __len__(self) -> int:
         return len(self.example_paths)
+
+    def counts(self) -> dict[str, int]:
+        """{label: example photos}, labels sorted."""
+        found = np.bincount(self.example_class, minlength=len(self.labels))
+        return {label: int(n) for label, n in zip(self.labels, found)}
+
+    def with_examples(self, label: str, vectors: np.ndarray, paths: list[str]) -> "Gallery":
+        """A new Gallery with these examples of ``label`` (a new class or an existing one) added;
+        this one is left as it is (a server swaps the new one in while queries use the old)."""
+        return extend(self, self.folder, label, vectors, paths)
 
     def classify(self, queries: np.ndarray, *, neighbours: int = DEFAULT_NEIGHBOURS) -> list[list[Prediction]]:
         """Per query (N, D), the gallery classes among its nearest examples, best first: score
@@ -103,6 +192,30 @@ class Gallery:
                 index.add(self.vectors)
                 self._sq8 = index
         return self._sq8
+
+
+def extend(gallery: Gallery | None, folder: str | Path, label: str, vectors: np.ndarray,
+           paths: list[str]) -> Gallery:
+    """``gallery`` (None: an empty one in ``folder``) with examples of ``label`` added."""
+    vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
+    if len(vectors) != len(paths) or not len(paths):
+        raise GalleryError(f"{len(paths)} example paths for {len(vectors)} vectors")
+    old_labels = gallery.labels if gallery is not None else []
+    if gallery is not None and vectors.shape[1] != gallery.vectors.shape[1]:
+        raise GalleryError(f"the gallery in {folder} has {gallery.vectors.shape[1]}-d embeddings, these "
+                           f"are {vectors.shape[1]}-d: they come from another model")
+    labels = sorted(set(old_labels) | {label})
+    position = {name: i for i, name in enumerate(labels)}
+    if gallery is not None:
+        owners = [position[old_labels[c]] for c in gallery.example_class]
+        all_vectors = np.concatenate([gallery.vectors, vectors])
+        all_paths = list(gallery.example_paths) + list(paths)
+        skipped = list(gallery.skipped)
+    else:
+        owners, all_vectors, all_paths, skipped = [], vectors, list(paths), []
+    owners += [position[label]] * len(paths)
+    return Gallery(Path(folder), labels, np.ascontiguousarray(all_vectors), np.asarray(owners),
+                   all_paths, skipped)
 
 
 def merge(model: list[Prediction], gallery: list[Prediction], *, mode: str, min_similarity: float,

@@ -208,20 +208,42 @@ def _match(score: float, row) -> dict:
     return {"image": row.path, "score": round(float(score), 6), "label": row.label}
 
 
+def index_model(index):
+    """(ModelRef, ModelSpec) of the model that built ``index``, as it resolves here; raises
+    IndexingError when the name now means another model."""
+    from .models.registry import get_model
+
+    ref = ModelRef.of(index.manifest.model_ref or index.manifest.model)
+    spec = get_model(ref)
+    if spec.key != index.manifest.model:
+        raise IndexingError(f"index {index.location} was built with {index.manifest.model}, which "
+                            f"resolves to {spec.key} here")
+    return ref, spec
+
+
+def text_queries(spec, texts: Sequence[str], location: str) -> np.ndarray:
+    """(len(texts), D) text embeddings to search an index of ``spec``'s image embeddings with;
+    IndexingError unless the model has a text tower (Chinese-CLIP)."""
+    if spec.text_encoder is None:
+        raise IndexingError(f"--text needs an index built with a Chinese-CLIP model (it has a text "
+                            f"tower); {location} was built with {spec.name}, which has none")
+    return np.asarray(spec.text_encoder(list(texts)), dtype=np.float32)
+
+
+def search_vectors(index, vectors: np.ndarray, topk: int) -> list[list[dict]]:
+    """Per query vector, its matches ``[{"image", "score", "label"}]``, best first."""
+    return [[_match(s, r) for s, r in matches] for matches in index.search(vectors, topk)]
+
+
 def search(location: str, *, images: Sequence[str] = (), texts: Sequence[str] = (), topk: int = 10,
            backend: str | None = None, precision: str | None = None, threads: int | None = None) -> list[dict]:
     """Per query (each image, then each text), ``{"image" | "text", "matches": [{"image",
     "score", "label"}], "error"}``: the index's rows closest to it, best first."""
     from .index import open_index
-    from .models.registry import get_model
 
     index = open_index(location)
     try:
-        ref = ModelRef.of(index.manifest.model_ref or index.manifest.model)
-        spec = get_model(ref)
-        if spec.key != index.manifest.model:
-            raise IndexingError(f"index {location} was built with {index.manifest.model}, which resolves "
-                                f"to {spec.key} here")
+        ref, spec = index_model(index)
         results = []
         if images:
             from .recognizer import Recognizer
@@ -231,16 +253,12 @@ def search(location: str, *, images: Sequence[str] = (), texts: Sequence[str] = 
                 if result.error is not None:
                     results.append({"image": result.image, "matches": [], "error": result.to_dict()["error"]})
                     continue
-                matches = index.search(result.embedding, topk)[0]
-                results.append({"image": result.image, "matches": [_match(s, r) for s, r in matches],
-                                "error": None})
+                results.append({"image": result.image,
+                                "matches": search_vectors(index, result.embedding, topk)[0], "error": None})
         if texts:
-            if spec.text_encoder is None:
-                raise IndexingError(f"--text needs an index built with a Chinese-CLIP model (it has a text "
-                                    f"tower); {location} was built with {spec.name}, which has none")
-            for text, vector in zip(texts, spec.text_encoder(list(texts))):
-                matches = index.search(vector, topk)[0]
-                results.append({"text": text, "matches": [_match(s, r) for s, r in matches], "error": None})
+            vectors = text_queries(spec, texts, location)
+            for text, matches in zip(texts, search_vectors(index, vectors, topk)):
+                results.append({"text": text, "matches": matches, "error": None})
         return results
     finally:
         index.close()

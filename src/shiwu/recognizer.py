@@ -159,8 +159,30 @@ class Recognizer:
         return np.stack([r.embedding for r in results])
 
     def predict_arrays(self, batch: np.ndarray, topk: int = 5) -> list[list[Prediction]]:
-        """Top-k predictions for an already preprocessed batch (see ``self.preprocessing``)."""
-        return top_k(self.logits(batch), self.labels, topk)
+        """Top-k predictions for an already preprocessed batch (see ``self.preprocessing``),
+        the gallery's classes merged in when there is one."""
+        return self._answer(batch, topk, embed=False)[0]
+
+    def predict_and_embed_arrays(self, batch: np.ndarray,
+                                 topk: int = 5) -> tuple[list[list[Prediction]], np.ndarray]:
+        """``predict_arrays`` and the (N, D) L2-normalised embeddings, from one inference."""
+        return self._answer(batch, topk, embed=True)
+
+    def _answer(self, batch: np.ndarray, topk: int, embed: bool):
+        from .gallery import merge
+
+        # Read once: a server swaps in a grown gallery while batches run on another thread.
+        gallery = self.gallery
+        if embed or gallery is not None:
+            logits, embeddings = self.logits_and_embeddings(batch)
+        else:
+            logits, embeddings = self.logits(batch), None
+        predictions = top_k(logits, self.labels, topk)
+        if gallery is not None:
+            taught = gallery.classify(embeddings)
+            predictions = [merge(p, t, mode=self.gallery_mode, min_similarity=self.min_similarity, topk=topk)
+                           for p, t in zip(predictions, taught)]
+        return predictions, embeddings
 
     def predict(self, source: ImageSource, topk: int = 5) -> list[Prediction]:
         """Top-``topk`` predictions for one image, best first. Raises ImageError for bad input."""
@@ -205,16 +227,9 @@ class Recognizer:
         yield from waiting
 
     def _infer(self, pending: list[tuple[Result, np.ndarray]], topk: int, embed: bool) -> None:
-        from .gallery import merge
-
         batch = np.stack([array for _, array in pending])
-        if embed or self.gallery is not None:
-            logits, embeddings = self.logits_and_embeddings(batch)
-        else:
-            logits, embeddings = self.logits(batch), None
-        taught = self.gallery.classify(embeddings) if self.gallery is not None else None
-        for i, ((result, _), predictions) in enumerate(zip(pending, top_k(logits, self.labels, topk))):
-            result.predictions = predictions if taught is None else merge(
-                predictions, taught[i], mode=self.gallery_mode, min_similarity=self.min_similarity, topk=topk)
+        predictions, embeddings = self._answer(batch, topk, embed)
+        for i, ((result, _), answer) in enumerate(zip(pending, predictions)):
+            result.predictions = answer
             if embed:
                 result.embedding = embeddings[i]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import sys
 
-from .options import EXIT_OK, EXIT_USAGE, add_model_options, model_ref, number, positive_int
+from .options import (EXIT_OK, EXIT_USAGE, add_gallery_options, add_model_options, model_ref, number,
+                      positive_int)
 
 
 def add(commands) -> None:
@@ -14,7 +15,8 @@ def add(commands) -> None:
     d = ServerSettings()
     serve = commands.add_parser(
         "serve", help="HTTP service with micro-batching and a web page (pip install \"shiwu[serve]\")",
-        description="POST /v1/recognize, GET /v1/models /healthz /readyz /metrics /docs, web page at /.")
+        description="POST /v1/recognize /v1/embed /v1/search /v1/gallery/LABEL, GET /v1/models /v1/index "
+                    "/v1/gallery /healthz /readyz /metrics /docs, web page at /.")
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to listen on (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
@@ -43,12 +45,16 @@ def add(commands) -> None:
                        help="time allowed for running every batch size once before /readyz says "
                             f"ready (default {d.warmup_seconds:g}; 0: no warm-up)")
     serve.add_argument("--api-key", default=None,
-                       help=f"require this key on /v1/recognize (or set {ENV_API_KEY})")
+                       help=f"require this key on every POST and on thumbnails (or set {ENV_API_KEY})")
     serve.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                        help="allow browser calls from this origin (repeatable; CORS is off by default)")
     serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     serve.add_argument("--no-access-log", action="store_true", help="do not log every request")
+    serve.add_argument("--index", metavar="INDEX", default=None,
+                       help="an index (folder or Milvus store) built by `shiwu index` with the same "
+                            "--model: POST /v1/search and the web page's 找相似 search it")
     add_model_options(serve)
+    add_gallery_options(serve)
     serve.set_defaults(run=run)
 
 
@@ -59,7 +65,12 @@ def run(args) -> int:
     from ..server.settings import ENV_API_KEY, MB
 
     model = model_ref(args)
-    get_model(model).weights_path()  # unknown model or missing weights: say so now, exit 2
+    spec = get_model(model)
+    spec.weights_path()  # unknown model or missing weights: say so now, exit 2
+    problem = _check_vectors(args, spec)
+    if problem:
+        print(f"shiwu: error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     threads = args.threads
     if threads is None and args.workers > 1:  # the workers share the cores
         threads = max(1, default_threads() // args.workers)
@@ -71,7 +82,9 @@ def run(args) -> int:
         calibration=args.calibration, warmup_seconds=args.warmup_seconds,
         decode_threads=args.decode_threads,
         api_key=args.api_key or os.environ.get(ENV_API_KEY) or None,
-        cors_origins=tuple(args.cors_origin))
+        cors_origins=tuple(args.cors_origin), index=args.index,
+        gallery=os.path.abspath(args.gallery) if args.gallery else None,
+        gallery_mode=args.gallery_mode, min_similarity=args.min_similarity)
     try:
         run_server(settings, host=args.host, port=args.port, workers=args.workers,
                    log_level=args.log_level, access_log=not args.no_access_log)
@@ -79,3 +92,30 @@ def run(args) -> int:
         print(f"shiwu: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     return EXIT_OK
+
+
+def _check_vectors(args, spec) -> str | None:
+    """Why --index or --gallery cannot be served with this model, before it loads (None: fine).
+    The server checks again once loaded (dimension, readable photos) and /readyz says why."""
+    from ..gallery import GalleryError, class_folders
+    from ..index import IndexFormatError, open_index
+
+    if args.index:
+        try:  # another model's or weights' index, not an index, a newer format: refused here
+            open_index(args.index, model=spec.key, weights_hash=spec.fingerprint()).close()
+        except IndexFormatError as exc:
+            return str(exc)
+    if args.gallery and args.workers > 1:
+        # each worker holds the gallery in memory: photos one of them is taught over HTTP would
+        # be stored, but the other workers would go on answering without them until a restart
+        return ("--gallery needs --workers 1: examples added over HTTP would reach only the worker "
+                "that received them")
+    if args.gallery and os.path.isdir(args.gallery) and any(
+            p.is_dir() and not p.name.startswith(".") for p in os.scandir(args.gallery)):
+        try:
+            class_folders(args.gallery)  # an empty class folder: say which, now
+        except GalleryError as exc:
+            return str(exc)
+    elif args.gallery and os.path.exists(args.gallery) and not os.path.isdir(args.gallery):
+        return f"--gallery {args.gallery} is a file, not a folder"
+    return None

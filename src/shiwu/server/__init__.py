@@ -40,7 +40,7 @@ def run(settings: ServerSettings, *, host: str = "127.0.0.1", port: int = 8000, 
     if not (importlib.util.find_spec("python_multipart") or importlib.util.find_spec("multipart")):
         raise MissingExtra("`shiwu serve` needs python-multipart: pip install \"shiwu[serve]\"")
     if not _is_loopback(host):
-        what = "an API key is required on /v1/recognize" if settings.api_key else \
+        what = "an API key is required on every POST and on thumbnails" if settings.api_key else \
             "anyone who can reach it can use it (consider --api-key)"
         print(f"shiwu: listening on {host}, not only on this machine: {what}", file=sys.stderr)
     # Workers are separate processes: hand them the settings through the environment.

@@ -125,6 +125,8 @@ class Service:
         self.max_batch_size: int | None = settings.max_batch_size  # decided at start-up when None
         self.batch_measurement: dict | None = None  # what decided it
         self.decode_pool: ThreadPoolExecutor | None = None
+        # f(recognizer), run once the model is loaded and before it is ready (index, gallery)
+        self.on_load: list = []
 
     @property
     def ready(self) -> bool:
@@ -138,6 +140,8 @@ class Service:
             s.model, backend=s.backend, precision=s.precision, threads=s.threads, size=s.size,
             batch_size=s.max_batch_size or max(AUTO_BATCH_SIZES), max_pixels=s.max_pixels,
             **({"calibration": s.calibration} if s.calibration else {}))
+        for hook in self.on_load:
+            hook(recognizer)
         self.max_batch_size = s.max_batch_size or self._measure_batch_size(recognizer)
         self._warm_up(recognizer, self.max_batch_size)
         return recognizer
@@ -197,7 +201,8 @@ class Service:
         self.recognizer = recognizer
         batcher = MicroBatcher(recognizer.predict_arrays, max_batch_size=self.max_batch_size,
                                max_wait_ms=self.settings.max_wait_ms, max_queue=self.settings.max_queue,
-                               observe=self.metrics.observe_batch)
+                               observe=self.metrics.observe_batch,
+                               predict_embed=recognizer.predict_and_embed_arrays)
         batcher.start()
         self.metrics.queue.set_function(lambda: batcher.queued)
         self.metrics.in_flight.set_function(lambda: self.in_flight)
@@ -379,6 +384,11 @@ def create_app(settings: ServerSettings | None = None, *, recognizer=None) -> Fa
             return uploads
         finally:
             await form.close()
+
+    # the embedding routes (/v1/embed, /v1/search, /v1/gallery, thumbnails) share these
+    app.state.read_uploads, app.state.check_api_key = read_uploads, check_api_key
+    from .vectors import install
+    install(app)
 
     @app.post("/v1/recognize", openapi_extra=RECOGNIZE_BODY, tags=["recognition"],
               summary="识别图片 · recognise one or more images",

@@ -31,23 +31,29 @@ class _Item:
     array: np.ndarray
     topk: int
     future: asyncio.Future
+    embed: bool = False  # answer (predictions, embedding) instead of predictions
     enqueued: float = field(default_factory=time.monotonic)
 
 
 # predict(batch, topk) -> one list of predictions per row, best first (Recognizer.predict_arrays).
 PredictFn = Callable[[np.ndarray, int], Sequence[Sequence[object]]]
+# predict_embed(batch, topk) -> (predictions per row, (N, D) embeddings) from the same inference
+# (Recognizer.predict_and_embed_arrays): used for a batch holding any image that wants its embedding.
+PredictEmbedFn = Callable[[np.ndarray, int], tuple[Sequence[Sequence[object]], np.ndarray]]
 # observe(batch_size, seconds) is told about every batch that ran (metrics).
 ObserveFn = Callable[[int, float], None]
 
 
 class MicroBatcher:
     def __init__(self, predict: PredictFn, *, max_batch_size: int = 16, max_wait_ms: float = 5.0,
-                 max_queue: int = 256, observe: ObserveFn | None = None):
+                 max_queue: int = 256, observe: ObserveFn | None = None,
+                 predict_embed: PredictEmbedFn | None = None):
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
         if max_wait_ms < 0:
             raise ValueError("max_wait_ms must not be negative")
         self.predict = predict
+        self.predict_embed = predict_embed
         self.max_batch_size = int(max_batch_size)
         self.max_wait = max_wait_ms / 1000.0
         self.max_queue = int(max_queue)
@@ -84,14 +90,17 @@ class MicroBatcher:
         self._queue.clear()
         self._executor.shutdown(wait=True)
 
-    async def submit(self, arrays: Sequence[np.ndarray], topk: int) -> list[list[object]]:
-        """Predictions for each array, in order. Raises QueueFull when the server is saturated."""
+    async def submit(self, arrays: Sequence[np.ndarray], topk: int, *, embed: bool = False) -> list:
+        """Predictions for each array, in order; with ``embed``, (predictions, embedding) pairs.
+        Raises QueueFull when the server is saturated."""
         if self._task is None:
             raise RuntimeError("MicroBatcher.start() was not called")
+        if embed and self.predict_embed is None:
+            raise RuntimeError("this batcher was made without predict_embed")
         if len(self._queue) + len(arrays) > self.max_queue:
             raise QueueFull(f"{len(self._queue)} images are waiting (limit {self.max_queue})")
         loop = asyncio.get_running_loop()
-        items = [_Item(array, topk, loop.create_future()) for array in arrays]
+        items = [_Item(array, topk, loop.create_future(), embed) for array in arrays]
         self._queue.extend(items)
         self._wakeup.set()
         try:
@@ -142,16 +151,21 @@ class MicroBatcher:
                 continue
             await self._infer(loop, batch)
 
-    def _predict(self, arrays: list[np.ndarray], topk: int):
+    def _predict(self, arrays: list[np.ndarray], topk: int, embed: bool):
         # On the inference thread: even stacking a batch (megabytes) stays off the event loop.
-        return self.predict(np.stack(arrays), topk)
+        # Embedding and plain requests share batches: the embedding comes from the same run.
+        if embed:
+            return self.predict_embed(np.stack(arrays), topk)
+        return self.predict(np.stack(arrays), topk), None
 
     async def _infer(self, loop, batch: list[_Item]) -> None:
         topk = max(item.topk for item in batch)
         started = time.perf_counter()
         arrays = [item.array for item in batch]
+        embed = any(item.embed for item in batch)
         try:
-            outputs = await loop.run_in_executor(self._executor, self._predict, arrays, topk)
+            outputs, embeddings = await loop.run_in_executor(self._executor, self._predict, arrays,
+                                                             topk, embed)
         except asyncio.CancelledError:
             for item in batch:
                 if not item.future.done():
@@ -167,6 +181,7 @@ class MicroBatcher:
         self.images += len(batch)
         if self.observe is not None:
             self.observe(len(batch), seconds)
-        for item, predictions in zip(batch, outputs):
+        for row, (item, predictions) in enumerate(zip(batch, outputs)):
             if not item.future.done():
-                item.future.set_result(list(predictions)[: item.topk])
+                answer = list(predictions)[: item.topk]
+                item.future.set_result((answer, embeddings[row]) if item.embed else answer)

@@ -39,8 +39,13 @@ class ServerSettings:
     max_topk: int = 100
     request_timeout: float = 30.0     # seconds for reading the body (408) and answering (504)
     decode_threads: int = 2           # threads decoding and preprocessing uploads
+    # embeddings (shiwu.server.vectors)
+    index: str | None = None          # an index folder or Milvus store for POST /v1/search
+    gallery: str | None = None        # a gallery folder: recognize uses it, POST /v1/gallery adds to it
+    gallery_mode: str = "merge"       # as `shiwu predict --gallery-mode`
+    min_similarity: float | None = None  # None: shiwu.gallery's measured default
     # access
-    api_key: str | None = None        # required on /v1/recognize when set
+    api_key: str | None = None        # required on every POST (and thumbnails) when set
     cors_origins: tuple[str, ...] = ()  # CORS is off unless origins are listed
     # Before /readyz says ready, run every batch size 1..max batch size (twice), within this many
     # seconds: the first call at a new shape allocates, picks kernels, and on torchscript

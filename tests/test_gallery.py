@@ -65,7 +65,9 @@ def test_replace_uses_the_gallery_alone_ranked_by_vote(gallery_dir, recognizer):
     assert abs(sum(p.score for p in predictions) - 1) < 1e-6  # shares of the k-nearest vote
 
 
-def test_example_embeddings_are_cached_by_content(tmp_path, recognizer):
+def test_example_embeddings_are_cached_by_content(tmp_path, recognizer, monkeypatch):
+    # a cache of its own: other tests (the server's gallery) may have embedded the same views
+    monkeypatch.setenv("SHIWU_CACHE", str(tmp_path / "cache"))
     folder = make_gallery(tmp_path / "g", {"猫": "chelsea.jpg", "火箭": "rocket.jpg"}, count=2)
     first = load_gallery(folder, recognizer)
     assert first.embedded_now == 4 and len(first) == 4

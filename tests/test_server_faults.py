@@ -32,11 +32,11 @@ KEY = "密钥"  # the README's own example: it must work
 AUTH = [(b"X-API-Key", KEY.encode("utf-8"))]
 MIB = 1024 * 1024
 MAX_UPLOAD_MB = 4
-INFLIGHT_MB = 8      # two bodies of the upload limit
+INFLIGHT_MB = 12     # three bodies of the upload limit
 MAX_IMAGES = 8
-MAX_QUEUE = 16       # three requests of three big images and the small photos fit
-BIG_PER_REQUEST = 3
-BIG_BUDGET_MP = 450  # three requests of three 7000x7000 images (441 MP) fit, a fourth does not
+MAX_QUEUE = 16       # three requests of four big images and the small photos fit
+BIG_PER_REQUEST = 4
+BIG_BUDGET_MP = 600  # three requests of four 7000x7000 images (588 MP) fit, a fourth does not
 MAX_CONNECTIONS = 48
 HEADER_TIMEOUT = 2
 
@@ -137,12 +137,12 @@ def new_log(server, since: int) -> str:
 def test_bodies_over_the_byte_budget_get_503_before_they_are_read(server):
     limit = MAX_UPLOAD_MB * MIB
     holders = []
-    for _ in range(2):  # two bodies of the upload limit: the whole budget, still arriving
+    for _ in range(3):  # three bodies of the upload limit: the whole budget, still arriving
         sock = connect(server)
         sock.sendall(raw_upload_head(limit) + b"\xff\xd8\xff" + bytes(64 * 1024))
         holders.append(sock)
     time.sleep(0.5)
-    assert metric(metrics(server), "shiwu_inflight_body_bytes") == 2 * limit
+    assert metric(metrics(server), "shiwu_inflight_body_bytes") == 3 * limit
     try:
         for head in (raw_upload_head(1000), raw_upload_head(None)):  # known and unknown length
             with connect(server) as sock:
@@ -214,6 +214,10 @@ def test_small_photos_keep_their_latency_while_huge_images_decode(server, big_pn
     still_decoding = sum(t.is_alive() for t in threads)
     for t in threads:
         t.join()
+    # Generous bound: before, each small photo waited for the big decodes queued ahead of it
+    # (3-6 s here); now it never queues behind them (~0.1-0.3 s on this busy 2-core machine).
+    assert max(busy) < 1.0, (busy, idle)
+    assert still_decoding >= 1, "the big requests were over before the small photos were timed"
     statuses = sorted(r.status_code for r in big.values())
     # the pixel budget admits three requests of big images and refuses the fourth at once
     assert statuses == [200, 200, 200, 503], [r.text[:200] for r in big.values()]
@@ -223,10 +227,6 @@ def test_small_photos_keep_their_latency_while_huge_images_decode(server, big_pn
         if response.status_code == 200:
             assert len(response.json()["results"]) == BIG_PER_REQUEST
             assert all(r["error"] is None for r in response.json()["results"])
-    assert still_decoding >= 1, "the big requests were over before the small photos were timed"
-    # Generous bound: before, each small photo waited for the big decodes queued ahead of it
-    # (seconds: 4-7 s here); now it never queues behind them.
-    assert max(busy) < 2.0, (busy, idle)
 
 
 # ---------------------------------------------------------------- 3. bounded /metrics labels

@@ -376,7 +376,7 @@ def test_sigterm_drains_answers_everything_and_exits_0(big_png):
         assert when - signalled < graceful + 1.5, (name, when - signalled)
     assert {answers[f"small{i}"][0].status_code for i in range(2)} == {200}
     assert code == 0, server.log()[-3000:]
-    assert ended < graceful + 8
+    assert ended < graceful + 4  # the drain, not the interpreter teardown (was +4 s of final GC)
     assert "Cancel" not in server.log() and "Traceback" not in server.log()
 
 

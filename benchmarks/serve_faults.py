@@ -387,7 +387,7 @@ def main() -> int:
                 value = f"{value:.2f}"
             rows.setdefault(key, {})[variant.label] = str(value)
     labels = [v.label for v in variants]
-    width = max(len(k) for k in rows) + 2
+    width = max(len(k) for k in [*rows, "figure"]) + 2
     print(f"{'figure':<{width}}" + " | ".join(labels))
     for key, values in rows.items():
         print(f"{key:<{width}}" + " | ".join(values.get(label, "-") for label in labels))

@@ -394,6 +394,7 @@ def create_app(settings: ServerSettings | None = None, *, recognizer=None) -> Fa
         # fd exhaustion and the like: one line per interval, not a traceback per accept()
         loop.set_exception_handler(resource_exception_handler)
         install_log_filters()
+        _warn_if_descriptors_are_short(settings)
         restore = _drain_on_signals(service)
         loading = asyncio.create_task(service.start())
         try:
@@ -662,6 +663,20 @@ def create_app(settings: ServerSettings | None = None, *, recognizer=None) -> Fa
         return HTMLResponse(page)
 
     return app
+
+
+def _warn_if_descriptors_are_short(settings: ServerSettings) -> None:
+    """Each connection is a descriptor, and so is each upload spooled to disk: with fewer than
+    --max-connections free, the cap cannot work and accept() fails first."""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):
+        return
+    if soft != resource.RLIM_INFINITY and soft < settings.max_connections + 64:
+        log.warning("shiwu: the open-file limit (%d) is below --max-connections (%d) + 64; "
+                    "raise it (ulimit -n) or lower --max-connections", soft, settings.max_connections)
 
 
 def _drain_on_signals(service: Service):

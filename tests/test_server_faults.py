@@ -529,3 +529,26 @@ def test_overload_gives_only_200_or_503_with_retry_after(server):
     assert {status for status, _ in results} <= {200, 503}, results
     assert all(retry == "1" for status, retry in results if status == 503)
     assert any(status == 200 for status, _ in results)
+
+
+# ---------------------------------------------------------------- several workers
+
+
+def test_workers_use_the_same_guards_and_exit_0():
+    # uvicorn spawns workers and pickles its config: the protocol must be importable by name,
+    # and each worker reads its limits from the settings in the environment.
+    server = ServerProcess(server_args("--workers", "2", "--header-timeout", "1", "--graceful-timeout", "3"),
+                           ready_timeout=240)
+    server.start()
+    try:
+        assert post_photo(server).status_code == 200
+        with connect(server) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # a head that never ends
+            started = time.monotonic()
+            status, headers, _ = split_reply(read_reply(sock, 8))
+        assert status == 408 and time.monotonic() - started < 4
+        server.process.send_signal(signal.SIGTERM)
+        code = server.process.wait(30)
+    finally:
+        server.stop()
+    assert code == 0, server.log()[-2000:]

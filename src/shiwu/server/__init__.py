@@ -46,7 +46,7 @@ def run(settings: ServerSettings, *, host: str = "127.0.0.1", port: int = 8000, 
         raise MissingExtra(f"`shiwu serve` needs {exc.name}: pip install \"shiwu[serve]\"") from None
     if not (importlib.util.find_spec("python_multipart") or importlib.util.find_spec("multipart")):
         raise MissingExtra("`shiwu serve` needs python-multipart: pip install \"shiwu[serve]\"")
-    from .protocol import MAX_HEAD_BYTES, DrainingServer, protocol_class
+    from .protocol import MAX_HEAD_BYTES, PROTOCOL, DrainingServer
 
     if not _is_loopback(host):
         what = "an API key is required on /v1/recognize" if settings.api_key else \
@@ -55,7 +55,7 @@ def run(settings: ServerSettings, *, host: str = "127.0.0.1", port: int = 8000, 
     # Workers are separate processes: hand them the settings through the environment.
     os.environ[ENV_SETTINGS] = settings.to_env()
     options = dict(factory=True, host=host, port=port, workers=workers, log_level=log_level,
-                   access_log=access_log, http=protocol_class(settings),
+                   access_log=access_log, http=PROTOCOL,
                    timeout_keep_alive=settings.keep_alive_timeout,
                    timeout_graceful_shutdown=settings.graceful_timeout + DRAIN_MARGIN_S,
                    h11_max_incomplete_event_size=MAX_HEAD_BYTES)

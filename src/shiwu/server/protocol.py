@@ -1,6 +1,6 @@
 """Below the ASGI app: connections and the process, where uvicorn's defaults are too trusting.
 
-- ``protocol_class(settings)``: uvicorn's h11 protocol with a *header-phase* timeout (uvicorn
+- ``ShiwuH11Protocol``: uvicorn's h11 protocol with a *header-phase* timeout (uvicorn
   only times out a keep-alive idle after a response, and any byte, even one a second, cancels
   that timer: a connection that never finishes its request head stayed open forever), a cap on
   open connections (a new one over the cap gets a JSON 503 and is closed, so descriptors stay
@@ -31,17 +31,23 @@ RESOURCE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 MAX_HEAD_BYTES = 16 * 1024  # request line + headers (h11's default, stated): 400 above
 
 
-def protocol_class(settings: ServerSettings) -> type[H11Protocol]:
-    class ShiwuH11Protocol(_GuardedH11):
-        header_timeout = settings.header_timeout
-        max_connections = settings.max_connections
-    return ShiwuH11Protocol
+# uvicorn's worker processes are spawned, so the protocol must be importable by name (a class
+# made per call cannot be pickled); it takes its limits from the settings `shiwu serve` puts in
+# the environment of every worker (ENV_SETTINGS).
+PROTOCOL = "shiwu.server.protocol:ShiwuH11Protocol"
 
 
-class _GuardedH11(H11Protocol):
-    header_timeout: float = 10.0
+class ShiwuH11Protocol(H11Protocol):
+    header_timeout: float | None = None  # read once per process from the settings
     max_connections: int = 1000
     _header_timer: asyncio.TimerHandle | None = None
+
+    def __init__(self, *args, **kwargs):
+        if ShiwuH11Protocol.header_timeout is None:
+            settings = ServerSettings.from_env()
+            ShiwuH11Protocol.max_connections = settings.max_connections
+            ShiwuH11Protocol.header_timeout = settings.header_timeout
+        super().__init__(*args, **kwargs)
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)

@@ -470,8 +470,13 @@ def test_the_routes_and_their_fields_are_in_the_api_docs(client):
     assert '"embedding"' in paths["/v1/embed"]["post"]["description"]
     assert "skipped" in paths["/v1/gallery/{label}"]["post"]["description"]
     assert client.get("/docs").status_code == 200
+    client.get("/v1/index")
+    client.get("/v1/thumbnails/12")
+    client.get("/v1/thumbnails/../../etc/passwd")
     metrics = client.get("/metrics").text
-    assert 'path="/v1/search"' in metrics and 'path="/v1/embed"' in metrics
+    # requests are counted under their route's template, never the path the client sent
+    assert 'path="/v1/index"' in metrics and 'path="/v1/thumbnails/{row_id}"' in metrics
+    assert "etc/passwd" not in metrics and 'path="/v1/thumbnails/12"' not in metrics
 
 
 def test_class_names_are_checked_before_they_become_folders(tmp_path):

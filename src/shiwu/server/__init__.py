@@ -29,8 +29,15 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+# uvicorn gets this much longer than --graceful-timeout before it cuts connections: the app
+# answers every request in progress (or gives it a 503) by --graceful-timeout, and the last
+# answers need a moment to be written.
+DRAIN_MARGIN_S = 1.5
+
+
 def run(settings: ServerSettings, *, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
-        log_level: str = "info", access_log: bool = True) -> None:
+        log_level: str = "info", access_log: bool = True) -> bool:
+    """Serve until SIGTERM/SIGINT; True when the drain was clean (every request answered)."""
     try:
         import fastapi  # noqa: F401
         import prometheus_client  # noqa: F401
@@ -39,12 +46,26 @@ def run(settings: ServerSettings, *, host: str = "127.0.0.1", port: int = 8000, 
         raise MissingExtra(f"`shiwu serve` needs {exc.name}: pip install \"shiwu[serve]\"") from None
     if not (importlib.util.find_spec("python_multipart") or importlib.util.find_spec("multipart")):
         raise MissingExtra("`shiwu serve` needs python-multipart: pip install \"shiwu[serve]\"")
+    from .protocol import MAX_HEAD_BYTES, PROTOCOL, DrainingServer
+
     if not _is_loopback(host):
         what = "an API key is required on every POST and on thumbnails" if settings.api_key else \
             "anyone who can reach it can use it (consider --api-key)"
         print(f"shiwu: listening on {host}, not only on this machine: {what}", file=sys.stderr)
     # Workers are separate processes: hand them the settings through the environment.
     os.environ[ENV_SETTINGS] = settings.to_env()
-    uvicorn.run("shiwu.server.app:app_from_env", factory=True, host=host, port=port,
-                workers=workers, log_level=log_level, access_log=access_log,
-                timeout_graceful_shutdown=5)
+    options = dict(factory=True, host=host, port=port, workers=workers, log_level=log_level,
+                   access_log=access_log, http=PROTOCOL,
+                   timeout_keep_alive=settings.keep_alive_timeout,
+                   timeout_graceful_shutdown=settings.graceful_timeout + DRAIN_MARGIN_S,
+                   h11_max_incomplete_event_size=MAX_HEAD_BYTES)
+    if workers > 1:  # uvicorn's supervisor: each worker drains the same way
+        uvicorn.run("shiwu.server.app:app_from_env", **options)
+        return True
+    config = uvicorn.Config("shiwu.server.app:app_from_env", **options)
+    server = DrainingServer(config)
+    server.graceful_timeout = settings.graceful_timeout
+    server.run()
+    if not server.started:
+        raise SystemExit(3)  # uvicorn's start-up failure (port in use, ...), already logged
+    return server.drained

@@ -26,8 +26,9 @@ def free_port() -> int:
 
 class ServerProcess:
     def __init__(self, args: list[str] = (), *, env: dict | None = None, ready_timeout: float = 180.0,
-                 log_path: str | os.PathLike | None = None):
+                 log_path: str | os.PathLike | None = None, open_files: int | None = None):
         self.args = list(args)
+        self.open_files = open_files  # RLIMIT_NOFILE of the server (tests of fd exhaustion)
         self.env = env
         self.ready_timeout = ready_timeout
         self.port = free_port()
@@ -47,7 +48,7 @@ class ServerProcess:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **(self.env or {})}
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                            stdin=subprocess.DEVNULL)
+                                            stdin=subprocess.DEVNULL, preexec_fn=self._limits)
         deadline = time.monotonic() + self.ready_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -62,28 +63,56 @@ class ServerProcess:
         self.stop()
         raise RuntimeError(f"shiwu serve was not ready within {self.ready_timeout:g} s:\n{self.log()}")
 
+    def _limits(self) -> None:
+        if self.open_files is not None:
+            import resource
+
+            _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (self.open_files, hard))
+
     def log(self) -> str:
         try:
             return self.log_path.read_text(encoding="utf-8", errors="replace")
         except OSError:
             return ""
 
-    def rss_bytes(self) -> int:
-        """Resident memory of the server process (Linux /proc)."""
+    def _status(self, field: str) -> int:
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
         return 0
 
-    def stop(self, timeout: float = 10.0) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
+    def rss_bytes(self) -> int:
+        """Resident memory of the server process (Linux /proc)."""
+        return self._status("VmRSS")
+
+    def peak_rss_bytes(self) -> int:
+        """The highest resident memory the server process has had (VmHWM)."""
+        return self._status("VmHWM")
+
+    def open_fds(self) -> list[str]:
+        """What the server's file descriptors point at (Linux /proc)."""
+        found = []
+        for fd in Path(f"/proc/{self.pid}/fd").iterdir():
+            try:
+                found.append(os.readlink(fd))
+            except OSError:
+                pass
+        return found
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM, then wait (SIGKILL after ``timeout``); the exit code."""
+        if self.process is None:
+            return None
+        if self.process.poll() is not None:
+            return self.process.returncode
         self.process.send_signal(signal.SIGTERM)
         try:
             self.process.wait(timeout)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+        return self.process.returncode
 
     def __enter__(self) -> "ServerProcess":
         return self.start()

@@ -17,6 +17,10 @@ BATCH_GAIN_NEEDED = 1.10
 ENV_SETTINGS = "SHIWU_SERVE_SETTINGS"  # how the CLI hands settings to uvicorn's worker processes
 ENV_API_KEY = "SHIWU_API_KEY"
 MB = 1024 * 1024
+# An image with more pixels than this once decoded (after JPEG draft scaling) is "big": it is
+# decoded on its own lane, behind a pixel budget, so small photos never queue behind it. A
+# 4 MP PNG decodes in ~40 ms here; a 7000x7000 one in ~450 ms.
+BIG_PIXELS = 4_000_000
 
 
 @dataclass
@@ -44,6 +48,21 @@ class ServerSettings:
     gallery: str | None = None        # a gallery folder: recognize uses it, POST /v1/gallery adds to it
     gallery_mode: str = "merge"       # as `shiwu predict --gallery-mode`
     min_similarity: float | None = None  # None: shiwu.gallery's measured default
+    # Admission, before a body is read: request bodies in flight may add up to this many bytes
+    # (Content-Length, or max_upload_bytes when the client does not say); 503 + Retry-After
+    # above. Bodies are spooled to temporary files past 1 MiB each, so this bounds disk and
+    # the in-memory spools, and with it how many uploads are being read at once.
+    max_inflight_bytes: int = 256 * MB
+    # Decoded pixels admitted and not yet done, counting only "big" images (over BIG_PIXELS once
+    # decoded, after JPEG draft scaling): a big image decodes at ~110 MP/s here, so this bounds
+    # the decode work queued behind the big lane (800 MP: ~7 s, one full request of 16 x 50 MP).
+    # Requests that do not fit get 503 + Retry-After instead of a 504 later.
+    max_decode_pixels: int = 800_000_000
+    # connections
+    header_timeout: float = 10.0      # seconds from connect (or the last answer) to a full request head
+    keep_alive_timeout: float = 5.0   # idle keep-alive connections are closed after this many seconds
+    max_connections: int = 1000       # open connections; over it a new one gets 503 and is closed
+    graceful_timeout: float = 20.0    # SIGTERM: seconds to answer what was accepted, then exit
     # access
     api_key: str | None = None        # required on every POST (and thumbnails) when set
     cors_origins: tuple[str, ...] = ()  # CORS is off unless origins are listed
@@ -60,17 +79,29 @@ class ServerSettings:
         if self.max_batch_size is not None and int(self.max_batch_size) < 1:
             raise ValueError("max_batch_size must be at least 1 (or None: measured)")
         for name in ("max_queue", "max_upload_bytes", "max_images", "max_pixels",
-                     "max_topk", "decode_threads"):
+                     "max_topk", "decode_threads", "max_inflight_bytes", "max_decode_pixels",
+                     "max_connections"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be at least 1")
         if self.max_wait_ms < 0:
             raise ValueError("max_wait_ms must not be negative")
         if self.warmup_seconds < 0:
             raise ValueError("warmup_seconds must not be negative")
-        if self.request_timeout <= 0:
-            raise ValueError("request_timeout must be positive")
+        for name in ("request_timeout", "header_timeout", "keep_alive_timeout", "graceful_timeout"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if self.api_key is not None:
+            try:  # compared as UTF-8 bytes (app.check_api_key): it must be encodable
+                self.api_key.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("the API key is not valid UTF-8 text (check the locale it was "
+                                 "typed in, or use ASCII)") from None
+            if not self.api_key.isprintable():
+                raise ValueError("the API key must be printable text (no control characters)")
         if self.max_queue < self.max_images:
             self.max_queue = self.max_images  # one full request must always fit
+        # one body of the largest allowed size must always fit
+        self.max_inflight_bytes = max(int(self.max_inflight_bytes), int(self.max_upload_bytes))
 
     def to_env(self) -> str:
         return json.dumps(dataclasses.asdict(self))

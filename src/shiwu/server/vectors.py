@@ -28,26 +28,22 @@ import logging
 import os
 import re
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
-from starlette.exceptions import HTTPException
 
 from ..images import ImageError
 from ..recognizer import Result
 from .app import _fail, image_error_status
-from .batcher import QueueFull
 
 log = logging.getLogger("uvicorn.error")
 
 THUMBNAIL_SIZE = 256
 MAX_TEXT_LENGTH = 200  # characters per search text; Chinese-CLIP reads 52 tokens anyway
 ROW_ID = re.compile(r"[0-9]{1,19}")  # row ids are non-negative int64 (shiwu.index.rows.row_id)
-PATHS = {"/v1/embed", "/v1/search", "/v1/index", "/v1/gallery"}
 NO_INDEX = ("this server has no index: start it with `shiwu serve --index INDEX`, INDEX built by "
             "`shiwu index PHOTOS... --out INDEX` with the same --model")
 NO_GALLERY = ("this server has no gallery folder: start it with `shiwu serve --gallery DIR` "
@@ -79,6 +75,7 @@ class Vectors:
         self.settings = app.state.settings
         self.service = app.state.service
         self.metrics = self.service.metrics
+        self.take_uploads = app.state.take_uploads  # /v1/recognize's admission and limits
         self.index = None
         self.dimension: int | None = None
         self.text_search = False
@@ -137,71 +134,41 @@ class Vectors:
             _fail(self.metrics, 503, "not_ready", self.service.error or "the model is still loading",
                   headers={"Retry-After": "2"})
 
-    def _decode(self, data: bytes, keep: bool):
-        """In the decode pool: bytes -> (array, format, image); format and image for the gallery."""
-        rec = self.service.recognizer
-        image = rec.load(data)
-        array = rec.preprocessing(image)
-        if not keep:
-            return array, None, None
+    async def embed(self, request: Request, *, topk: int = 1, keep: bool = False) -> list[Embedded] | Response:
+        """Each upload of ``request`` decoded and embedded (per-image errors kept), through
+        /v1/recognize's admission, limits and deadline (``take_uploads``); a Response when the
+        client went away. ``keep``: each good item also gets its bytes and format (the gallery
+        stores them)."""
+        async def work(uploads):
+            results = await self.service.recognize(uploads, topk, embed=True)
+            items = [Embedded(result, _bytes_of(upload) if keep and result.error is None else b"")
+                     for result, upload in zip(results, uploads)]
+            if keep:
+                await asyncio.to_thread(self._describe, items)
+            failed = sum(item.result.error is not None for item in items)
+            self.metrics.images.labels("ok").inc(len(items) - failed)
+            if failed:
+                self.metrics.images.labels("error").inc(failed)
+                self.metrics.errors.labels("image_error").inc(failed)
+            return items
+
+        return await self.take_uploads(request, work)
+
+    def _describe(self, items: list[Embedded]) -> None:
+        """On a worker thread: the format of each good photo, and its pixels when the gallery
+        stores it as PNG (formats it does not keep as uploaded). Decoded once more: gallery
+        additions are few and small next to what they save."""
         from PIL import Image
 
-        with Image.open(io.BytesIO(data)) as header:  # reads the header only: it decoded above
-            image_format = header.format
-        return array, image_format, image
+        from ..gallery import KEPT_FORMATS
 
-    async def embed(self, uploads: list[tuple[str, bytes]], deadline: float, *, topk: int = 1,
-                    keep: bool = False) -> list[Embedded]:
-        """Each upload decoded and embedded (per-image errors kept), with /v1/recognize's limits:
-        at most max_queue images in the works (503), the request timeout (504)."""
-        service = self.service
-        if service.in_flight + len(uploads) > self.settings.max_queue:
-            _fail(self.metrics, 503, "overloaded", f"server busy: {service.in_flight} images are in "
-                  f"progress (limit {self.settings.max_queue})", headers={"Retry-After": "1"})
-        service.in_flight += len(uploads)
-        try:
-            return await asyncio.wait_for(self._embed(uploads, topk, keep),
-                                          max(0.001, deadline - time.monotonic()))
-        except asyncio.TimeoutError:
-            _fail(self.metrics, 504, "timeout", f"no answer within {self.settings.request_timeout:g} s")
-        except QueueFull as exc:
-            _fail(self.metrics, 503, "overloaded", f"server busy: {exc}", headers={"Retry-After": "1"})
-        except HTTPException:
-            raise
-        except Exception as exc:  # the backend failed: say so, as /v1/recognize does
-            log.exception("shiwu: inference failed")
-            _fail(self.metrics, 500, "inference", f"inference failed: {type(exc).__name__}: {exc}")
-        finally:
-            service.in_flight -= len(uploads)
-
-    async def _embed(self, uploads, topk: int, keep: bool) -> list[Embedded]:
-        loop = asyncio.get_running_loop()
-        rec = self.service.recognizer
-        decoded = await asyncio.gather(
-            *(loop.run_in_executor(self.service.decode_pool, self._decode, data, keep) for _, data in uploads),
-            return_exceptions=True)
-        items, good = [], []
-        for (name, data), outcome in zip(uploads, decoded):
-            item = Embedded(Result(name, model=rec.model_name, backend=rec.backend.name,
-                                   precision=rec.backend.precision), data)
-            items.append(item)
-            if isinstance(outcome, ImageError):
-                item.result.error = outcome
-            elif isinstance(outcome, BaseException):
-                raise outcome
-            else:
-                array, item.image_format, item.image = outcome
-                good.append((item, array))
-        if good:
-            answers = await self.service.batcher.submit([array for _, array in good], topk, embed=True)
-            for (item, _), (predictions, embedding) in zip(good, answers):
-                item.result.predictions = predictions
-                item.result.embedding = np.asarray(embedding, dtype=np.float32)
-        self.metrics.images.labels("ok").inc(len(good))
-        if len(good) < len(items):
-            self.metrics.images.labels("error").inc(len(items) - len(good))
-            self.metrics.errors.labels("image_error").inc(len(items) - len(good))
-        return items
+        for item in items:
+            if item.result.error is not None:
+                continue
+            with Image.open(io.BytesIO(item.data)) as header:  # the header only: it decoded before
+                item.image_format = header.format
+            if item.image_format not in KEPT_FORMATS:
+                item.image = self.service.recognizer.load(item.data)
 
     def all_failed(self, items: list[Embedded], body: dict, detail: str | None = None) -> JSONResponse | None:
         """The answer when every image failed: the first failure's status (as /v1/recognize)."""
@@ -301,12 +268,7 @@ def install(app: FastAPI) -> None:
     vectors = Vectors(app)
     app.state.vectors = vectors
     app.state.service.on_load.append(vectors.load)
-    try:  # per-path request metrics for these routes too (others are counted as "other")
-        from . import app as app_module
-        app_module.KNOWN_PATHS.update(PATHS)
-    except AttributeError:
-        pass
-    app.include_router(router(vectors, app.state.read_uploads, app.state.check_api_key))
+    app.include_router(router(vectors, app.state.check_api_key))
 
 
 def _has_body(request: Request) -> bool:
@@ -314,7 +276,12 @@ def _has_body(request: Request) -> bool:
     return bool(request.headers.get("transfer-encoding")) or (length is not None and length.strip() != "0")
 
 
-def router(v: Vectors, read_uploads, check_api_key) -> APIRouter:
+def _bytes_of(upload) -> bytes:
+    source = upload.source()
+    return source if isinstance(source, bytes) else source.read()
+
+
+def router(v: Vectors, check_api_key) -> APIRouter:
     from .app import RECOGNIZE_BODY
 
     settings, metrics = v.settings, v.metrics
@@ -326,11 +293,11 @@ def router(v: Vectors, read_uploads, check_api_key) -> APIRouter:
         """Images as for /v1/recognize. Answers `{"model", "dimension", "backend", "precision",
         "results": [{"image", "embedding": [D floats, unit length], "error"}]}` in upload order;
         cosine similarity of two images is the dot product of their embeddings."""
-        deadline = time.monotonic() + settings.request_timeout
         v.require_ready()
         rec = v.service.recognizer
-        uploads = await read_uploads(request, deadline)
-        items = await v.embed(uploads, deadline)
+        items = await v.embed(request)
+        if isinstance(items, Response):  # the client went away
+            return items
         results = []
         for item in items:
             r = item.result
@@ -357,7 +324,6 @@ def router(v: Vectors, read_uploads, check_api_key) -> APIRouter:
         then per text `{"text", "matches", "error"}`; each match `{"id", "image", "score",
         "label", "thumbnail"}`, best first (score: cosine similarity; id: a string, as row ids
         exceed JavaScript's exact integers; thumbnail: the URL of its small JPEG)."""
-        deadline = time.monotonic() + settings.request_timeout
         v.require_ready()
         v.require_index()
         texts = [t.strip() for t in (text or [])]
@@ -377,8 +343,9 @@ def router(v: Vectors, read_uploads, check_api_key) -> APIRouter:
                   "or the raw body), or give ?text= with a Chinese-CLIP index")
         items = []
         if _has_body(request) or not texts:
-            uploads = await read_uploads(request, deadline)
-            items = await v.embed(uploads, deadline)
+            items = await v.embed(request)
+            if isinstance(items, Response):
+                return items
         results = []
         good = [i for i in items if i.result.error is None]
         found = iter(await asyncio.to_thread(v._search, np.stack([i.result.embedding for i in good]), topk)
@@ -448,7 +415,6 @@ def router(v: Vectors, read_uploads, check_api_key) -> APIRouter:
         [{"image", "error"}], "examples", "classes": [{"label", "examples"}]}`."""
         from ..gallery import GalleryError, class_folder
 
-        deadline = time.monotonic() + settings.request_timeout
         if v.gallery_folder is None:
             _fail(metrics, 409, "no_gallery", NO_GALLERY)
         try:
@@ -456,8 +422,9 @@ def router(v: Vectors, read_uploads, check_api_key) -> APIRouter:
         except GalleryError as exc:
             _fail(metrics, 400, "bad_label", str(exc))
         v.require_ready()
-        uploads = await read_uploads(request, deadline)
-        items = await v.embed(uploads, deadline, keep=True)
+        items = await v.embed(request, keep=True)
+        if isinstance(items, Response):
+            return items
         async with v.gallery_lock:
             added, skipped = await asyncio.to_thread(v._add_examples, label, items)
         counts = v.gallery_counts()

@@ -56,6 +56,20 @@ the project venv runs both sides::
 
 Default DIR: a SYNTHETIC ViT-B/16 directory in the official format (random weights, the real
 sizes), written on first use by ``python -m shiwu.models.synthetic_clip DIR``.
+
+Measured 2026-12-02 on the 2-core development machine, then an AMD EPYC Zen 3 (AVX2 only: no
+AVX-512, no bf16), shared with other work (load average 2.5 -> 3.9), defaults, 16 labels,
+10 photos x 5 rounds, median per photo (the README has the whole table):
+
+    official CLIPForMultiModalEmbedding   2409.6 ms  1.00x  peak RSS 1419 MiB
+    shiwu torch fp32                      2298.2 ms  1.05x            802 MiB (56%)  top-1 10/10
+    shiwu onnxruntime fp32                 820.7 ms  2.94x            629 MiB (44%)  top-1 10/10
+    shiwu openvino fp32                    938.2 ms  2.57x            806 MiB (57%)  top-1 10/10
+    shiwu openvino bf16                    refused: no bf16 instructions on this CPU
+    shiwu openvino int8 (NOT OFFERED)      953.2 ms  2.53x            339 MiB (24%)  top-1  5/10
+
+The run before it (load 5.8 -> 2.8): onnxruntime fp32 1.55x, openvino fp32 1.37x: on a busy
+machine the ratios move between runs by that much.
 """
 
 from __future__ import annotations

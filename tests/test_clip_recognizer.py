@@ -52,6 +52,22 @@ def test_zero_shot_logits_and_embeddings_equal_the_full_model(model_dir, backend
         assert np.abs(result.embedding - embedding).max() < 1e-4
 
 
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_cached_runtimes_start_without_torch(model_dir, backend):
+    """Once the label set's graph is exported, ONNX Runtime and OpenVINO run it without torch
+    (reading the model's configs must not import the networks): start-up time and memory."""
+    import subprocess
+    import sys
+
+    Recognizer(str(model_dir), labels=",".join(LABELS), backend=backend)  # export, text cache
+    code = (f"import sys; from shiwu import Recognizer; "
+            f"r = Recognizer({str(model_dir)!r}, labels={','.join(LABELS)!r}, backend={backend!r}); "
+            f"p = r.predict({str(PHOTOS[0])!r}); print(p[0].index, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[-1] == "False"
+
+
 def test_labels_file_prompt_and_the_text_cache(model_dir, tmp_path, capsys, monkeypatch):
     labels = tmp_path / "我的标签.txt"
     labels.write_text("\n".join(LABELS) + "\n\n", encoding="utf-8")

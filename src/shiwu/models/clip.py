@@ -11,7 +11,6 @@ quantises and runs like any image classifier, and can return the embedding besid
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -19,25 +18,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from .clip_tokenizer import DEFAULT_PROMPT  # noqa: F401 - callers import it from here too
-from .roberta import RoBERTa, TextConfig
-from .vit import VisionConfig, VisionTransformer
+from .clip_config import CLIPConfig, TextConfig, VisionConfig  # noqa: F401 - re-exported
+from .roberta import RoBERTa
+from .vit import VisionTransformer
 
 TEXT_BATCH = 64
-
-
-@dataclass(frozen=True)
-class CLIPConfig:
-    vision: VisionConfig
-    text: TextConfig
-
-    @classmethod
-    def from_json(cls, vision: dict, text: dict) -> "CLIPConfig":
-        """From the contents of ``vision_model_config.json`` and ``text_model_config.json``."""
-        return cls(VisionConfig.from_json(vision), TextConfig.from_json(text))
-
-    @property
-    def embed_dim(self) -> int:
-        return self.vision.embed_dim
 
 
 class ChineseCLIP(nn.Module):

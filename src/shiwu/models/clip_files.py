@@ -139,7 +139,7 @@ def locate(model: str | Path) -> Path:
 
 def read_configs(directory: str | Path):
     """``CLIPConfig`` from the directory's two config files (ModelNotFound saying what is wrong)."""
-    from .clip import CLIPConfig
+    from .clip_config import CLIPConfig
 
     directory = Path(directory)
     missing = [name for name in REQUIRED_FILES if not (directory / name).is_file()]

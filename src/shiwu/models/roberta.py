@@ -14,11 +14,12 @@ Padding is masked the reference's way, ``-10000`` added to the scores of padded 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from .clip_config import ACTIVATION_NAMES, TextConfig  # noqa: F401 - defined there without torch
 
 
 def _gelu_tanh(x: torch.Tensor) -> torch.Tensor:
@@ -26,43 +27,7 @@ def _gelu_tanh(x: torch.Tensor) -> torch.Tensor:
 
 
 # The reference's ACT2FN: "gelu" is the exact (erf) GELU.
-ACTIVATIONS = {"gelu": F.gelu, "gelu_new": _gelu_tanh, "relu": F.relu, "swish": F.silu}
-
-
-@dataclass(frozen=True)
-class TextConfig:
-    vocab_size: int = 21128
-    hidden_size: int = 768
-    num_hidden_layers: int = 12
-    num_attention_heads: int = 12
-    intermediate_size: int = 3072
-    max_position_embeddings: int = 512
-    type_vocab_size: int = 2
-    hidden_act: str = "gelu"
-    layer_norm_eps: float = 1e-12  # what the reference CLIP passes to its BertConfig
-
-    @classmethod
-    def from_json(cls, config: dict) -> "TextConfig":
-        """From the keys of ``text_model_config.json`` (``vocab_size``, ``text_hidden_size``, ...)."""
-        try:
-            result = cls(
-                vocab_size=int(config["vocab_size"]),
-                hidden_size=int(config["text_hidden_size"]),
-                num_hidden_layers=int(config["text_num_hidden_layers"]),
-                num_attention_heads=int(config["text_num_attention_heads"]),
-                intermediate_size=int(config["text_intermediate_size"]),
-                max_position_embeddings=int(config["text_max_position_embeddings"]),
-                type_vocab_size=int(config["text_type_vocab_size"]),
-                hidden_act=str(config.get("text_hidden_act", "gelu")))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"text_model_config.json: missing or invalid value ({exc!r})") from None
-        if result.hidden_act not in ACTIVATIONS:
-            raise ValueError(f"text_model_config.json: text_hidden_act {result.hidden_act!r} is not "
-                             f"one of {', '.join(ACTIVATIONS)}")
-        if result.hidden_size % result.num_attention_heads:
-            raise ValueError(f"text_model_config.json: text_hidden_size {result.hidden_size} is not "
-                             f"a multiple of text_num_attention_heads {result.num_attention_heads}")
-        return result
+ACTIVATIONS = dict(zip(ACTIVATION_NAMES, (F.gelu, _gelu_tanh, F.relu, F.silu)))
 
 
 class Embeddings(nn.Module):

@@ -159,7 +159,7 @@ def write_synthetic_clip(directory: str | Path, vision: str = "ViT-B-16", text: 
     """
     import torch
 
-    from .clip import CLIPConfig
+    from .clip_config import CLIPConfig
 
     text = text or TEXT_FOR_VISION.get(vision, "RoBERTa-wwm-ext-base-chinese")
     vision_config, text_config = read_config(vision), read_config(text)

@@ -18,51 +18,12 @@ this one class. The ResNet-50 tower (RN50) is another architecture and is refuse
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-
-@dataclass(frozen=True)
-class VisionConfig:
-    embed_dim: int = 512
-    image_resolution: int = 224
-    layers: int = 12
-    width: int = 768
-    patch_size: int = 16
-    head_width: int = 64  # ViT-H/14 has 80; the heads are width // head_width, as in the reference
-
-    @classmethod
-    def from_json(cls, config: dict) -> "VisionConfig":
-        """From the keys of ``vision_model_config.json``."""
-        layers = config.get("vision_layers")
-        if isinstance(layers, (str, list, tuple)):
-            # "[3,4,6,3]": the stage depths of a ModifiedResNet (RN50), not a layer count.
-            raise ValueError(
-                f"this is a ResNet image tower (vision_layers={layers!r}, the RN50 model); shiwu "
-                "runs the ViT Chinese-CLIP models (ViT-B/16, ViT-L/14, ViT-L/14@336, ViT-H/14)")
-        try:
-            result = cls(embed_dim=int(config["embed_dim"]),
-                         image_resolution=int(config["image_resolution"]),
-                         layers=int(layers), width=int(config["vision_width"]),
-                         patch_size=int(config["vision_patch_size"]),
-                         head_width=int(config.get("vision_head_width", 64)))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"vision_model_config.json: missing or invalid value ({exc!r})") from None
-        if result.width % result.head_width:
-            raise ValueError(f"vision_model_config.json: vision_width {result.width} is not a "
-                             f"multiple of vision_head_width {result.head_width}")
-        return result
-
-    @property
-    def heads(self) -> int:
-        return self.width // self.head_width
-
-    @property
-    def grid(self) -> int:
-        return self.image_resolution // self.patch_size
+from .clip_config import VisionConfig  # noqa: F401 - defined there without torch
 
 
 class QuickGELU(nn.Module):

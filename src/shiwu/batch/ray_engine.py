@@ -81,10 +81,29 @@ def check_address(address: str | None, timeout: float = CONNECT_TIMEOUT) -> None
     if standalone is None:
         return
     try:
-        standalone(address, None, int(timeout * 1000))
+        with _silenced_stderr():  # its C++ retries log warnings; the outcome is told below
+            standalone(address, None, int(timeout * 1000))
     except Exception as exc:  # noqa: BLE001 - Ray's RpcError and friends
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise _unreachable(address, f"no Ray cluster answers there: {first[:160]}") from None
+
+
+@contextlib.contextmanager
+def _silenced_stderr():
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+        null = os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        yield
+        return
+    os.dup2(null, 2)
+    os.close(null)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 # Ray Data creates its actors with their constructor (the whole map function) in the object
@@ -92,9 +111,7 @@ def check_address(address: str | None, timeout: float = CONNECT_TIMEOUT) -> None
 # an "E ... core_worker.cc ... max_restarts > 0 ..." line that reads like a failure. It is a
 # caveat about lost objects, not an error, and cannot be avoided through Ray Data's API, so this
 # one message is filtered out of stderr (C++ writes to file descriptor 2 directly).
-_NOISE = (b"has constructor arguments in the object store and max_restarts > 0",
-          # the connection check's own attempt (its failure is reported in one line instead)
-          b"Failed to get cluster ID from GCS server")
+_NOISE = (b"has constructor arguments in the object store and max_restarts > 0",)
 
 
 @contextlib.contextmanager
@@ -234,7 +251,10 @@ def run_ray(paths: Sequence[str], options: ModelOptions, *, topk: int = 5, batch
     preprocessing = preprocessing_of(options)  # unknown model: fail before starting Ray
     stats = {} if stats is None else stats
     started_here = not ray.is_initialized()
-    with filtered_stderr():
+    # Ray prints its workers' and raylet's messages ("(raylet) Task ... failed, retrying") to
+    # the driver's stdout, where `--json` puts the summary: send them to stderr with the rest
+    # of the diagnostics.
+    with filtered_stderr(), contextlib.redirect_stdout(sys.stderr):
         if started_here:
             check_address(address)
             if address is None and num_cpus is None and os.environ.get("SHIWU_RAY_NUM_CPUS"):

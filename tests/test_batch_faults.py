@@ -282,3 +282,13 @@ def test_a_full_disk_stops_with_a_clear_error_and_resume_completes(tmp_path, suf
     assert json.loads(resumed.stdout)["skipped"] == len(rows)
     assert sorted(images_of(out)) == sorted(str(p) for p in photos)  # each exactly once
     assert not journal.exists()
+
+
+def test_no_space_left_is_named_as_such(tmp_path):
+    """ENOSPC, the real full disk: /dev/full fails every write with it."""
+    out = tmp_path / "full.jsonl"
+    out.symlink_to("/dev/full")
+    run = shiwu("batch", DATA / "coffee.jpg", "-o", out, *FAST)
+    assert run.returncode == 3, run.stderr
+    assert f"cannot write {out}: no space left on the device" in run.stderr
+    assert "--resume" in run.stderr and "Traceback" not in run.stderr

@@ -112,8 +112,12 @@ def test_kill_9_mid_index_then_run_again_leaves_every_file_once(tmp_path):
     process.wait()
     with open_index(out) as index:
         assert 16 <= len(index) < 160
-    run = shiwu("index", folder, "--out", out, "--json", "--backend", "torch", "--threads", "1", "-q")
+    # --resume, as a user would type it after a crash (every index run only adds what is missing)
+    run = shiwu("index", folder, "--out", out, "--resume", "--json", "--backend", "torch",
+                "--threads", "1", "-q")
     assert run.returncode == 0, run.stderr
+    summary = json.loads(run.stdout)
+    assert summary["up_to_date"] >= 16 and summary["up_to_date"] + summary["done"] == 160, summary
     with open_index(out) as index:
         paths = [row.real_path for row in index.all_rows()]
         assert len(paths) == len(set(paths)) == 160

@@ -84,7 +84,7 @@ def test_an_empty_input_is_a_usage_error(tmp_path):
 def test_flat_columns_for_csv_and_parquet():
     assert columns(2) == ["image", "label_1", "label_en_1", "index_1", "score_1", "label_2",
                           "label_en_2", "index_2", "score_2", "model", "backend", "precision",
-                          "error_type", "error_message"]
+                          "error_type", "error_message", "path"]
     flat = flatten(row("a.jpg"), 2)
     assert flat["label_1"] == "虎斑猫" and flat["index_1"] == 281 and flat["label_2"] is None
     assert flat["error_type"] is None
@@ -349,3 +349,34 @@ def test_decoders_that_cannot_work_at_all_stop_the_run_with_a_clear_error(tmp_pa
     paths = [str(p) for p in small_photos(tmp_path, 4)]
     with pytest.raises(DecoderError, match="__main__"):
         list(run_local(paths, Options(backend="torch", threads=1), batch_size=2, workers=1))
+
+
+def test_files_of_earlier_versions_without_a_path_column_are_resumed(tmp_path, monkeypatch):
+    """CSV and Parquet files written before the ``path`` column: resumed (matched through
+    their relative spellings), CSV continued in its own columns, Parquet given the column."""
+    import csv as csv_module
+
+    import pyarrow as pa
+
+    from shiwu.batch.writers import parquet_schema
+
+    monkeypatch.chdir(tmp_path)
+    small_photos(tmp_path / "in", 2)
+    old_columns = columns(1, with_path=False)
+    legacy = {name: None for name in old_columns}
+    legacy.update(image="in/img_000.jpg", label_1="猫", index_1=281, score_1=0.5, model=MODEL)
+    with open("old.csv", "w", encoding="utf-8-sig", newline="") as handle:
+        writer = csv_module.writer(handle, lineterminator="\n")
+        writer.writerow(old_columns)
+        writer.writerow(["" if legacy[c] is None else legacy[c] for c in old_columns])
+    pq.write_table(pa.Table.from_pylist([legacy], schema=parquet_schema(1, with_path=False)),
+                   "old.parquet")
+    for name in ("old.csv", "old.parquet"):
+        summary = run_batch([str(tmp_path / "in")], name, resume=True, topk=1, backend="torch",
+                            threads=1, workers=0, progress=False, log=lambda m: None)
+        assert (summary.skipped, summary.done) == (1, 1), name
+        rows = read_back(tmp_path / name)
+        assert [r["image"] for r in rows] == ["in/img_000.jpg", str(tmp_path / "in" / "img_001.jpg")]
+    assert "path" not in read_back(tmp_path / "old.csv")[0]
+    assert [r["path"] for r in read_back(tmp_path / "old.parquet")] == [
+        str(tmp_path / "in" / "img_000.jpg"), str(tmp_path / "in" / "img_001.jpg")]

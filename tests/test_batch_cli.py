@@ -97,7 +97,8 @@ def test_folder_list_and_bad_files_to_all_three_formats(tmp_path):
         results[suffix] = rows
     jsonl = results["jsonl"]
     for row in jsonl:
-        assert set(row) == {"image", "predictions", "model", "backend", "precision", "error"}
+        assert set(row) == {"image", "predictions", "model", "backend", "precision", "error", "path"}
+        assert row["path"] == os.path.realpath(row["image"])
         assert row["model"] == "efficientnet-lite0" and row["backend"] == "torch"
     for path, row in zip(bad, jsonl[-len(bad):]):
         assert row["predictions"] == [] and row["error"]["type"] == "ImageError"
@@ -211,7 +212,7 @@ def test_ray_engine_on_a_local_two_cpu_ray_resumes_what_the_local_engine_began(t
     assert len(by_image) == len(rows) == len(everything)
     for image, want in expected_rows(everything, 2).items():
         got = by_image[image]
-        assert set(got) == set(want) and got["backend"] == want["backend"] == "torch"
+        assert set(got) == set(want) | {"path"} and got["backend"] == want["backend"] == "torch"
         assert top1(got) == top1(want) and got["error"] == want["error"]
         assert len(got["predictions"]) == len(want["predictions"])
 

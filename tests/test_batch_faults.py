@@ -60,9 +60,24 @@ def test_one_row_per_image_however_the_path_is_spelled(tmp_path):
     for spelling in ("link", "./photos/"):
         done = run_in(tmp_path, "batch", spelling, "-r", "-o", out, "--resume", *FAST)
         assert done.returncode == 0 and "nothing to do: all 7 images" in done.stderr, done.stderr
-    rows = images_of(out)
-    assert len(rows) == 7 and real(tmp_path / r for r in rows) == real(top + misc)
-    assert rows[3:] == [str(p) for p in top]  # the spelling of the run that wrote them
+    # and from inside the folder, as "." (the rows written as photos/misc/... from tmp_path are
+    # found beside the results file)
+    inside = run_in(photos, "batch", ".", "-r", "-o", out, "--resume", *FAST)
+    assert inside.returncode == 0 and "nothing to do: all 7 images" in inside.stderr, inside.stderr
+    # rows written from inside the folder, then resumed from elsewhere: "path" (the identity
+    # beside the spelling) matches them from any folder
+    (photos / "new").mkdir()
+    shutil.copy(misc[0], photos / "new" / "copy.jpg")  # same bytes, another file: its own row
+    inner = run_in(photos, "batch", "new", "-o", out, "--resume", *FAST)
+    assert inner.returncode == 0, inner.stderr
+    outer = run_in(tmp_path / "link" / "misc", "batch", "../new", "..", "-r", "-o", out,
+                   "--resume", *FAST)
+    assert outer.returncode == 0 and "nothing to do: all 8 images" in outer.stderr, outer.stderr
+    rows = read_rows(out)
+    assert len(rows) == 8 and len({r["path"] for r in rows}) == 8
+    assert sorted(r["path"] for r in rows) == real(top + misc + [photos / "new" / "copy.jpg"])
+    assert [r["image"] for r in rows[3:7]] == [str(p) for p in top]  # as that run spelled them
+    assert rows[7]["image"] == "new/copy.jpg"
 
 
 # --- 2. an output that cannot be written: one line, exit 2, before decoding ------------------------

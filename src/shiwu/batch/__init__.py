@@ -221,6 +221,7 @@ def run_batch(inputs: Sequence[str], out: str, *, recursive: bool = False, resum
         if retry_failed:
             summary.retried = writer.drop(set(keys) & writer.failed)
         todo = [p for p, key in zip(paths, keys) if key not in writer.done]
+        keys_of = dict(zip(paths, keys))
         summary.skipped = len(paths) - len(todo)
         summary.failed_before = writer.failed_before
         if writer.done and not summary.skipped:
@@ -256,11 +257,12 @@ def run_batch(inputs: Sequence[str], out: str, *, recursive: bool = False, resum
                 # actor died) must not give an image two rows
                 fresh = []
                 for row in rows:
-                    key = image_key(row["image"])
+                    key = keys_of.get(row["image"]) or image_key(row["image"])
                     if key in written:
                         summary.duplicates += 1
                         continue
                     written.add(key)
+                    row["path"] = key  # the identity, beside the spelling (writers.PATH_COLUMN)
                     fresh.append(row)
                 rows = fresh
                 if not rows:

@@ -36,6 +36,10 @@ except ImportError:  # not POSIX: no lock, the rest works
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 PREDICTION_FIELDS = ("label", "label_en", "index", "score")
 TRAILING_COLUMNS = ("model", "backend", "precision", "error_type", "error_message")
+# The image's identity, its resolved real path (``sources.image_key``), beside ``image`` as the
+# user spelled it: --resume matches it from any folder, and readers find the file from anywhere.
+# Files written before it existed have no such column; they are resumed by ``row_key``.
+PATH_COLUMN = "path"
 PARQUET_CHUNK_ROWS = 65_536
 
 
@@ -64,9 +68,20 @@ class OutputWriteError(OutputError):
                          "make room, then run the same command with --resume")
 
 
-def _key(image: str) -> str:
+def row_key(image: str, results_folder: Path) -> str:
+    """The identity (``sources.image_key``) of an image named in a results file.
+
+    An absolute path is resolved as it is. A relative one is resolved from the current folder,
+    like the paths of this run; if nothing is there, from the results file's folder, where a
+    run started in another folder most often wrote it. So a run from ``/data`` that wrote
+    ``photos/a.jpg`` into ``/data/out.jsonl`` is matched by ``--resume`` from ``/data/photos``.
+    """
     from .sources import image_key
 
+    if not os.path.isabs(image) and not os.path.lexists(image):
+        beside = os.path.join(results_folder, image)
+        if os.path.lexists(beside):
+            return image_key(beside)
     return image_key(image)
 
 
@@ -90,12 +105,13 @@ def output_format(path: str | os.PathLike) -> str:
                           "name it .jsonl, .csv or .parquet") from None
 
 
-def columns(topk: int) -> list[str]:
-    """The flat column names for CSV and Parquet."""
+def columns(topk: int, with_path: bool = True) -> list[str]:
+    """The flat column names for CSV and Parquet (``with_path=False``: files of earlier
+    versions, without the ``path`` column)."""
     names = ["image"]
     for rank in range(1, topk + 1):
         names += [f"{field}_{rank}" for field in PREDICTION_FIELDS]
-    return names + list(TRAILING_COLUMNS)
+    return names + list(TRAILING_COLUMNS) + ([PATH_COLUMN] if with_path else [])
 
 
 def flatten(row: dict, topk: int) -> dict:
@@ -111,6 +127,7 @@ def flatten(row: dict, topk: int) -> dict:
     error = row.get("error") or {}
     flat["error_type"] = error.get("type")
     flat["error_message"] = error.get("message")
+    flat[PATH_COLUMN] = row.get(PATH_COLUMN)
     return flat
 
 
@@ -294,6 +311,12 @@ def _scan_jsonl(path: Path, on_row) -> int:
 class JsonlWriter:
     kind = "jsonl"
 
+    def _key(self, image: str) -> str:
+        folder = getattr(self, "_results_folder", None)
+        if folder is None:  # resolved once, not per row
+            folder = self._results_folder = self.path.resolve().parent
+        return row_key(image, folder)
+
     def __init__(self, path: Path, *, topk: int, resume: bool = False, overwrite: bool = False,
                  what: str = ""):
         self.path = path
@@ -322,7 +345,7 @@ class JsonlWriter:
         return len(self.failed)
 
     def _seen(self, row: dict) -> None:
-        key = _key(row["image"])
+        key = row.get(PATH_COLUMN) or self._key(row["image"])
         self.done.add(key)
         if row.get("model"):
             self.models.add(row["model"])
@@ -342,7 +365,7 @@ class JsonlWriter:
         kept: list[bytes] = []
 
         def keep(row: dict) -> None:
-            if _key(row["image"]) not in keys:
+            if (row.get(PATH_COLUMN) or self._key(row["image"])) not in keys:
                 kept.append((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
 
         _scan_jsonl(self.path, keep)
@@ -364,6 +387,12 @@ class CsvWriter:
     """CSV in UTF-8 with a byte-order mark, so that Excel shows the Chinese labels correctly."""
 
     kind = "csv"
+
+    def _key(self, image: str) -> str:
+        folder = getattr(self, "_results_folder", None)
+        if folder is None:  # resolved once, not per row
+            folder = self._results_folder = self.path.resolve().parent
+        return row_key(image, folder)
 
     def __init__(self, path: Path, *, topk: int, resume: bool = False, overwrite: bool = False):
         self.path = path
@@ -398,7 +427,9 @@ class CsvWriter:
         records = self._records()
         header = next(records)
         image_col = header.index("image")
-        kept = [r for r in records if _key(r[image_col]) not in keys]
+        path_col = header.index(PATH_COLUMN) if PATH_COLUMN in header else None
+        kept = [r for r in records
+                if ((path_col is not None and r[path_col]) or self._key(r[image_col])) not in keys]
         self.file.replace_with([b"\xef\xbb\xbf" + self._encode([header]), self._encode(kept)])
         self.done -= keys
         self.failed -= keys
@@ -426,7 +457,7 @@ class CsvWriter:
         good = 0
         bad_record = None
         reader = csv.reader(lines(), strict=True)
-        image_col = model_col = error_col = None
+        image_col = model_col = error_col = path_col = None
         while True:
             try:
                 record = next(reader)
@@ -438,6 +469,8 @@ class CsvWriter:
             if image_col is None:  # the header
                 if not ended_newline:
                     break
+                if record == columns(self.topk, with_path=False):
+                    self.columns = record  # an earlier version's file: continue it as it is
                 if record != self.columns:
                     raise OutputError(
                         f"{self.path} has other columns than --topk {self.topk} gives "
@@ -445,6 +478,7 @@ class CsvWriter:
                         "of the first run, or write a new file")
                 image_col, model_col = record.index("image"), record.index("model")
                 error_col = record.index("error_type")
+                path_col = record.index(PATH_COLUMN) if PATH_COLUMN in record else None
                 good = offset
                 continue
             if not ended_newline or len(record) != len(self.columns):
@@ -453,7 +487,7 @@ class CsvWriter:
             if bad_record is not None:
                 raise OutputError(f"line {bad_record} of {self.path} is not a complete result row; "
                                   "remove it, then resume")
-            key = _key(record[image_col])
+            key = (path_col is not None and record[path_col]) or self._key(record[image_col])
             self.done.add(key)
             if record[model_col]:
                 self.models.add(record[model_col])
@@ -478,7 +512,7 @@ class CsvWriter:
         self.file.close()
 
 
-def parquet_schema(topk: int):
+def parquet_schema(topk: int, with_path: bool = True):
     import pyarrow as pa
 
     types = {"label": pa.string(), "label_en": pa.string(), "index": pa.int32(), "score": pa.float64()}
@@ -486,6 +520,8 @@ def parquet_schema(topk: int):
     for rank in range(1, topk + 1):
         fields += [pa.field(f"{name}_{rank}", kind) for name, kind in types.items()]
     fields += [pa.field(name, pa.string()) for name in TRAILING_COLUMNS]
+    if with_path:
+        fields.append(pa.field(PATH_COLUMN, pa.string()))
     return pa.schema(fields)
 
 
@@ -499,6 +535,12 @@ def _import_pyarrow():
 
 class ParquetWriter:
     kind = "parquet"
+
+    def _key(self, image: str) -> str:
+        folder = getattr(self, "_results_folder", None)
+        if folder is None:  # resolved once, not per row
+            folder = self._results_folder = self.path.resolve().parent
+        return row_key(image, folder)
 
     def __init__(self, path: Path, *, topk: int, resume: bool = False, overwrite: bool = False):
         _import_pyarrow()
@@ -518,6 +560,7 @@ class ParquetWriter:
         for stale in path.parent.glob(f".{path.name}.*.tmp"):
             stale.unlink(missing_ok=True)
         self.keep_old = resume and path.exists()
+        self.old_has_path = True
         self.old_images: set[str] = set()
         self.dropped: set[str] = set()  # --retry-failed: old rows that this run replaces
         self.models = set(self.journal.models)
@@ -529,20 +572,25 @@ class ParquetWriter:
             try:
                 parquet = pq.ParquetFile(path)
                 names = parquet.schema_arrow.names
-                if names != self.schema.names:
+                # an earlier version's file has no path column: it gets one when rewritten
+                self.old_has_path = PATH_COLUMN in names
+                if names not in (self.schema.names, parquet_schema(topk, with_path=False).names):
                     raise OutputError(
                         f"{path} has other columns than --topk {topk} gives; resume with the "
                         "--topk of the first run, or write a new file")
-                table = parquet.read(columns=["image", "model", "error_type"])
+                table = parquet.read(columns=["image", "model", "error_type"]
+                                     + ([PATH_COLUMN] if self.old_has_path else []))
             except OutputError:
                 self.journal.close()
                 raise
             except Exception as exc:  # pyarrow's errors for a file that is not Parquet
                 self.journal.close()
                 raise OutputError(f"cannot read {path} as Parquet ({exc})") from None
-            for image, error in zip(table.column("image").to_pylist(),
-                                    table.column("error_type").to_pylist()):
-                key = _key(image)
+            paths = (table.column(PATH_COLUMN).to_pylist() if self.old_has_path
+                     else [None] * table.num_rows)
+            for image, error, real_path in zip(table.column("image").to_pylist(),
+                                               table.column("error_type").to_pylist(), paths):
+                key = real_path or self._key(image)
                 self.old_images.add(key)
                 if error:
                     old_failed.add(key)
@@ -597,23 +645,31 @@ class ParquetWriter:
                 and self.journal_path.stat().st_size == 0):
             return  # nothing new
         journal_keys: set[str] = set()
-        _scan_jsonl(self.journal_path, lambda row: journal_keys.add(_key(row["image"])))
+        _scan_jsonl(self.journal_path, lambda row: journal_keys.add(
+            row.get(PATH_COLUMN) or self._key(row["image"])))
         replaced = journal_keys | self.dropped
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
             with pq.ParquetWriter(tmp, self.schema) as out:
                 if self.keep_old and self.path.exists():
                     for batch in pq.ParquetFile(self.path).iter_batches(batch_size=PARQUET_CHUNK_ROWS):
+                        table = pa.Table.from_batches([batch])
+                        if not self.old_has_path:
+                            keys = [self._key(i) for i in table.column("image").to_pylist()]
+                            table = table.append_column(pa.field(PATH_COLUMN, pa.string()),
+                                                       pa.array(keys, pa.string()))
                         if replaced:
-                            keep = [_key(i) not in replaced for i in batch.column("image").to_pylist()]
-                            batch = batch.filter(pa.array(keep))
-                        if batch.num_rows:
-                            out.write_batch(batch)
+                            keys = [real or self._key(image) for real, image in
+                                    zip(table.column(PATH_COLUMN).to_pylist(),
+                                        table.column("image").to_pylist())]
+                            table = table.filter(pa.array([k not in replaced for k in keys]))
+                        if table.num_rows:
+                            out.write_table(table)
                 seen: set[str] = set()
                 chunk: list[dict] = []
 
                 def add(row: dict) -> None:
-                    key = _key(row["image"])
+                    key = row.get(PATH_COLUMN) or self._key(row["image"])
                     if key in seen:
                         return
                     seen.add(key)

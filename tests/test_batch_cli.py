@@ -225,7 +225,9 @@ def test_ray_engine_joins_a_running_cluster_with_address(tmp_path):
     try:
         address = ray.get_runtime_context().gcs_address
         out = tmp_path / "out.csv"
-        images = [DATA / "coffee.jpg", DATA / "chelsea.jpg", tmp_path / "missing.jpg"]
+        listing = tmp_path / "list.txt"  # a missing file named in a list is a row with an error
+        listing.write_text(f"{tmp_path / 'missing.jpg'}\n")
+        images = [DATA / "coffee.jpg", DATA / "chelsea.jpg", listing]
         run = shiwu("batch", *images, "-o", out, "--engine", "ray", "--address", address, "-k", "1",
                     "--json", *FAST, env={**os.environ, **RAY_ENV})
         assert run.returncode == 1, run.stderr

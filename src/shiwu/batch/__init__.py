@@ -150,8 +150,9 @@ class _StopFlag:
 
 
 def _ignore_sigxfsz():
-    """Writing past the process's file size limit (RLIMIT_FSIZE) kills it with SIGXFSZ by
-    default, mid-row and without a word; ignored, the write fails with EFBIG and the run stops
+    """Writing past the process's file size limit (RLIMIT_FSIZE) kills a process with SIGXFSZ
+    by default, mid-row and without a word. The python executable ignores it at start-up, but an
+    application embedding Python may not: ignored, the write fails with EFBIG and the run stops
     with a clear error instead."""
     if not hasattr(signal, "SIGXFSZ") or threading.current_thread() is not threading.main_thread():
         return None

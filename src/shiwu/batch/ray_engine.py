@@ -22,6 +22,7 @@ import os
 import socket
 import sys
 import threading
+import time
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -63,13 +64,26 @@ def check_address(address: str | None, timeout: float = CONNECT_TIMEOUT) -> None
     if not sep or not port.isdigit():
         raise ClusterUnreachable(f"--address {address!r} is not HOST:PORT (or auto); a Ray head "
                                  f"started with `{START_COMMAND}` listens on HEAD:6379")
+    began = time.monotonic()
     try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
-            pass
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as sock:
+            # Ray's GCS is a gRPC server: it answers the HTTP/2 connection preface with a
+            # SETTINGS frame at once. Something that accepts the connection and stays silent
+            # would otherwise keep Ray's client waiting far beyond its own timeout.
+            sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+            sock.settimeout(max(0.1, timeout - (time.monotonic() - began)))
+            head = b""
+            while len(head) < 9:
+                chunk = sock.recv(9 - len(head))
+                if not chunk:
+                    break
+                head += chunk
     except socket.timeout:
         raise _unreachable(address, f"no answer within {timeout:g} s") from None
     except OSError as exc:
         raise _unreachable(address, exc.strerror or str(exc)) from None
+    if len(head) < 9 or head[3] != 0x04:
+        raise _unreachable(address, "what answers there is not a Ray (gRPC) server")
     # Something listens there (or a proxy accepts every connection): ask it for a Ray cluster
     # id with a deadline, where ray.init would retry for ~20 s. Ray's client class is internal,
     # so if it has moved the check is skipped and ray.init decides.

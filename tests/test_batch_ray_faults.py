@@ -79,6 +79,12 @@ def test_an_inference_actor_killed_mid_job_is_restarted_and_every_image_written_
         assert written_rows(out) < len(photos), "the run finished too quickly to be interrupted"
         os.kill(actors[0], signal.SIGKILL)
         stdout, stderr = run.communicate(timeout=400)
+        # the Ray shiwu started for the job (GCS, raylet, agents, workers) leaves with it
+        deadline = time.monotonic() + 20
+        while any(alive(p) for p in started) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        leftover = [title(p)[:80] for p in started if alive(p)]
+        assert not leftover, leftover
     finally:
         if run.poll() is None:
             kill_all(descendants(run.pid) | {run.pid})

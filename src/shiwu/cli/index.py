@@ -16,7 +16,8 @@ def add(commands) -> None:
         description="One row per image (path, size, mtime, model, top-1 label; an error for a bad "
                     "file) with its embedding, through the same pipeline as `shiwu batch`. "
                     "Running it again adds new or changed files only; kill -9 loses at most the "
-                    "batch in flight. Exit 0 ok, 1 some images failed, 2 usage, 130 interrupted.")
+                    "batch in flight. Exit 0 ok, 1 some images failed, 2 usage, 3 the index could not "
+                    "be written (disk full: run again after making room), 130 interrupted.")
     index.add_argument("inputs", nargs="+", metavar="PATH", help="folders, file lists or images")
     where = index.add_mutually_exclusive_group(required=True)
     where.add_argument("--out", "-o", metavar="INDEX", help="the index: a folder (created if new)")

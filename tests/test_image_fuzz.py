@@ -5,7 +5,6 @@ in a memory-capped process) is `python benchmarks/fuzz_images.py --cases 5000`."
 
 from __future__ import annotations
 
-import resource
 import warnings
 from datetime import timedelta
 
@@ -37,9 +36,6 @@ def test_mutations_are_reproducible():
         (k, m) for k in FORMATS for m in MUTATIONS}
 
 
-PEAK_BEFORE = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-
 @settings(max_examples=300, derandomize=True, deadline=timedelta(seconds=2), database=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(seed=seeds)
@@ -58,8 +54,40 @@ def test_a_mutated_image_decodes_or_fails_with_image_error_in_time(seed):
     assert np.asarray(image).shape == (image.height, image.width, 3)
 
 
-def test_fuzzing_stayed_within_bounded_memory():
-    # runs after the 300 cases (pytest keeps file order): a forged size that made Pillow
-    # allocate gigabytes would show in the process's peak
-    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - PEAK_BEFORE) / 1024
-    assert grown_mb < 512, grown_mb
+CHILD = """
+import collections, json, resource, sys, warnings
+limit = 1024 * 2**20  # 1 GiB of address space: a forged size that needs more fails here
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+warnings.simplefilter("ignore")
+sys.path.insert(0, sys.argv[1])
+from image_mutations import case
+from shiwu.images import ImageError, load_image
+outcomes, other = collections.Counter(), []
+for seed in range(300):
+    try:
+        load_image(case(seed)[2], min_size=224).load()
+        outcomes["image"] += 1
+    except ImageError:
+        outcomes["ImageError"] += 1
+    except BaseException as exc:
+        other.append((seed, type(exc).__name__, str(exc)[:100]))
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"outcomes": outcomes, "other": other, "peak_mb": peak}))
+"""
+
+
+def test_fuzzed_images_decode_within_bounded_memory():
+    """The same kind of cases in a process capped at 1 GiB of address space: a MemoryError (or
+    anything but an image or an ImageError) there is a forged size that got through."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-c", CHILD, os.path.dirname(__file__)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    report = json.loads(run.stdout)
+    assert report["other"] == [], report["other"]
+    assert sum(report["outcomes"].values()) == 300 and report["outcomes"]["ImageError"] > 0
+    assert report["peak_mb"] < 1024, report["peak_mb"]

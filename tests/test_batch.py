@@ -11,7 +11,7 @@ from PIL import Image
 
 from shiwu.batch import InputError, OutputError, run_batch
 from shiwu.batch.local import decode_batch, rows_for
-from shiwu.batch.sources import collect_images
+from shiwu.batch.sources import collect_images, image_key
 from shiwu.batch.writers import columns, flatten, open_writer
 from shiwu.preprocess import Preprocessing
 
@@ -26,6 +26,11 @@ def row(image, *, label="虎斑猫", index=281, error=None, model=MODEL):
                                      "score": 0.5}]
     return {"image": image, "predictions": predictions, "model": model, "backend": "torch",
             "precision": "fp32", "error": error}
+
+
+def keys(*names):
+    """Writers know images by identity (resolved real path), not by spelling."""
+    return {image_key(n) for n in names}
 
 
 def small_photos(folder, count):
@@ -59,14 +64,13 @@ def test_folders_lists_stdin_and_files_become_one_ordered_list(tmp_path):
 
     listing = tmp_path / "lists" / "todo.txt"
     listing.parent.mkdir()
-    listing.write_text("\ufeff# my photos\n../photos/a.png\n\n  ../photos/sub/c.webp  \r\n"
+    listing.write_text("\ufeff# my photos\n../photos/a.png\n\n../photos/sub/c.webp\r\n"
                        f"{top / 'b.JPG'}\nmissing.jpg\n", encoding="utf-8")
     stdin = io.StringIO(f"{top / 'a.png'}\n{tmp_path / 'x.gif'}\n")
-    got = collect_images([str(listing), "-", str(top / "a.png"), str(tmp_path / "nowhere.jpg")],
-                         stdin=stdin)
+    got = collect_images([str(listing), "-", str(top / "a.png")], stdin=stdin)
     assert got == [str(top / "a.png"), str(top / "sub" / "c.webp"), str(top / "b.JPG"),
-                   str(tmp_path / "lists" / "missing.jpg"), str(tmp_path / "x.gif"),
-                   str(tmp_path / "nowhere.jpg")]  # each path once, missing ones kept
+                   str(tmp_path / "lists" / "missing.jpg"), str(tmp_path / "x.gif")]
+    # each image once, missing ones (inside lists) kept
 
 
 def test_an_empty_input_is_a_usage_error(tmp_path):
@@ -80,7 +84,7 @@ def test_an_empty_input_is_a_usage_error(tmp_path):
 def test_flat_columns_for_csv_and_parquet():
     assert columns(2) == ["image", "label_1", "label_en_1", "index_1", "score_1", "label_2",
                           "label_en_2", "index_2", "score_2", "model", "backend", "precision",
-                          "error_type", "error_message"]
+                          "error_type", "error_message", "path"]
     flat = flatten(row("a.jpg"), 2)
     assert flat["label_1"] == "虎斑猫" and flat["index_1"] == 281 and flat["label_2"] is None
     assert flat["error_type"] is None
@@ -93,7 +97,7 @@ def test_jsonl_resume_cuts_the_torn_last_row_of_a_killed_run(tmp_path, capsys):
     good = "".join(json.dumps(row(f"{i}.jpg"), ensure_ascii=False) + "\n" for i in range(3))
     out.write_text(good + json.dumps(row("3.jpg"), ensure_ascii=False)[:40], encoding="utf-8")
     writer = open_writer(out, topk=1, resume=True, model=MODEL)
-    assert writer.done == {"0.jpg", "1.jpg", "2.jpg"}
+    assert writer.done == keys("0.jpg", "1.jpg", "2.jpg")
     writer.write([row("3.jpg"), row("4.jpg", error={"type": "ImageError", "message": "bad"})])
     writer.close()
     lines = out.read_text(encoding="utf-8").splitlines()
@@ -141,7 +145,7 @@ def test_csv_is_excel_friendly_and_resume_cuts_a_torn_quoted_row(tmp_path):
     assert data.startswith(b"\xef\xbb\xbfimage,label_1,")  # UTF-8 BOM: Excel shows Chinese
     out.write_bytes(data + b'"c.jpg,\xe8\x99\x8e')  # a kill in the middle of a quoted field
     writer = open_writer(out, topk=2, resume=True)
-    assert writer.done == {"a.jpg", "逗号,和\"引号\".jpg"} and writer.failed_before == 1
+    assert writer.done == keys("a.jpg", "逗号,和\"引号\".jpg") and writer.failed_before == 1
     writer.write([row("c.jpg")])
     writer.close()
     import csv
@@ -171,7 +175,7 @@ def test_parquet_journal_merges_into_one_file_without_duplicates(tmp_path):
     with pytest.raises(OutputError, match="--resume"):
         open_writer(out, topk=1)
     writer = open_writer(out, topk=1, resume=True)
-    assert writer.done == {"a.jpg", "b.jpg", "c.jpg"}
+    assert writer.done == keys("a.jpg", "b.jpg", "c.jpg")
     writer.write([row("d.jpg", error={"type": "ImageError", "message": "file not found"})])
     writer.close()
     table = pq.read_table(out)
@@ -233,7 +237,8 @@ def test_run_batch_gives_the_same_rows_as_recognize(tmp_path):
     # resume: nothing left to do; new images are the only work
     extra = small_photos(tmp_path / "new", 3)
     again = run_batch([str(DATA), str(listing), str(tmp_path / "new")], str(out), resume=True,
-                      backend="torch", threads=1, workers=0, progress=False, log=lambda m: None)
+                      topk=3, backend="torch", threads=1, workers=0, progress=False,
+                      log=lambda m: None)
     assert (again.skipped, again.done, again.failed_before) == (len(rows), 3, len(bad))
     images = [json.loads(line)["image"] for line in out.read_text(encoding="utf-8").splitlines()]
     assert images == [r["image"] for r in rows] + [str(p) for p in extra]
@@ -344,3 +349,34 @@ def test_decoders_that_cannot_work_at_all_stop_the_run_with_a_clear_error(tmp_pa
     paths = [str(p) for p in small_photos(tmp_path, 4)]
     with pytest.raises(DecoderError, match="__main__"):
         list(run_local(paths, Options(backend="torch", threads=1), batch_size=2, workers=1))
+
+
+def test_files_of_earlier_versions_without_a_path_column_are_resumed(tmp_path, monkeypatch):
+    """CSV and Parquet files written before the ``path`` column: resumed (matched through
+    their relative spellings), CSV continued in its own columns, Parquet given the column."""
+    import csv as csv_module
+
+    import pyarrow as pa
+
+    from shiwu.batch.writers import parquet_schema
+
+    monkeypatch.chdir(tmp_path)
+    small_photos(tmp_path / "in", 2)
+    old_columns = columns(1, with_path=False)
+    legacy = {name: None for name in old_columns}
+    legacy.update(image="in/img_000.jpg", label_1="猫", index_1=281, score_1=0.5, model=MODEL)
+    with open("old.csv", "w", encoding="utf-8-sig", newline="") as handle:
+        writer = csv_module.writer(handle, lineterminator="\n")
+        writer.writerow(old_columns)
+        writer.writerow(["" if legacy[c] is None else legacy[c] for c in old_columns])
+    pq.write_table(pa.Table.from_pylist([legacy], schema=parquet_schema(1, with_path=False)),
+                   "old.parquet")
+    for name in ("old.csv", "old.parquet"):
+        summary = run_batch([str(tmp_path / "in")], name, resume=True, topk=1, backend="torch",
+                            threads=1, workers=0, progress=False, log=lambda m: None)
+        assert (summary.skipped, summary.done) == (1, 1), name
+        rows = read_back(tmp_path / name)
+        assert [r["image"] for r in rows] == ["in/img_000.jpg", str(tmp_path / "in" / "img_001.jpg")]
+    assert "path" not in read_back(tmp_path / "old.csv")[0]
+    assert [r["path"] for r in read_back(tmp_path / "old.parquet")] == [
+        str(tmp_path / "in" / "img_000.jpg"), str(tmp_path / "in" / "img_001.jpg")]

@@ -97,7 +97,8 @@ def test_folder_list_and_bad_files_to_all_three_formats(tmp_path):
         results[suffix] = rows
     jsonl = results["jsonl"]
     for row in jsonl:
-        assert set(row) == {"image", "predictions", "model", "backend", "precision", "error"}
+        assert set(row) == {"image", "predictions", "model", "backend", "precision", "error", "path"}
+        assert row["path"] == os.path.realpath(row["image"])
         assert row["model"] == "efficientnet-lite0" and row["backend"] == "torch"
     for path, row in zip(bad, jsonl[-len(bad):]):
         assert row["predictions"] == [] and row["error"]["type"] == "ImageError"
@@ -174,7 +175,7 @@ def test_usage_errors_exit_2_and_leave_results_alone(tmp_path):
         assert message in run.stderr, (args, run.stderr)
     assert out.read_bytes() == before
     again = shiwu("batch", DATA / "coffee.jpg", "-o", out, "--resume", *FAST)
-    assert again.returncode == 0 and "nothing to do: all 1 images" in again.stderr
+    assert again.returncode == 0 and "nothing to do: the 1 image is already in" in again.stderr
     assert out.read_bytes() == before
 
 
@@ -211,7 +212,7 @@ def test_ray_engine_on_a_local_two_cpu_ray_resumes_what_the_local_engine_began(t
     assert len(by_image) == len(rows) == len(everything)
     for image, want in expected_rows(everything, 2).items():
         got = by_image[image]
-        assert set(got) == set(want) and got["backend"] == want["backend"] == "torch"
+        assert set(got) == set(want) | {"path"} and got["backend"] == want["backend"] == "torch"
         assert top1(got) == top1(want) and got["error"] == want["error"]
         assert len(got["predictions"]) == len(want["predictions"])
 
@@ -224,7 +225,9 @@ def test_ray_engine_joins_a_running_cluster_with_address(tmp_path):
     try:
         address = ray.get_runtime_context().gcs_address
         out = tmp_path / "out.csv"
-        images = [DATA / "coffee.jpg", DATA / "chelsea.jpg", tmp_path / "missing.jpg"]
+        listing = tmp_path / "list.txt"  # a missing file named in a list is a row with an error
+        listing.write_text(f"{tmp_path / 'missing.jpg'}\n")
+        images = [DATA / "coffee.jpg", DATA / "chelsea.jpg", listing]
         run = shiwu("batch", *images, "-o", out, "--engine", "ray", "--address", address, "-k", "1",
                     "--json", *FAST, env={**os.environ, **RAY_ENV})
         assert run.returncode == 1, run.stderr

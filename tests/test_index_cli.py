@@ -112,13 +112,49 @@ def test_kill_9_mid_index_then_run_again_leaves_every_file_once(tmp_path):
     process.wait()
     with open_index(out) as index:
         assert 16 <= len(index) < 160
-    run = shiwu("index", folder, "--out", out, "--json", "--backend", "torch", "--threads", "1", "-q")
+    # --resume, as a user would type it after a crash (every index run only adds what is missing)
+    run = shiwu("index", folder, "--out", out, "--resume", "--json", "--backend", "torch",
+                "--threads", "1", "-q")
     assert run.returncode == 0, run.stderr
+    summary = json.loads(run.stdout)
+    assert summary["up_to_date"] >= 16 and summary["up_to_date"] + summary["done"] == 160, summary
     with open_index(out) as index:
         paths = [row.real_path for row in index.all_rows()]
         assert len(paths) == len(set(paths)) == 160
         scores, ids = index.search_ids(next(index.iter_vectors())[1][:1], 1)
         assert scores[0, 0] > 0.999
+
+
+def _index_size_limit():
+    import resource
+
+    limit = 100 * 1024  # the table and vector file outgrow it after a few batches of 4
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+
+def test_a_full_disk_mid_index_is_one_line_and_the_next_run_completes(tmp_path):
+    from test_batch import small_photos
+
+    photos = small_photos(tmp_path / "many", 40)
+    out = tmp_path / "index"
+    args = ["index", tmp_path / "many", "--out", out, "--batch-size", "4", "--workers", "0",
+            "--backend", "torch", "--threads", "1", "-q"]
+    full = subprocess.run([SHIWU, *map(str, args)], capture_output=True, text=True, timeout=300,
+                          preexec_fn=_index_size_limit)
+    assert full.returncode == 3, full.stderr
+    lines = full.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"cannot write the index {out}" in lines[0], lines
+    with open_index(out) as index:  # what was stored is a loadable index, whole batches
+        stored = [row.real_path for row in index.all_rows()]
+        assert len(stored) == len(set(stored)) < len(photos) and len(stored) % 4 == 0
+    again = shiwu(*args, "--json")
+    assert again.returncode == 0, again.stderr
+    with open_index(out) as index:
+        paths = [row.real_path for row in index.all_rows()]
+        assert sorted(paths) == sorted(str(p) for p in photos)  # each once
+        scores, _ = index.search_ids(next(index.iter_vectors())[1][:1], 1)
+        assert scores[0, 0] > 0.999
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".tmp")]
 
 
 def test_dedupe_groups_the_copies_of_a_folder(photos, tmp_path):

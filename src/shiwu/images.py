@@ -81,15 +81,18 @@ def load_image(source: ImageSource, *, min_size: int | None = None,
     stream = _open_stream(source, name)
     try:
         with warnings.catch_warnings():
-            # We apply our own, configurable, limit below; Pillow's warning would only be noise.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            # Our own, configurable, pixel limit applies below, so Pillow's bomb warning would
+            # only be noise; and a damaged file's warnings ("Corrupt EXIF data", "Truncated
+            # File Read", found by benchmarks/fuzz_images.py) would print one line per image in
+            # a batch. The image either decodes, or fails with an ImageError saying why.
+            warnings.simplefilter("ignore")
             image = Image.open(stream)
-        _check_pixels(image.size, name, max_pixels)
-        if min_size and image.format == "JPEG":
-            image.draft("RGB", (min_size, min_size))
-        image.load()
-        image = _upright(image)
-        return _to_rgb(image, name)
+            _check_pixels(image.size, name, max_pixels)
+            if min_size and image.format == "JPEG":
+                image.draft("RGB", (min_size, min_size))
+            image.load()
+            image = _upright(image)
+            return _to_rgb(image, name)
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import sys
 
 from .options import (EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, add_model_options, count,
@@ -15,7 +16,8 @@ def add(commands) -> None:
         description="One row per image (path, size, mtime, model, top-1 label; an error for a bad "
                     "file) with its embedding, through the same pipeline as `shiwu batch`. "
                     "Running it again adds new or changed files only; kill -9 loses at most the "
-                    "batch in flight. Exit 0 ok, 1 some images failed, 2 usage, 130 interrupted.")
+                    "batch in flight. Exit 0 ok, 1 some images failed, 2 usage, 3 the index could not "
+                    "be written (disk full: run again after making room), 130 interrupted.")
     index.add_argument("inputs", nargs="+", metavar="PATH", help="folders, file lists or images")
     where = index.add_mutually_exclusive_group(required=True)
     where.add_argument("--out", "-o", metavar="INDEX", help="the index: a folder (created if new)")
@@ -40,6 +42,26 @@ def add(commands) -> None:
     index.set_defaults(run=run)
 
 
+# as for shiwu batch: the index could not be written half-way (disk full)
+EXIT_OUTPUT_FAILED = 3
+
+
+def _write_failure(exc: BaseException) -> str | None:
+    """Why writing failed, if ``exc`` is a full disk or a file size limit (SQLite says "disk
+    I/O error" or "database or disk is full", faiss a failed fwrite); else None."""
+    import errno
+
+    code = getattr(exc, "errno", None)
+    text = str(exc).lower()
+    if code in (errno.ENOSPC, errno.EDQUOT) or "disk is full" in text:
+        return "no space left on the device"
+    if code == errno.EFBIG or "too large" in text:
+        return "file too large (the file size limit of this system or process)"
+    if "disk i/o error" in text or ("fwrite" in text or "write" in text and "faiss" in text):
+        return f"the disk refused the write ({str(exc).splitlines()[0][:120]}; disk full?)"
+    return None
+
+
 def run(args) -> int:
     from ..batch import InputError
     from ..images import DEFAULT_MAX_PIXELS
@@ -56,6 +78,16 @@ def run(args) -> int:
     except (InputError, IndexingError, IndexFormatError, IndexMismatchError) as exc:
         print(f"shiwu: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except (OSError, sqlite3.OperationalError, RuntimeError) as exc:
+        reason = _write_failure(exc)
+        if reason is None:
+            raise
+        # each batch is one transaction and the vector file is replaced atomically: what was
+        # stored before stays, and the next run adds the rest
+        print(f"shiwu: error: cannot write the index {args.out or args.store}: {reason}. What "
+              "was stored before is intact; make room, then run the same command again",
+              file=sys.stderr)
+        return EXIT_OUTPUT_FAILED
     print(f"shiwu: {summary.format()}".replace("\n", "\nshiwu: "), file=sys.stderr)
     if args.json:
         print(json.dumps(summary.to_dict(), ensure_ascii=False))

@@ -143,7 +143,10 @@ class SqliteTable:
                                     "WHERE key = 'generation'")
                 self.db.execute("COMMIT")
             except BaseException:
-                self.db.execute("ROLLBACK")
+                # SQLite has already rolled back by itself after some errors (a disk I/O error
+                # from a full disk): a second ROLLBACK would hide the real error
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
                 raise
 
     # -- rows ----------------------------------------------------------------------------

@@ -45,8 +45,18 @@ def test_fp32_backends_match_eager(name, photo_batch, eager_logits):
 
 
 def test_openvino_fp32_is_really_fp32_and_bf16_is_named(photo_batch, eager_logits):
-    """OpenVINO defaults to bf16 on this CPU; fp32 must be asked for, and is far closer."""
+    """OpenVINO defaults to bf16 on CPUs that have it; fp32 must be asked for, and is far
+    closer. A CPU without bf16 instructions gets a refusal that says so, never a silent fp32."""
+    from shiwu.backends.openvino import bf16_supported
+
     fp32 = create_backend("openvino", SPEC, size=224, precision="fp32", threads=2).run(photo_batch)
+    assert np.abs(fp32 - eager_logits).max() < 2e-3
+    if not bf16_supported():
+        with pytest.raises(BackendUnavailable, match="no bf16 instructions"):
+            create_backend("openvino", SPEC, size=224, precision="bf16", threads=2)
+        with pytest.raises(BackendUnavailable, match="no bf16 instructions"):
+            Recognizer(backend="openvino", precision="bf16")
+        return
     bf16_backend = create_backend("openvino", SPEC, size=224, precision="bf16", threads=2)
     assert bf16_backend.precision == "bf16"
     bf16 = bf16_backend.run(photo_batch)

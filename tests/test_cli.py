@@ -102,3 +102,53 @@ def test_models_lists_weights_presence():
     assert rows["efficientnet-lite0"]["weights_installed"] is True
     assert rows["efficientnet-lite0"]["classes"] == 1000
     assert "efficientnet-lite0" in shiwu("models").stdout
+
+
+# Packages of the optional extras (serve, clip, index, milvus, ray, parquet, int8, plot) and the
+# test references: `pip install shiwu` has none of them.
+EXTRA_MODULES = ("tokenizers", "faiss", "scipy", "fastapi", "starlette", "uvicorn", "multipart",
+                 "prometheus_client", "ray", "pyarrow", "pymilvus", "milvus_lite", "nncf",
+                 "matplotlib", "modelscope", "cn_clip", "hypothesis", "httpx")
+
+
+def test_the_run_command_works_with_no_extra_installed():
+    """README's first command installs shiwu without extras: no module of an extra may be
+    imported on the way to a prediction (this broke once: a model source imported the CLIP
+    tokenizer, which needs `tokenizers`)."""
+    blocker = (
+        "import sys, importlib.abc\n"
+        f"blocked = set({EXTRA_MODULES!r})\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in blocked:\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from shiwu.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n")
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    run = subprocess.run([sys.executable, "-c", blocker, "predict", str(examples / "猫.jpg"),
+                          str(examples / "咖啡.jpg"), "--json"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    cat, coffee = [json.loads(line) for line in run.stdout.splitlines()]
+    assert cat["predictions"][0]["index"] in CAT_CLASSES and coffee["error"] is None
+
+
+def test_chinese_clip_without_its_extra_says_what_to_install(tmp_path):
+    from shiwu.models.synthetic_clip import main as write_synthetic
+
+    blocker = (
+        "import sys, importlib.abc\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'tokenizers':\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from shiwu.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n")
+    assert write_synthetic([str(tmp_path / "clip"), "--small"]) == 0
+    run = subprocess.run([sys.executable, "-c", blocker, "predict", str(DATA / "coffee.jpg"), "--model",
+                          str(tmp_path / "clip"), "--labels", "猫,狗"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
+    assert 'pip install "shiwu[clip]"' in run.stderr and "tokenizers" in run.stderr

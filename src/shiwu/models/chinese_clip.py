@@ -26,7 +26,7 @@ import numpy as np
 
 from ..labels import LabelSet
 from . import clip_files
-from .clip_tokenizer import DEFAULT_PROMPT
+from .clip_config import DEFAULT_PROMPT
 from .modelscope import PREFIX
 from .spec import ModelNotFound, ModelRef, ModelSpec
 

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .clip_tokenizer import DEFAULT_PROMPT  # noqa: F401 - callers import it from here too
+from .clip_config import DEFAULT_PROMPT  # noqa: F401 - callers import it from here too
 from .clip_config import CLIPConfig, TextConfig, VisionConfig  # noqa: F401 - re-exported
 from .roberta import RoBERTa
 from .vit import VisionTransformer

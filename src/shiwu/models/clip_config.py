@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # The reference's ACT2FN names that ``roberta.ACTIVATIONS`` implements.
+CONTEXT_LENGTH = 52  # the official preprocessor's (and every released model's) text length
+DEFAULT_PROMPT = "一张{}的照片。"  # "a photo of {}.", the template of Chinese-CLIP's zero-shot evaluation
 ACTIVATION_NAMES = ("gelu", "gelu_new", "relu", "swish")
 
 

@@ -171,8 +171,20 @@ def is_synthetic(directory: str | Path) -> bool:
     return isinstance(config, dict) and bool(config.get("synthetic"))
 
 
+def _tokenizer_module():
+    """shiwu.models.clip_tokenizer, or a clear error without the `clip` extra (`tokenizers`)."""
+    try:
+        from . import clip_tokenizer
+    except ImportError as exc:
+        from .spec import ModelNotFound
+
+        raise ModelNotFound(f"Chinese-CLIP needs the {exc.name} package for its tokenizer: "
+                            'pip install "shiwu[clip]"') from None
+    return clip_tokenizer
+
+
 def _vocab(directory: str | Path) -> dict[str, int]:
-    from .clip_tokenizer import read_vocab
+    read_vocab = _tokenizer_module().read_vocab
 
     path = Path(directory) / VOCAB_FILE
     try:
@@ -187,9 +199,9 @@ def _vocab(directory: str | Path) -> dict[str, int]:
 
 def load_tokenizer(directory: str | Path, context_length: int | None = None):
     """The model's tokenizer (its ``vocab.txt`` through Hugging Face ``tokenizers``)."""
-    from .clip_tokenizer import CONTEXT_LENGTH, ClipTokenizer
+    from .clip_config import CONTEXT_LENGTH
 
-    return ClipTokenizer(_vocab(directory), context_length or CONTEXT_LENGTH)
+    return _tokenizer_module().ClipTokenizer(_vocab(directory), context_length or CONTEXT_LENGTH)
 
 
 def checkpoint_state(path: str | Path) -> dict:

@@ -35,8 +35,7 @@ from typing import Iterable, Sequence
 import numpy as np
 from tokenizers import PreTokenizedString, Tokenizer, models, normalizers, pre_tokenizers, processors
 
-CONTEXT_LENGTH = 52  # the official preprocessor's (and every released model's) text length
-DEFAULT_PROMPT = "一张{}的照片。"  # "a photo of {}.", the template of Chinese-CLIP's zero-shot evaluation
+from .clip_config import CONTEXT_LENGTH, DEFAULT_PROMPT  # noqa: F401 - importable from here too
 MAX_CHARS_PER_WORD = 200  # the reference WordpieceTokenizer's max_input_chars_per_word
 SPECIAL = ("[PAD]", "[UNK]", "[CLS]", "[SEP]")
 # Symbols (category So) that every Unicode version and both libraries leave alone; the first one

@@ -17,10 +17,8 @@ come before the model's own labels; ``replace``: the gallery alone.
 from __future__ import annotations
 
 import hashlib
-import os
 import sqlite3
 import sys
-import tempfile
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,18 +105,10 @@ def save_example(folder: str | Path, label: str, data: bytes, image_format: str 
     path = target / f"{hashlib.sha256(data).hexdigest()[:24]}{suffix}"
     if path.exists():
         return path, False
+    from .index.manifest import write_atomically
+
     target.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=target, prefix=".tmp-", suffix=suffix)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
+    write_atomically(path, data)  # its temporary file starts with ".": never read as an example
     return path, True
 
 
@@ -235,7 +225,9 @@ def class_folders(folder: str | Path) -> dict[str, list[Path]]:
                            "named by its label, a few photos in each)")
     classes = {}
     for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        photos = sorted(p for p in sub.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        # hidden files are not examples: a write cut by kill -9 leaves its ".tmp-…" file behind
+        photos = sorted(p for p in sub.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                        and not p.name.startswith("."))
         classes[sub.name] = photos
     if not classes:
         raise GalleryError(f"gallery folder {folder} has no class sub-folders: put each class's photos "

@@ -3,7 +3,6 @@
 from .images import ImageError, load_image
 from .postprocess import Prediction
 from .recognizer import Recognizer, Result
-
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = ["Recognizer", "Prediction", "Result", "ImageError", "load_image", "__version__"]

@@ -1,0 +1,81 @@
+"""Files written so that a reader, or a process killed at any moment, sees the old file or the
+new one and never half of one: the one temp-file + fsync + rename of the project.
+
+Temporary files start with ``TEMP_PREFIX`` in the target's own folder (a rename is atomic only
+within one file system), so a folder's strays from a killed writer are recognisable and can be
+cleaned up, and hidden, so nothing that lists photos or examples ever takes one for data.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+TEMP_PREFIX = ".tmp-"
+
+
+def _umask() -> int:
+    # os.umask can only be read by setting it; set it back at once (single call site, cheap).
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_folder(folder: str) -> None:
+    """Make the rename itself durable (a crash right after os.replace could otherwise lose it)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems (and Windows) refuse fsync on a folder: the data is synced
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_output(target: str | os.PathLike, *, mode: int | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; when the block ends without an exception the
+    file is fsynced and renamed onto ``target``, otherwise removed.
+
+    The file gets ``mode`` (default: what ``open()`` would give, 0o666 less the umask), not
+    mkstemp's 0o600, so a manifest is as readable as the table written beside it.
+    """
+    target = Path(target)
+    folder = target.parent if str(target.parent) else Path(".")
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX, suffix=f"-{target.name}"[-64:])
+    os.close(fd)
+    temporary = Path(name)
+    try:
+        yield temporary
+        os.chmod(temporary, (0o666 & ~_umask()) if mode is None else mode)
+        with open(temporary, "rb+") as file:
+            os.fsync(file.fileno())
+        os.replace(temporary, target)
+        _fsync_folder(os.fspath(folder))
+    finally:
+        if temporary.exists():
+            temporary.unlink()
+
+
+def atomic_write(target: str | os.PathLike, data: bytes | str, *, mode: int | None = None) -> None:
+    """Write ``data`` (str is written as UTF-8) to ``target`` atomically and durably."""
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    with atomic_output(target, mode=mode) as temporary:
+        with open(temporary, "wb") as file:
+            file.write(payload)
+
+
+def stray_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Temporary files a killed writer left in ``folder`` (not its subfolders)."""
+    try:
+        return sorted(p for p in Path(folder).iterdir()
+                      if p.name.startswith(TEMP_PREFIX) and p.is_file())
+    except OSError:
+        return []

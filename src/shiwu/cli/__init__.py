@@ -12,6 +12,7 @@ from .. import __version__
 from ..backends import BackendUnavailable
 from ..gallery import GalleryError
 from ..models.spec import ModelNotFound
+from . import logs
 from . import batch, bench, dedupe, doctor, eval, export, index, models, predict, search, serve, tune
 from .options import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE
 
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     _utf8_stdio()
     _interruptible()
+    logs.configure()
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)

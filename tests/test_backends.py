@@ -11,7 +11,7 @@ import pytest
 
 from shiwu import Recognizer
 from shiwu.backends import BackendUnavailable, backend_class, create_backend, export
-from shiwu.backends.cache import entry_path, weights_fingerprint
+from shiwu.cache import entry_path, weights_fingerprint
 from shiwu.images import load_image
 from shiwu.models.registry import get_model
 

@@ -198,7 +198,7 @@ def save_tuned(model: str, entry: dict, path: Path | None = None) -> Path:
     """Store ``entry`` (backend, precision, threads, size, batch_size, plus any notes such as
     the measured latency) as the tuned settings for ``model``; other models' entries and
     other tables in the file are kept."""
-    from .backends.cache import atomic_write_text
+    from .cache import atomic_write_text
 
     path = path or config_path()
     data = read_config(path, strict=True)
@@ -212,7 +212,7 @@ def save_tuned(model: str, entry: dict, path: Path | None = None) -> Path:
 
 def forget_tuned(model: str, path: Path | None = None) -> bool:
     """Remove ``model``'s tuned settings; True if there were any."""
-    from .backends.cache import atomic_write_text
+    from .cache import atomic_write_text
 
     path = path or config_path()
     data = read_config(path, strict=True)

@@ -7,9 +7,9 @@ import importlib.util
 import os
 import platform
 
-from . import __version__
+from .version import __version__
 from .backends.auto import remembered_choices
-from .backends.cache import cache_dir
+from .cache import cache_dir
 from .config import describe as describe_settings
 from .cpu import cpu_features, cpu_model, default_threads, physical_cores, usable_cpus
 

@@ -295,7 +295,7 @@ class EmbeddingCache:
     size change the vectors a little), in one SQLite file: safe for several processes."""
 
     def __init__(self, recognizer):
-        from .backends.cache import cache_dir
+        from .cache import cache_dir
 
         key = "|".join([recognizer.spec.fingerprint(), recognizer.backend.name, recognizer.backend.precision,
                         str(recognizer.preprocessing.size)])

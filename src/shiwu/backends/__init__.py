@@ -7,23 +7,11 @@ when chosen: the ONNX Runtime and OpenVINO paths must start without torch.
 
 from __future__ import annotations
 
-import importlib
 from typing import Protocol
 
 import numpy as np
 
-BACKENDS = ("auto", "torch", "torchscript", "compile", "onnxruntime", "openvino", "ipex")
-PRECISIONS = ("fp32", "bf16", "int8")
-
-# name -> (module, class)
-_IMPLEMENTATIONS = {
-    "torch": ("torch_eager", "TorchBackend"),
-    "torchscript": ("torchscript", "TorchScriptBackend"),
-    "compile": ("compile", "CompileBackend"),
-    "onnxruntime": ("onnxruntime", "OnnxRuntimeBackend"),
-    "openvino": ("openvino", "OpenVINOBackend"),
-    "ipex": ("ipex", "IpexBackend"),
-}
+from .runtimes import BACKENDS, PRECISIONS, BackendUnavailable, backend_class  # noqa: F401 - the package's API
 
 
 class Backend(Protocol):
@@ -31,10 +19,6 @@ class Backend(Protocol):
     precision: str
 
     def run(self, batch: np.ndarray) -> np.ndarray: ...
-
-
-class BackendUnavailable(RuntimeError):
-    """A backend or precision cannot run here; the message says why and what to install."""
 
 
 def unsupported(spec, name: str) -> str:
@@ -92,14 +76,6 @@ def run_in_fixed_batches(run, batch: np.ndarray, fixed: int | None) -> np.ndarra
     if fixed != 1:
         raise BackendUnavailable(f"this graph takes batches of exactly {fixed} images")
     return np.concatenate([run(batch[i:i + 1]) for i in range(len(batch))])
-
-
-def backend_class(name: str):
-    try:
-        module, cls = _IMPLEMENTATIONS[name]
-    except KeyError:
-        raise BackendUnavailable(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}") from None
-    return getattr(importlib.import_module(f"{__name__}.{module}"), cls)
 
 
 def create_backend(name: str, spec, *, size: int, precision: str = "fp32",

@@ -16,8 +16,8 @@ import time
 
 import numpy as np
 
-from . import BackendUnavailable, backend_class
-from . import cache
+from .. import cache
+from .runtimes import BackendUnavailable, backend_class
 
 # Candidates per precision, most likely winner first. torch.compile is left out: its first
 # compilation takes longer than the whole measurement should; choose it with --backend compile.
@@ -41,7 +41,7 @@ def _versions() -> dict[str, str | None]:
 
 
 def choice_path(spec, *, size: int, precision: str, threads: int):
-    from .. import __version__
+    from ..version import __version__
     from ..cpu import cpu_flags, cpu_model
 
     key = json.dumps({

@@ -12,7 +12,7 @@ import torch
 
 from ..models.embedding import with_outputs
 from . import BackendUnavailable
-from .cache import cache_dir
+from ..cache import cache_dir
 from .torch_common import TorchRun
 
 

@@ -12,13 +12,11 @@ file is copied once into that shape (see graph_outputs).
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import sys
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
 
-from . import cache
+from .. import cache
 
 ONNX_OPSET = 17
 INPUT_NAME, OUTPUT_NAME, EMBEDDING_NAME = "input", "logits", "embedding"
@@ -59,28 +57,13 @@ def cached_onnx(spec, size: int, *, rebuild: bool = False) -> Path:
     return path
 
 
-@contextmanager
-def exportable_attention():
-    # nn.TransformerEncoderLayer / MultiheadAttention take a fused "fast path" in eval mode
-    # without grad (aten::_transformer_encoder_layer_fwd), which neither ONNX nor a portable
-    # TorchScript trace can express; the plain path computes the same values.
-    import torch
-
-    enabled = torch.backends.mha.get_fastpath_enabled()
-    torch.backends.mha.set_fastpath_enabled(False)
-    try:
-        yield
-    finally:
-        torch.backends.mha.set_fastpath_enabled(enabled)
-
-
 def export_onnx(spec, size: int, target: Path) -> Path:
     """Write an fp32 ONNX model with a dynamic batch axis to ``target`` (atomically)."""
     import torch
 
     print(f"shiwu: exporting {spec.name} ({size}px) to ONNX once; later runs reuse {target}",
           file=sys.stderr)
-    from ..models.embedding import LogitsAndEmbedding, with_outputs
+    from ..models.embedding import LogitsAndEmbedding, exportable_attention, with_outputs
 
     network = spec.build(size)
     wrapped = with_outputs(network, spec)
@@ -125,7 +108,7 @@ def export_torchscript(spec, size: int, target: Path, *, embedding: bool = True)
     returns (logits, embedding) — or, with ``embedding=False`` (for deployment), the logits."""
     import torch
 
-    from ..models.embedding import with_outputs
+    from ..models.embedding import exportable_attention, with_outputs
 
     network = with_outputs(spec.build(size), spec, embedding=embedding)
     example = torch.zeros(1, 3, size, size)
@@ -138,65 +121,6 @@ def export_torchscript(spec, size: int, target: Path, *, embedding: bool = True)
     with cache.atomic_output(target) as tmp:
         torch.jit.save(frozen, str(tmp))
     return target
-
-
-FORMATS = ("onnx", "torchscript", "openvino")
-
-
-def export_for_deployment(spec, *, size: int, fmt: str, out: Path, precision: str = "fp32",
-                          calibration=None) -> list[Path]:
-    """Write the model in ``fmt`` to ``out`` for use outside shiwu, with its labels beside it
-    (``<out>.labels.tsv``: index, Chinese, English). Returns the files written."""
-    import shutil
-
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
-    if precision not in ("fp32", "int8") or (precision == "int8" and fmt == "torchscript"):
-        from . import BackendUnavailable
-        raise BackendUnavailable(f"{fmt} export supports fp32{' and int8' if fmt != 'torchscript' else ''}, "
-                                 f"not {precision}")
-    written = [out]
-    if fmt == "torchscript":
-        export_torchscript(spec, size, out, embedding=False)  # module(x) gives the logits, as expected
-    elif fmt == "onnx":
-        if precision == "int8":
-            from .quantize import cached_onnx_int8
-            source = cached_onnx_int8(spec, size, calibration=calibration)
-        else:
-            source = cached_onnx(spec, size)
-        shutil.copyfile(source, out)
-    else:
-        if precision == "int8":
-            from .quantize import cached_openvino_int8
-            source = cached_openvino_int8(spec, size, calibration=calibration)
-            shutil.copyfile(source.with_suffix(".bin"), out.with_suffix(".bin"))
-            shutil.copyfile(source, out)
-        else:
-            import openvino as ov
-            ov.save_model(ov.Core().read_model(str(openvino_source(spec, size))), str(out),
-                          compress_to_fp16=False)
-        written.append(out.with_suffix(".bin"))
-    labels = spec.labels()
-    label_file = out.with_name(out.name + ".labels.tsv")
-    label_file.write_text("".join(f"{i}\t{zh}\t{en}\n" for i, (zh, en) in enumerate(zip(labels.zh, labels.en))),
-                          encoding="utf-8")
-    settings = out.with_name("shiwu.json")
-    settings.write_text(json.dumps(deployment_settings(spec, size, out, label_file), ensure_ascii=False,
-                                   indent=2) + "\n", encoding="utf-8")
-    return written + [label_file, settings]
-
-
-def deployment_settings(spec, size: int, model_file: Path, label_file: Path) -> dict:
-    """shiwu.json for an exported model: what `--model` that folder needs to run it the same way."""
-    from PIL import Image
-
-    pre = spec.preprocessing.with_size(size)
-    filters = {Image.Resampling.BILINEAR: "bilinear", Image.Resampling.BICUBIC: "bicubic"}
-    return {"model": model_file.name, "labels": label_file.name, "resize": pre.resize, "size": size,
-            "mean": [m / 255 for m in pre.mean], "std": [s / 255 for s in pre.std],
-            "interpolation": filters.get(pre.resample, "bilinear")}
 
 
 def openvino_source(spec, size: int, *, rebuild: bool = False) -> Path:

@@ -10,7 +10,7 @@ import importlib.metadata
 import numpy as np
 
 from . import BackendUnavailable, BatchedRun, export
-from .cache import discard
+from ..cache import discard
 
 PRECISIONS = ("fp32", "int8")
 

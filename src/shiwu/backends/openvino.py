@@ -11,7 +11,7 @@ import threading
 import numpy as np
 
 from . import BackendUnavailable, BatchedRun, export
-from .cache import cache_dir, discard, is_cached
+from ..cache import cache_dir, discard, is_cached
 from .graph_outputs import openvino_embedding_port
 
 HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8 layers are fixed by the model itself

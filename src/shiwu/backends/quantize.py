@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import BackendUnavailable, cache, export
+from .. import cache
+from . import BackendUnavailable, export
 
 AGREEMENT_FLOOR = 0.99
 CALIBRATION_IMAGES = 128

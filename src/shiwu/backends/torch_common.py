@@ -8,7 +8,7 @@ import threading
 import numpy as np
 import torch
 
-from ..models.model_files import split_outputs
+from ..models.outputs import split_outputs
 from . import BatchedRun
 
 SCRIPTED_NO_EMBEDDING = ("a TorchScript file cannot be hooked for its features in torch; "

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from . import BackendUnavailable, cache
+from .. import cache
+from . import BackendUnavailable
 from .export import GRAPH_OUTPUTS, export_torchscript, torch_version
 from .torch_common import TorchRun
 

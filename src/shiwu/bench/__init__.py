@@ -118,7 +118,7 @@ class _Runner:
 def machine_info() -> dict:
     import importlib.metadata
 
-    from .. import __version__
+    from ..version import __version__
     from ..cpu import cpu_features, cpu_model, default_threads, physical_cores, usable_cpus
 
     versions = {}
@@ -155,7 +155,7 @@ def run_bench(model=None, *, backends: Iterable[str] = DEFAULT_BACKENDS,
     """
     from tqdm import tqdm
 
-    from ..backends.cache import cache_dir
+    from ..cache import cache_dir
     from ..cpu import default_threads
     from ..models.registry import ModelRef, get_model
 

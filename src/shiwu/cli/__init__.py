@@ -8,7 +8,7 @@ import argparse
 import signal
 import sys
 
-from .. import __version__
+from ..version import __version__
 from ..backends import BackendUnavailable
 from ..gallery import GalleryError
 from ..models.spec import ModelNotFound

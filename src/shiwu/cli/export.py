@@ -19,7 +19,7 @@ def add(commands) -> None:
 
 
 def run(args) -> int:
-    from ..backends.export import export_for_deployment
+    from ..backends.deploy import export_for_deployment
     from ..models.registry import get_model
 
     spec = get_model(model_ref(args))

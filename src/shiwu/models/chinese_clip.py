@@ -143,7 +143,7 @@ def text_classifier(directory: Path, labels, prompt: str, fingerprint: str):
     encoded now by the text tower (then cached, so the text tower is loaded once per label set)."""
     import torch
 
-    from ..backends.cache import atomic_output, cache_dir
+    from ..cache import atomic_output, cache_dir
 
     path = cache_dir() / "clip-text" / f"{hashlib.sha256(f'{TEXT_CACHE_VERSION}|{fingerprint}'.encode()).hexdigest()[:32]}.npy"
     try:

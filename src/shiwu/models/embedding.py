@@ -9,10 +9,27 @@ the numpy side, the same way for every backend.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 
-from .model_files import pick_logits
+from .outputs import pick_logits
+
+
+@contextmanager
+def exportable_attention():
+    # nn.TransformerEncoderLayer / MultiheadAttention take a fused "fast path" in eval mode
+    # without grad (aten::_transformer_encoder_layer_fwd), which neither ONNX nor a portable
+    # TorchScript trace can express; the plain path computes the same values.
+    import torch
+
+    enabled = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(enabled)
 
 
 def classifier_layer(network: nn.Module, example: torch.Tensor, output_index: int | None) -> str | None:

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from .outputs import flat_outputs, pick_logits
 from .spec import ModelNotFound, UntrustedModel
 
 KINDS = ("pickle", "torchscript", "onnx", "openvino")
@@ -154,31 +155,6 @@ def load_module(path: Path, kind: str):
     return module
 
 
-def flat_outputs(output) -> list:
-    """A model's output as a flat list of tensors (tuples, lists and dicts in their order)."""
-    if isinstance(output, dict):
-        output = list(output.values())
-    if isinstance(output, (tuple, list)):
-        return [t for item in output for t in flat_outputs(item)]
-    return [output]
-
-
-def pick_logits(output, index: int | None):
-    """The logits tensor of a model's output (see ModelFacts.output_index); a single tensor is
-    the logits already (a wrapper picked them)."""
-    if index is None or not isinstance(output, (tuple, list, dict)):
-        return output
-    return flat_outputs(output)[index]
-
-
-def split_outputs(output, spec) -> tuple:
-    """(logits, embedding or None) from what a network built by ``embedding.with_outputs`` (or a
-    trace of it) returns."""
-    if spec.embedding_layer:
-        return output[0], output[1]
-    return pick_logits(output, spec.output_index), None
-
-
 def _logits_position(shapes: list[tuple], batch: int | None, path: Path) -> int:
     """The first output of shape (N, C): the logits, as the issue of multi-output models goes."""
     for i, shape in enumerate(shapes):
@@ -224,7 +200,7 @@ def _trace_keeps_batches(module, size: int, index: int | None) -> bool:
     fails, or worse, silently broadcasts one image's answer over the batch (seen in OpenVINO)."""
     import torch
 
-    from ..backends.export import exportable_attention
+    from .embedding import exportable_attention
 
     def run(m, x):
         with torch.inference_mode():
@@ -336,7 +312,7 @@ def _probe_openvino(path: Path) -> ModelFacts:
 
 def facts_for(path: Path, fingerprint: str, *, trust_model_code: bool, probe_size: int = PROBE_SIZE) -> ModelFacts:
     """The facts about ``path`` (remembered by content), refusing untrusted pickles first."""
-    from ..backends.cache import atomic_write_text, cache_dir, read_json
+    from ..cache import atomic_write_text, cache_dir, read_json
 
     memo = cache_dir() / "model-facts" / f"{fingerprint[:40]}.json"
     remembered = read_json(memo)

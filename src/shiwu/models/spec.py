@@ -134,7 +134,7 @@ class ModelSpec:
     def fingerprint(self) -> str:
         """Content hash of everything the model's output depends on: cache keys use it, so a
         changed file is exported again."""
-        from ..backends.cache import weights_fingerprint
+        from ..cache import weights_fingerprint
 
         files = [self.weights_path()]
         if self.openvino_file is not None and self.openvino_file not in files:

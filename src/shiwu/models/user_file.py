@@ -53,7 +53,7 @@ def catalog() -> list[ModelSpec]:
 
 
 def resolve(ref: ModelRef) -> ModelSpec:
-    from ..backends.cache import weights_fingerprint
+    from ..cache import weights_fingerprint
     from .model_files import facts_for
 
     given = Path(ref.name).expanduser()

@@ -37,7 +37,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 
-from .. import __version__
+from ..version import __version__
 from ..images import ImageError
 from ..recognizer import Result
 from .admission import Budget, DecodeScheduler

@@ -14,10 +14,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+
+from .fsutil import atomic_output, atomic_write  # noqa: F401 - atomic_output is part of this API
 
 
 def cache_dir() -> Path:
@@ -62,24 +61,8 @@ def entry_path(*, model: str, fingerprint: str, size: int, precision: str, kind:
     return cache_dir() / kind / f"{safe_model}-{size}-{precision}-{digest}{suffix}"
 
 
-@contextmanager
-def atomic_output(target: Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``target``; on success rename it onto ``target``."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def atomic_write_text(target: Path, text: str) -> None:
-    with atomic_output(target) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+    atomic_write(target, text)
 
 
 def read_json(path: Path) -> dict:

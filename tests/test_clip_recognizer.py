@@ -13,6 +13,7 @@ from conftest import DATA, PHOTOS
 
 from shiwu import Recognizer
 from shiwu.cli import main
+from shiwu.cli.logs import configure as configure_logging
 from shiwu.images import load_image
 from shiwu.models import chinese_clip
 from shiwu.models.clip import DEFAULT_PROMPT
@@ -71,6 +72,7 @@ def test_cached_runtimes_start_without_torch(model_dir, backend):
 def test_labels_file_prompt_and_the_text_cache(model_dir, tmp_path, capsys, monkeypatch):
     labels = tmp_path / "我的标签.txt"
     labels.write_text("\n".join(LABELS) + "\n\n", encoding="utf-8")
+    configure_logging()  # the library logs its progress; the command line shows it as `shiwu: ...`
     first = Recognizer(str(model_dir), labels=str(labels), prompt="{}", backend="torch")
     assert "encoding 6 label texts" in capsys.readouterr().err
     calls = []

@@ -20,11 +20,14 @@ No torch here; reading the file costs a millisecond.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -74,7 +77,7 @@ def _broken(path: Path, problem: str, strict: bool) -> dict:
         raise ConfigError(message)
     if message not in _warned:
         _warned.add(message)
-        print(f"shiwu: warning: {message}", file=sys.stderr)
+        log.warning("%s", message)
     return {}
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sys
+import logging
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Sequence
 
@@ -13,6 +13,8 @@ from .config import resolve as resolve_settings
 from .images import DEFAULT_MAX_PIXELS, ImageError, ImageSource, describe, load_image
 from .models.registry import ModelRef, get_model
 from .postprocess import Prediction, top_k
+
+log = logging.getLogger(__name__)
 
 QUANTIZING_BACKENDS = ("auto", "openvino", "onnxruntime")
 
@@ -94,8 +96,8 @@ class Recognizer:
             if not self.settings.uses_tuned:
                 raise
             # tuned on another machine, or a runtime was uninstalled since: say so, run anyway
-            print(f"shiwu: warning: the tuned settings for {self.spec.name} cannot run here "
-                  f"({exc}); using the defaults. Run `shiwu tune` again.", file=sys.stderr)
+            log.warning(f"the tuned settings for {self.spec.name} cannot run here "
+                        f"({exc}); using the defaults. Run `shiwu tune` again.")
             self.settings = resolve_settings(self.spec.key, **given, use_tuned=False)
             self._build(self.settings, calibration)
         self.batch_size = max(1, int(self.settings.batch_size))

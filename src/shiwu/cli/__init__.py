@@ -25,17 +25,47 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="shiwu", description="识物 — recognise what is in a photo and name it in Chinese, on a CPU.")
     parser.add_argument("--version", action="version", version=f"shiwu {__version__}")
+    add_verbosity(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in COMMANDS:
         command.add(commands)
+    for subparser in commands.choices.values():
+        add_verbosity(subparser)
     return parser
+
+
+def add_verbosity(parser: argparse.ArgumentParser) -> None:
+    """``--quiet`` / ``--verbose``, before the command or after it. Their own dests: a command's
+    defaults would otherwise overwrite what was given before the command's name."""
+    for flags, dest, text in ((("--quiet", "-q"), "log_quiet", "only warnings and errors on stderr"),
+                              (("--verbose", "-v"), "log_verbose", "also debugging detail on stderr")):
+        try:
+            parser.add_argument(*flags, dest=dest, action="store_true", default=argparse.SUPPRESS, help=text)
+        except argparse.ArgumentError:
+            # batch, index, dedupe, eval and bench have their own --quiet (no progress bar); it
+            # quiets the log as well (verbosity() reads both)
+            pass
+
+
+def verbosity(args: argparse.Namespace) -> int | None:
+    """The log level the options ask for; None when they contradict each other."""
+    quiet = getattr(args, "log_quiet", False) or getattr(args, "quiet", False) is True
+    verbose = getattr(args, "log_verbose", False)
+    if quiet and verbose:
+        return None
+    return logs.QUIET if quiet else logs.VERBOSE if verbose else logs.NORMAL
 
 
 def main(argv: list[str] | None = None) -> int:
     _utf8_stdio()
     _interruptible()
     logs.configure()
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = verbosity(args)
+    if level is None:
+        parser.error("--quiet and --verbose contradict each other: give one")
+    logs.configure(level)
     try:
         return args.run(args)
     except (ModelNotFound, BackendUnavailable, GalleryError) as exc:

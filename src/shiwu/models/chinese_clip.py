@@ -17,9 +17,9 @@ No torch at import time, like the other model sources.
 
 from __future__ import annotations
 
+import logging
 import hashlib
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,8 @@ from . import clip_files
 from .clip_config import DEFAULT_PROMPT
 from .modelscope import PREFIX
 from .spec import ModelNotFound, ModelRef, ModelSpec
+
+log = logging.getLogger(__name__)
 
 CATALOG_NAME = PREFIX + clip_files.MODEL_ID
 TEXT_CACHE_VERSION = 1
@@ -126,13 +128,13 @@ def zero_shot_labels(labels, directory: Path, prompt: str = DEFAULT_PROMPT) -> L
     unique = list(dict.fromkeys(texts))
     if len(unique) < len(texts):
         repeated = sorted({t for t in texts if texts.count(t) > 1})
-        print(f"shiwu: warning: repeated labels merged: {', '.join(repeated)}", file=sys.stderr)
+        log.warning(f"repeated labels merged: {', '.join(repeated)}")
     tokenizer = clip_files.load_tokenizer(directory)
     room = tokenizer.context_length - 2
     too_long = [t for t in unique if tokenizer.count_tokens(prompt.replace("{}", t)) > room]
     if too_long:
-        print(f"shiwu: warning: {len(too_long)} label(s) longer than the model's {tokenizer.context_length} "
-              f"tokens are cut there, e.g. {too_long[0][:30]!r}", file=sys.stderr)
+        log.warning(f"{len(too_long)} label(s) longer than the model's {tokenizer.context_length} "
+                    f"tokens are cut there, e.g. {too_long[0][:30]!r}")
     return LabelSet(tuple(unique), ("",) * len(unique))
 
 
@@ -154,7 +156,7 @@ def text_classifier(directory: Path, labels, prompt: str, fingerprint: str):
         pass
     from .clip import class_weights
 
-    print(f"shiwu: encoding {len(labels):,} label texts with the text tower (once; cached)", file=sys.stderr)
+    log.info(f"encoding {len(labels):,} label texts with the text tower (once; cached)")
     clip = clip_files.load_clip(directory, text_tower=True)
     with torch.inference_mode():
         weights = class_weights(clip, clip_files.load_tokenizer(directory), list(labels), prompt).float()

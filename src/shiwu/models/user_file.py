@@ -21,9 +21,9 @@ mean/std, bilinear); a fixed input size in an ONNX / IR file wins over all of th
 
 from __future__ import annotations
 
+import logging
 import json
 import os
-import sys
 from pathlib import Path
 
 from PIL import Image
@@ -31,6 +31,8 @@ from PIL import Image
 from ..labels import LABEL_FILE_KINDS, LabelSet
 from ..preprocess import CROP_RATIO, IMAGENET_MEAN, IMAGENET_STD, Preprocessing, TorchvisionPreprocessing
 from .spec import ModelNotFound, ModelRef, ModelSpec
+
+log = logging.getLogger(__name__)
 
 MODEL_SUFFIXES = (".pth", ".pt", ".pth.tar", ".bin", ".ckpt", ".pkl", ".jit", ".onnx", ".xml")
 LABEL_FILES = ("label_map.json", "labels.json", "labels.txt", "labels.tsv", "labels.csv",
@@ -184,8 +186,8 @@ def _labels(ref: ModelRef, settings: dict, model_file: Path, num_classes: int) -
         key = str(model_file)
         if key not in _warned:
             _warned.add(key)
-            print(f"shiwu: warning: no labels for {model_file.name}: showing 类别0..类别{num_classes - 1}; "
-                  f"give them with --labels FILE ({LABEL_FILE_KINDS})", file=sys.stderr)
+            log.warning(f"no labels for {model_file.name}: showing 类别0..类别{num_classes - 1}; "
+                        f"give them with --labels FILE ({LABEL_FILE_KINDS})")
         return LabelSet.placeholders(num_classes), "类别N placeholders"
     try:
         labels = LabelSet.from_user_file(candidate)

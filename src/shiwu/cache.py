@@ -1,33 +1,132 @@
-"""Export once, cache forever: where exported models live and how they are named and written.
+"""Export once, cache forever: where exported models live, how they are named, and what an
+entry must prove before it is used.
 
-An entry's key covers everything that changes the exported file: the weights' content hash,
-the model name, input size, precision, the artifact kind and the version of the runtime that
-will read it. Writes go to a temporary file in the same directory and are renamed into place,
-so a reader never sees half a file and two processes exporting at once both end up with a
-complete one. A file that fails to load is deleted and rebuilt by the caller.
+An entry's name comes from everything that changes the exported file: the source's content
+hash, the model name, input size, precision, the artifact kind and the version of the runtime
+that will read it. A name is only a claim, though (any valid ONNX file can sit in a slot), so
+each entry has a record beside it (``<entry>.record.json``) with that key and the artifact's own
+size and sha256; an entry whose record is missing or disagrees is rebuilt, with one warning.
+
+The cache is an optimisation, never a requirement: when its folder cannot be written (a
+read-only ``SHIWU_CACHE``, ``HOME`` on a read-only or missing path) shiwu warns once and works
+in a private temporary folder that is removed at exit. Damaged memos (a folder where a file
+should be, bytes that are not text, JSON of the wrong shape) read as missing and are rewritten.
 
 No torch here: a cached ONNX / OpenVINO model must load without importing it.
 """
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
+import logging
 import os
+import shutil
+import tempfile
+import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
-from .fsutil import atomic_output, atomic_write  # noqa: F401 - atomic_output is part of this API
+from . import fsutil
+from .version import __version__
+
+log = logging.getLogger(__name__)
+
+RECORD_FORMAT = 1
+RECORD_SUFFIX = ".record.json"
+# a .tmp- file older than this belongs to a writer that was killed (an export writes its file
+# within minutes); younger ones may still be being written by another process
+STRAY_AGE_SECONDS = 3600
+
+_in_use: dict[str, Path] = {}     # configured folder -> the folder used for it this process
+_keys: dict[str, dict] = {}       # entry path -> the key it was named after (see entry_path)
+_warned: set[str] = set()
+
+
+def configured_dir() -> Path:
+    """Where the cache should be: $SHIWU_CACHE, else $XDG_CACHE_HOME/shiwu, else ~/.cache/shiwu."""
+    root = os.environ.get("SHIWU_CACHE")
+    if root:
+        return Path(root)
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "shiwu"
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("SHIWU_CACHE")
-    if root:
-        path = Path(root)
+    """The folder entries go in: the configured one when it can be written, else (one warning)
+    a private temporary folder, so the run goes on without caching."""
+    wanted = configured_dir()
+    used = _in_use.get(str(wanted))
+    if used is not None and used.is_dir():
+        return used
+    problem = _writable(wanted)
+    if problem is None:
+        _clean_strays(wanted)
+        used = wanted
     else:
-        xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-        path = Path(xdg) / "shiwu"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+        used = Path(tempfile.mkdtemp(prefix="shiwu-cache-"))
+        atexit.register(shutil.rmtree, used, ignore_errors=True)
+        _warn_once(f"the cache folder {wanted} cannot be written ({problem}); running without a cache "
+                   "(exports are redone in every run): set SHIWU_CACHE to a folder you can write")
+    _in_use[str(wanted)] = used
+    return used
+
+
+def _writable(folder: Path) -> str | None:
+    """None when ``folder`` can hold new files, else why not (one probe file, removed at once)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=fsutil.TEMP_PREFIX)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    return None
+
+
+def _clean_strays(root: Path) -> None:
+    """Remove the temporary files of writers killed mid-write (fsutil's ``.tmp-`` names)."""
+    now = time.time()
+    try:
+        folders = [root] + [p for p in root.iterdir() if p.is_dir() and not p.is_symlink()]
+    except OSError:
+        return
+    for folder in folders:
+        for stray in fsutil.stray_temporaries(folder):
+            try:
+                if now - stray.stat().st_mtime > STRAY_AGE_SECONDS:
+                    stray.unlink()
+            except OSError:
+                pass
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        log.warning("%s", message)
+
+
+# ----------------------------------------------------------------------------- memos
+
+def read_json(path: Path) -> dict:
+    """A JSON object from the cache; anything else (missing, unreadable, not an object) is {}."""
+    try:
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def atomic_write_text(target: Path, text: str) -> None:
+    """Store a memo. A folder squatting on its name is removed first; a memo that cannot be
+    written is only a lost shortcut, so that is a warning, never an error."""
+    try:
+        _clear(target)
+        fsutil.atomic_write(target, text)
+    except OSError as exc:
+        _warn_once(f"cannot write the cache file {target} ({exc.strerror or exc}); going on without it")
 
 
 def weights_fingerprint(path: Path) -> str:
@@ -38,38 +137,113 @@ def weights_fingerprint(path: Path) -> str:
     identity = f"{path}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ino}"
     memo = cache_dir() / "fingerprints" / (hashlib.sha256(identity.encode()).hexdigest()[:32] + ".txt")
     try:
-        remembered = memo.read_text().strip()
-        if len(remembered) == 64:
+        remembered = memo.read_text(encoding="ascii").strip()
+        if len(remembered) == 64 and all(c in "0123456789abcdef" for c in remembered):
             return remembered
-    except OSError:
+    except (OSError, ValueError):  # missing, a folder, or bytes that are not a hex digest
         pass
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    value = digest.hexdigest()
+    value = _sha256(path)
     atomic_write_text(memo, value)
     return value
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ----------------------------------------------------------------------------- entries
+
 def entry_path(*, model: str, fingerprint: str, size: int, precision: str, kind: str,
                runtime_version: str, suffix: str) -> Path:
-    """The cache file for one exported artifact. ``kind`` is e.g. 'onnx', 'torchscript'."""
-    key = json.dumps([model, fingerprint, size, precision, kind, runtime_version])
-    digest = hashlib.sha256(key.encode()).hexdigest()[:20]
+    """The cache file for one exported artifact (``kind`` is e.g. 'onnx', 'torchscript'). An
+    entry already there that cannot prove it is this artifact is removed (one warning), so the
+    caller, finding none, builds it again."""
+    key = {"model": model, "fingerprint": fingerprint, "size": size, "precision": precision,
+           "kind": kind, "runtime_version": runtime_version}
+    digest = hashlib.sha256(json.dumps(list(key.values())).encode()).hexdigest()[:20]
     safe_model = "".join(c if c.isalnum() or c in "-_." else "_" for c in model)[-60:]
-    return cache_dir() / kind / f"{safe_model}-{size}-{precision}-{digest}{suffix}"
+    path = cache_dir() / kind / f"{safe_model}-{size}-{precision}-{digest}{suffix}"
+    _keys[str(path)] = key
+    if os.path.lexists(path):
+        doubt = _doubt(path, key)
+        if doubt:
+            _warn_once(f"the cache entry {path.name} {doubt}; building it again")
+            discard(path)
+    return path
 
 
-def atomic_write_text(target: Path, text: str) -> None:
-    atomic_write(target, text)
+def _companions(path: Path) -> list[Path]:
+    """The files one entry is made of: an OpenVINO IR is the .xml and its .bin."""
+    return [path, path.with_suffix(".bin")] if path.suffix == ".xml" else [path]
 
 
-def read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
+def _record_path(path: Path) -> Path:
+    return path.with_name(path.name + RECORD_SUFFIX)
+
+
+def _describe(files: list[Path]) -> list[dict]:
+    out = []
+    for file in files:
+        stat = file.stat()
+        out.append({"name": file.name, "size": stat.st_size, "sha256": _sha256(file),
+                    "inode": stat.st_ino, "mtime_ns": stat.st_mtime_ns})
+    return out
+
+
+def seal(path: Path, *, written: list[Path] | None = None) -> None:
+    """Write the record that lets ``path`` (an entry_path) prove what it is. ``written``: the
+    files as they are now, when they are about to be renamed onto the entry's names (a rename
+    keeps size, inode and mtime, so the record describes the files that land there)."""
+    key = _keys.get(str(path))
+    if key is None:
+        return  # not an entry (a user's export target): nothing to prove
+    files = list(written or []) + _companions(path)[len(written or []):]
+    described = _describe(files)
+    for item, final in zip(described, _companions(path)):
+        item["name"] = final.name
+    record = {"format": RECORD_FORMAT, "shiwu": __version__, "key": key, "files": described}
+    atomic_write_text(_record_path(path), json.dumps(record, indent=1))
+
+
+def _doubt(path: Path, key: dict) -> str | None:
+    """Why the entry at ``path`` is not the artifact ``key`` names, or None when it proves it is."""
+    record = read_json(_record_path(path))
+    if not record:
+        return "has no record of what it is (written by an older shiwu, or not by shiwu)"
+    if record.get("format") != RECORD_FORMAT or record.get("key") != key:
+        return "was recorded as another artifact"
+    files = record.get("files")
+    if not isinstance(files, list) or len(files) != len(_companions(path)):
+        return "has a damaged record"
+    for item, file in zip(files, _companions(path)):
+        if not isinstance(item, dict) or item.get("name") != file.name:
+            return "has a damaged record"
+        try:
+            if not file.is_file() or file.is_symlink():
+                return f"is not a regular file ({file.name})"
+            stat = file.stat()
+            if stat.st_size != item.get("size"):
+                return f"has changed since it was written ({file.name}: size)"
+            if (stat.st_ino, stat.st_mtime_ns) != (item.get("inode"), item.get("mtime_ns")) \
+                    and _sha256(file) != item.get("sha256"):
+                return f"has changed since it was written ({file.name}: content)"
+        except OSError as exc:
+            return f"cannot be read ({exc.strerror or exc})"
+    return None
+
+
+@contextmanager
+def atomic_output(target: Path) -> Iterator[Path]:
+    """fsutil.atomic_output, plus: a cache entry gets its record, written before the rename so
+    that an entry in place always has one."""
+    _clear(target)
+    with fsutil.atomic_output(target) as tmp:
+        yield tmp
+        seal(target, written=[tmp])
 
 
 def is_cached(path: Path) -> bool:
@@ -80,12 +254,26 @@ def is_cached(path: Path) -> bool:
         return False
 
 
+def _clear(path: Path) -> None:
+    """Remove a folder (or dangling link) squatting on a cache file's name."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink() and is_cached(path):
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def discard(path: Path) -> None:
-    """Remove a corrupt or stale cache entry so the caller can rebuild it. Files outside the
-    cache (the user's own model.onnx) are never touched."""
-    if not is_cached(path):
+    """Remove a corrupt or stale cache entry (its companions and record too) so the caller can
+    rebuild it. Files outside the cache (the user's own model.onnx) are never touched."""
+    path = Path(path)
+    if not is_cached(path.parent):  # the folder, not the file: a link in the cache is removed, never followed
         return
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
+    for file in _companions(path) + [_record_path(path)]:
+        try:
+            if file.is_dir() and not file.is_symlink():
+                shutil.rmtree(file)
+            else:
+                file.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            _warn_once(f"cannot remove the cache file {file} ({exc.strerror or exc})")

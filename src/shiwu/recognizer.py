@@ -10,6 +10,7 @@ import numpy as np
 
 from .backends import BackendUnavailable, create_backend
 from .config import resolve as resolve_settings
+from .cpu import max_threads
 from .images import DEFAULT_MAX_PIXELS, ImageError, ImageSource, describe, load_image
 from .models.registry import ModelRef, get_model
 from .postprocess import Prediction, top_k
@@ -87,6 +88,8 @@ class Recognizer:
             ref = ModelRef(**{**ref.to_dict(), **model_options})
         self.spec = get_model(ref)
         self.labels = self.spec.labels()
+        if threads is not None and not 1 <= threads <= max_threads():
+            raise BackendUnavailable(f"threads={threads}: give 1 to {max_threads()} here (4 per CPU)")
         given = dict(backend=backend, precision=precision, threads=threads, size=size,
                      batch_size=batch_size)
         self.settings = resolve_settings(self.spec.key, **given)

@@ -113,6 +113,7 @@ def cached_openvino_int8(spec, size: int, *, calibration=None, rebuild: bool = F
         ov.save_model(quantized, str(Path(tmp) / "model.xml"), compress_to_fp16=False)
         path.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(Path(tmp) / "model.bin"), path.with_suffix(".bin"))
+        cache.seal(path, written=[Path(tmp) / "model.xml", path.with_suffix(".bin")])  # its record first
         shutil.move(str(Path(tmp) / "model.xml"), path)
 
     check = _check_batch(spec, size)

@@ -22,6 +22,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def thread_count(text: str) -> int:
+    """1 to cpu.max_threads()."""
+    from ..cpu import max_threads
+
+    value = positive_int(text)
+    if value > max_threads():
+        raise argparse.ArgumentTypeError(f"must be at most {max_threads()} here (4 per CPU), got {value}")
+    return value
+
+
 def count(text: str) -> int:
     """0 or more."""
     if text.strip() == "0":
@@ -124,7 +134,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                         help="inference runtime (default: tuned, else auto)")
     parser.add_argument("--precision", "-p", default=None, choices=PRECISIONS,
                         help="numeric precision (default: tuned, else fp32)")
-    parser.add_argument("--threads", "-t", type=positive_int, default=None,
+    parser.add_argument("--threads", "-t", type=thread_count, default=None,
                         help="intra-op threads (default: tuned, else physical cores)")
     parser.add_argument("--size", "-s", type=input_size, default=None,
                         help="input resolution, e.g. 224, 196, 168 (default: tuned, else the model's)")

@@ -130,12 +130,33 @@ def zero_shot_labels(labels, directory: Path, prompt: str = DEFAULT_PROMPT) -> L
         repeated = sorted({t for t in texts if texts.count(t) > 1})
         log.warning(f"repeated labels merged: {', '.join(repeated)}")
     tokenizer = clip_files.load_tokenizer(directory)
-    room = tokenizer.context_length - 2
+    room = tokenizer.context_length - 2  # the start and end marks take two
+    _refuse_labels_cut_alike(tokenizer, unique, prompt, room)
     too_long = [t for t in unique if tokenizer.count_tokens(prompt.replace("{}", t)) > room]
     if too_long:
         log.warning(f"{len(too_long)} label(s) longer than the model's {tokenizer.context_length} "
                     f"tokens are cut there, e.g. {too_long[0][:30]!r}")
     return LabelSet(tuple(unique), ("",) * len(unique))
+
+
+def _refuse_labels_cut_alike(tokenizer, labels: list[str], prompt: str, room: int) -> None:
+    """Texts longer than the context are cut at ``room`` tokens. When the cut leaves two labels
+    the same text (a prompt that fills the context before the label, or long labels that share
+    their beginning), they would score exactly alike: refuse, saying which and why."""
+    before = prompt.split("{}")[0]
+    used = tokenizer.count_tokens(before)
+    if used >= room:
+        raise ModelNotFound(f"--prompt {prompt!r} takes {used} tokens before the label, and the text context "
+                            f"holds {room} (of the model's {tokenizer.context_length}, less the start and end "
+                            "marks): every label would be cut away and read the same; use a shorter prompt")
+    seen: dict[tuple, str] = {}
+    for label in labels:
+        kept = tuple(tokenizer.tokenize(prompt.replace("{}", label))[:room])
+        if kept in seen:
+            raise ModelNotFound(f"labels {seen[kept][:40]!r} and {label[:40]!r} read the same once cut to the "
+                                f"model's {tokenizer.context_length}-token text context with --prompt {prompt!r}: "
+                                "shorten them (or the prompt) so that they differ early")
+        seen[kept] = label
 
 
 # ----------------------------------------------------------------------------- text side

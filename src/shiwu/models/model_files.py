@@ -25,8 +25,12 @@ from .outputs import flat_outputs, pick_logits
 from .spec import ModelNotFound, UntrustedModel
 
 KINDS = ("pickle", "torchscript", "onnx", "openvino")
-FACTS_VERSION = 3
+FACTS_VERSION = 4
 PROBE_SIZE = 224
+# The largest classifier shiwu takes: ModelScope's 万物识别 has 54,092 classes. A graph may
+# declare any output size in a few bytes, and each class gets a label string: 10⁹ of them is
+# 5.5 GB of placeholders before anything runs.
+MAX_CLASSES = 1_000_000
 
 SAVE_INSTEAD = ("save the model as TorchScript (torch.jit.trace(model, example).save('model.pt')) "
                 "or ONNX (torch.onnx.export), which shiwu runs without unpickling code")
@@ -41,6 +45,7 @@ class ModelFacts:
     fixed_batch: int | None = None   # the graph takes only this batch size
     outputs: int = 1
     embedding_layer: str | None = None  # the nn.Linear giving the logits: its input is the embedding
+    external_data: tuple[str, ...] = ()  # an ONNX file's weight files, relative to its folder
 
 
 def kind_of(path: Path) -> str:
@@ -190,7 +195,7 @@ def _probe_torch(path: Path, kind: str, size: int) -> ModelFacts:
     from .embedding import classifier_layer
 
     layer = classifier_layer(module, torch.zeros(batch, 3, size, size), None if single else index)
-    return ModelFacts(kind, int(shapes[index][1]), None if single else index,
+    return ModelFacts(kind, checked_classes(path, shapes[index][1]), None if single else index,
                       fixed_batch=1 if batch == 1 else None, outputs=len(tensors), embedding_layer=layer)
 
 
@@ -243,9 +248,17 @@ def _graph_facts(kind: str, path: Path, inputs: list[tuple], outputs: list[tuple
         raise ModelNotFound(f"{path}: input {height}x{width}: shiwu feeds square images; export "
                             "the model with a square (or dynamic) input size")
     index = _logits_position(outputs, inputs[0][0], path)
-    num_classes = outputs[index][1]
-    return ModelFacts(kind, int(num_classes), index if len(outputs) > 1 else None, height,
+    num_classes = checked_classes(path, outputs[index][1])
+    return ModelFacts(kind, num_classes, index if len(outputs) > 1 else None, height,
                       inputs[0][0], len(outputs))
+
+
+def checked_classes(path: Path, count) -> int:
+    """The number of classes a model declares, refused beyond MAX_CLASSES."""
+    if int(count) > MAX_CLASSES:
+        raise ModelNotFound(f"{path}: the model declares {int(count):,} classes; shiwu takes at most "
+                            f"{MAX_CLASSES:,} (is the logits output's shape right?)")
+    return int(count)
 
 
 def _probe_onnx(path: Path) -> ModelFacts:
@@ -268,6 +281,10 @@ def _probe_onnx(path: Path) -> ModelFacts:
         raise ModelNotFound(f"{path} is not an ONNX model with outputs")
     inputs = [dims(v) for v in graph.input if v.name not in initializers]
     facts = _graph_facts("onnx", path, inputs, [dims(v) for v in graph.output])
+    external = external_data_files(model)
+    if external:
+        _check_external_data(path)
+        facts = replace(facts, external_data=external)
     if facts.fixed_batch is None:
         import onnxruntime as ort
 
@@ -280,6 +297,38 @@ def _probe_onnx(path: Path) -> ModelFacts:
                              facts.fixed_size or PROBE_SIZE):
             facts = replace(facts, fixed_batch=1)
     return facts
+
+
+def external_data_files(model) -> tuple[str, ...]:
+    """The files an ONNX model keeps its weights in (``location`` of external-data tensors)."""
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    def tensors(graph):
+        yield from graph.initializer
+        for node in graph.node:
+            for attribute in node.attribute:
+                yield from ([attribute.t] if attribute.HasField("t") else []) + list(attribute.tensors)
+                for sub in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
+                    yield from tensors(sub)
+
+    locations = []
+    for tensor in tensors(model.graph):
+        if uses_external_data(tensor):
+            location = ExternalDataInfo(tensor).location
+            if location not in locations:
+                locations.append(location)
+    return tuple(locations)
+
+
+def _check_external_data(path: Path) -> None:
+    """Let the onnx package load the weights once: it refuses a location outside the model's
+    folder, a symbolic link, and a length beyond the file (onnx >= 1.17, pinned)."""
+    import onnx
+
+    try:
+        onnx.load(str(path), load_external_data=True)
+    except Exception as exc:  # noqa: BLE001 - onnx raises ValidationError, ValueError, OSError ...
+        raise ModelNotFound(f"{path}: its external weights cannot be used: {_first_line(exc)}") from None
 
 
 def _probe_openvino(path: Path) -> ModelFacts:
@@ -320,7 +369,7 @@ def facts_for(path: Path, fingerprint: str, *, trust_model_code: bool, probe_siz
     if remembered.get("version") == FACTS_VERSION:
         remembered.pop("version")
         try:
-            facts = ModelFacts(**remembered)
+            facts = ModelFacts(**{**remembered, "external_data": tuple(remembered.get("external_data", ()))})
         except TypeError:
             facts = None
     kind = facts.kind if facts else kind_of(path)

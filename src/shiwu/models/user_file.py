@@ -68,10 +68,17 @@ def resolve(ref: ModelRef) -> ModelSpec:
         raise ModelNotFound(f"{model_file} is not a file")
     if model_file.stat().st_size == 0:
         raise ModelNotFound(f"{model_file} is empty")
+    if model_file.suffix.lower() == ".xml" and os.path.lexists(model_file.with_suffix(".bin")):
+        own_file(model_file, model_file.with_suffix(".bin").name, "weights file")
     settings = read_settings(model_file)
     size = settings.get("size", 224)
     facts = facts_for(model_file, weights_fingerprint(model_file), trust_model_code=ref.trust_model_code,
                       probe_size=size if isinstance(size, int) and 32 <= size <= 1024 else 224)
+    # an ONNX file's external weights are checked at every start (the facts are remembered by
+    # the .onnx file's content only) and are part of the model's identity: other weights,
+    # another export
+    weight_files = [own_file(model_file, name, "external weights file") for name in facts.external_data]
+    identity = "|".join(weights_fingerprint(f) for f in weight_files)
     preprocessing = _preprocessing(ref, settings, facts.fixed_size, model_file)
     labels, labels_from = _labels(ref, settings, model_file, facts.num_classes)
 
@@ -103,7 +110,25 @@ def resolve(ref: ModelRef) -> ModelSpec:
         output_index=facts.output_index,
         embedding_layer=facts.embedding_layer,
         file_kind=facts.kind,
+        identity=identity,
     )
+
+
+def own_file(model_file: Path, name: str, what: str) -> Path:
+    """``name`` beside ``model_file``, refused unless it is a regular file inside the model's
+    folder reached without a symbolic link: a model's files are read from its folder only
+    (an IR's .bin linked to /etc/passwd must not be read, let alone quoted in an error)."""
+    folder = model_file.parent
+    candidate = Path(os.path.normpath(folder / name))
+    if not name or Path(name).is_absolute() or not candidate.is_relative_to(folder):
+        raise ModelNotFound(f"{model_file}: its {what} {name!r} is outside the model's folder; "
+                            "shiwu reads a model's files from its own folder only")
+    if candidate.resolve() != candidate:
+        raise ModelNotFound(f"{model_file}: its {what} {candidate.name} is a symbolic link (or reached "
+                            "through one); copy the file itself into the model's folder")
+    if not candidate.is_file():
+        raise ModelNotFound(f"{model_file}: its {what} {candidate.name} is missing or not a regular file")
+    return candidate
 
 
 # ----------------------------------------------------------------------------- files

@@ -217,7 +217,9 @@ def test_cors_is_off_by_default(client):
     assert "access-control-allow-origin" not in preflight.headers
     response = recognize(client, [("files", photo("horse.png"))],
                          headers={**AUTH, "Origin": "https://evil.example"})
-    assert response.status_code == 200 and "access-control-allow-origin" not in response.headers
+    # another site's page may not send it photos (issue 20: Origin is checked on every POST)
+    assert response.status_code == 403 and "access-control-allow-origin" not in response.headers
+    assert "Origin" in response.json()["detail"]
 
 
 def test_listens_on_loopback_only_by_default(server):

@@ -123,7 +123,7 @@ def split_reply(reply: bytes):
 
 def raw_upload_head(length: int | None, content_type="image/jpeg") -> bytes:
     size = f"Content-Length: {length}\r\n" if length is not None else "Transfer-Encoding: chunked\r\n"
-    return (f"POST /v1/recognize HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n{size}"
+    return (f"POST /v1/recognize HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n{size}"
             f"X-API-Key: ").encode() + KEY.encode() + b"\r\n\r\n"
 
 
@@ -255,7 +255,7 @@ def test_invented_http_methods_do_not_grow_metrics(server):
 
 
 def test_a_request_head_that_trickles_in_is_cut_off(server):
-    head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 200 + b"\r\n\r\n"
+    head = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 200 + b"\r\n\r\n"
     with connect(server) as sock:
         started = time.monotonic()
         closed_after = None
@@ -288,7 +288,7 @@ def test_idle_connections_are_closed(server):
         assert read_reply(sock, HEADER_TIMEOUT + 5) == b""
         assert time.monotonic() - started < HEADER_TIMEOUT + 3
     with connect(server) as sock:  # one request, then idle on keep-alive
-        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         started = time.monotonic()
         reply = read_reply(sock, 10)
         assert reply.startswith(b"HTTP/1.1 200") and time.monotonic() - started < 5
@@ -436,9 +436,9 @@ SECURITY = ("x-content-type-options", "content-security-policy", "x-frame-option
 
 
 @pytest.mark.parametrize("request_bytes", [
-    b"GET /v1/models?q=\xe4\xbd\xa0 HTTP/1.1\r\nHost: x\r\n\r\n",             # raw non-ASCII query
-    b"POST /v1/recognize HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",   # bad Content-Length
-    b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000,                      # head over 16 KiB
+    b"GET /v1/models?q=\xe4\xbd\xa0 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",             # raw non-ASCII query
+    b"POST /v1/recognize HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: abc\r\n\r\n",   # bad Content-Length
+    b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 20000,                      # head over 16 KiB
 ], ids=["non-ascii-target", "bad-content-length", "huge-head"])
 def test_invalid_http_requests_get_json(server, request_bytes):
     with connect(server) as sock:
@@ -548,7 +548,7 @@ def test_workers_use_the_same_guards_and_exit_0():
     try:
         assert post_photo(server).status_code == 200
         with connect(server) as sock:
-            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # a head that never ends
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # a head that never ends
             started = time.monotonic()
             status, headers, _ = split_reply(read_reply(sock, 8))
         assert status == 408 and time.monotonic() - started < 4

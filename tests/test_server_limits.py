@@ -37,7 +37,7 @@ def test_a_request_that_cannot_be_answered_in_time_is_504(server):
 
 def test_a_body_that_arrives_too_slowly_is_408(server):
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        sock.sendall(b"POST /v1/recognize HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+        sock.sendall(b"POST /v1/recognize HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\n"
                      b"Content-Length: 100000\r\n\r\n\xff\xd8\xff")
         started = time.monotonic()
         reply = b""

@@ -17,8 +17,9 @@ come before the model's own labels; ``replace``: the gallery alone.
 from __future__ import annotations
 
 import hashlib
+import logging
 import sqlite3
-import sys
+import time
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,10 @@ from pathlib import Path
 import numpy as np
 
 from .calibrate import IMAGE_SUFFIXES
+from .fsutil import TEMP_PREFIX, atomic_write, stray_temporaries
 from .postprocess import Prediction
+
+log = logging.getLogger(__name__)
 
 MODES = ("merge", "replace")
 DEFAULT_NEIGHBOURS = 5
@@ -43,6 +47,13 @@ QUANTIZE_ABOVE = 4096
 # A label becomes one folder name (shiwu serve's POST /v1/gallery/{label} creates it): short, and
 # nothing a file system or a path could read as more than one plain name.
 MAX_LABEL_LENGTH = 64
+# File systems cap one name at 255 bytes (ext4, XFS, APFS; NTFS at 255 UTF-16 units): 64
+# characters of four UTF-8 bytes each would not fit.
+MAX_LABEL_BYTES = 255
+# Names Windows reserves for devices, with or without an extension ("aux.txt"), in any case:
+# a gallery folder must stay usable when copied to another system.
+RESERVED_NAMES = ({"CON", "PRN", "AUX", "NUL"} | {f"COM{i}" for i in "0123456789¹²³"}
+                  | {f"LPT{i}" for i in "0123456789¹²³"})
 FORBIDDEN_IN_LABELS = set('/\\:*?"<>|')
 # control, format (bidi overrides that make a name read differently), surrogates, unassigned,
 # line and paragraph separators
@@ -67,6 +78,15 @@ def check_label(label: str) -> str:
         raise GalleryError(f"class name {name!r} starts or ends with white space")
     if len(name) > MAX_LABEL_LENGTH:
         raise GalleryError(f"a class name has at most {MAX_LABEL_LENGTH} characters, not {len(name)}")
+    if len(name.encode("utf-8")) > MAX_LABEL_BYTES:
+        raise GalleryError(f"class name {name[:16]!r}… is {len(name.encode('utf-8'))} bytes in UTF-8; a folder "
+                           f"name has at most {MAX_LABEL_BYTES}: use fewer or plainer characters")
+    if name.endswith("."):
+        raise GalleryError(f"class name {name!r} ends with '.': Windows drops it, so the folder would not "
+                           "be portable")
+    if name.split(".")[0].rstrip(" ").upper() in RESERVED_NAMES:
+        raise GalleryError(f"class name {name!r} is a device name on Windows (CON, PRN, AUX, NUL, COM1-9, "
+                           "LPT1-9, with or without an extension): the folder would not be portable")
     if name.startswith("."):
         raise GalleryError(f"class name {name!r} starts with '.': not a folder name the gallery reads")
     bad = next((c for c in name if c in FORBIDDEN_IN_LABELS
@@ -83,6 +103,9 @@ def class_folder(folder: str | Path, label: str) -> Path:
     target = root / check_label(label)
     if target.is_symlink() or target.resolve().parent != root:
         raise GalleryError(f"class folder {target} is a link or lies outside the gallery: refused")
+    if target.exists() and not target.is_dir():
+        raise GalleryError(f"{target.name!r} is a file in the gallery folder, not a class folder: "
+                           "choose another class name")
     return target
 
 
@@ -105,10 +128,8 @@ def save_example(folder: str | Path, label: str, data: bytes, image_format: str 
     path = target / f"{hashlib.sha256(data).hexdigest()[:24]}{suffix}"
     if path.exists():
         return path, False
-    from .index.manifest import write_atomically
-
     target.mkdir(parents=True, exist_ok=True)
-    write_atomically(path, data)  # its temporary file starts with ".": never read as an example
+    atomic_write(path, data)  # its temporary file starts with ".": never read as an example
     return path, True
 
 
@@ -217,18 +238,59 @@ def merge(model: list[Prediction], gallery: list[Prediction], *, mode: str, min_
     return (close + model)[:topk]
 
 
-def class_folders(folder: str | Path) -> dict[str, list[Path]]:
-    """{label: example photos} of a gallery folder (photos may sit deeper in a class folder)."""
+def _only_strays(sub: Path) -> bool:
+    """Whether class folder ``sub`` holds nothing but temporary files: the first write of a new
+    class was cut off (kill -9) before its photo was renamed into place."""
+    try:
+        entries = list(sub.iterdir())
+    except OSError:
+        return False
+    return bool(entries) and all(p.name.startswith(TEMP_PREFIX) for p in entries)
+
+
+def remove_strays(folder: str | Path, *, older_than: float) -> list[Path]:
+    """Remove the temporary files killed writers left in the class folders of gallery
+    ``folder`` (older than ``older_than`` seconds: a live writer's are newer), and a class folder
+    they leave empty; what was removed."""
+    removed, now = [], time.time()
+    try:
+        subs = [p for p in Path(folder).iterdir() if p.is_dir() and not p.is_symlink()]
+    except OSError:
+        return removed
+    for sub in subs:
+        for stray in stray_temporaries(sub):
+            try:
+                if now - stray.stat().st_mtime > older_than:
+                    stray.unlink()
+                    removed.append(stray)
+            except OSError:
+                continue
+        if removed and removed[-1].parent == sub:
+            try:
+                sub.rmdir()  # only when the strays were all it held
+            except OSError:
+                pass
+    return removed
+
+
+def class_folders(folder: str | Path, *, allow_none: bool = False) -> dict[str, list[Path]]:
+    """{label: example photos} of a gallery folder (photos may sit deeper in a class folder).
+    ``allow_none``: a folder without classes gives {} instead of GalleryError."""
     folder = Path(folder)
     if not folder.is_dir():
         raise GalleryError(f"gallery folder {folder} does not exist (one sub-folder per class, "
                            "named by its label, a few photos in each)")
     classes = {}
     for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if _only_strays(sub):
+            log.warning("gallery: skipped %s: it holds only a photo whose writing was cut off", sub)
+            continue
         # hidden files are not examples: a write cut by kill -9 leaves its ".tmp-…" file behind
         photos = sorted(p for p in sub.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
                         and not p.name.startswith("."))
         classes[sub.name] = photos
+    if not classes and allow_none:
+        return classes
     if not classes:
         raise GalleryError(f"gallery folder {folder} has no class sub-folders: put each class's photos "
                            "in a folder named by its label, e.g. 我的类别/快递柜/1.jpg")
@@ -274,7 +336,7 @@ def load_gallery(folder: str | Path, recognizer) -> Gallery:
             owners.append(cls)
             paths.append(str(path))
     for path, why in skipped:
-        print(f"shiwu: gallery: skipped {path}: {why}", file=sys.stderr)
+        log.warning("gallery: skipped %s: %s", path, why)
     without = [labels[c] for c in range(len(labels)) if c not in set(owners)]
     if without:
         raise GalleryError(f"class {without[0]!r} in {folder} has no readable photo")

@@ -19,7 +19,7 @@ def add(commands) -> None:
                     "/v1/gallery /healthz /readyz /metrics /docs, web page at /.")
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to listen on (default 127.0.0.1: this machine only)")
-    serve.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    serve.add_argument("--port", type=_port, default=8000, help="TCP port, 1-65535 (default 8000)")
     serve.add_argument("--workers", type=positive_int, default=1,
                        help="processes, each with its own model and batcher (default 1)")
     serve.add_argument("--max-batch-size", type=lambda t: None if t == "auto" else positive_int(t),
@@ -69,7 +69,13 @@ def add(commands) -> None:
     serve.add_argument("--api-key", default=None,
                        help=f"require this key on every POST and on thumbnails (or set {ENV_API_KEY})")
     serve.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
-                       help="allow browser calls from this origin (repeatable; CORS is off by default)")
+                       help="allow browser calls from this origin, e.g. https://app.example (repeatable; "
+                            "CORS is off by default, and a POST from any other site's page is refused)")
+    serve.add_argument("--allowed-hosts", default=None, metavar="NAMES",
+                       help="comma-separated host names clients reach the server by (the Host header; "
+                            "'*.example.com' wildcards, '*' any); others get 400, which stops "
+                            "DNS-rebinding pages (default: localhost,127.0.0.1,::1 when --host is a "
+                            "loopback address, else any)")
     serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     serve.add_argument("--no-access-log", action="store_true", help="do not log every request")
     serve.add_argument("--index", metavar="INDEX", default=None,
@@ -89,7 +95,7 @@ def run(args) -> int:
     model = model_ref(args)
     spec = get_model(model)
     spec.weights_path()  # unknown model or missing weights: say so now, exit 2
-    problem = _check_vectors(args, spec)
+    problem = _check_vectors(args, spec) or _check_hosts(args)
     if problem:
         print(f"shiwu: error: {problem}", file=sys.stderr)
         return EXIT_USAGE
@@ -108,7 +114,7 @@ def run(args) -> int:
             max_connections=args.max_connections, header_timeout=args.header_timeout,
             keep_alive_timeout=args.keep_alive_timeout, graceful_timeout=args.graceful_timeout,
             api_key=args.api_key or os.environ.get(ENV_API_KEY) or None,
-            cors_origins=tuple(args.cors_origin), index=args.index,
+            cors_origins=tuple(args.cors_origin), allowed_hosts=allowed_hosts(args), index=args.index,
             gallery=os.path.abspath(args.gallery) if args.gallery else None,
             gallery_mode=args.gallery_mode, min_similarity=args.min_similarity)
     except ValueError as exc:  # e.g. an API key that is not text
@@ -130,6 +136,36 @@ def run(args) -> int:
     return EXIT_OK if drained else EXIT_SOME_FAILED
 
 
+def _port(text: str) -> int:
+    import argparse
+
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (a whole number from 1 to 65535)")
+    return port
+
+
+def allowed_hosts(args) -> tuple[str, ...]:
+    """--allowed-hosts, or its default: the loopback names (and the address itself) when
+    listening on a loopback address, any host otherwise."""
+    from ..server.access import LOOPBACK_NAMES, is_loopback
+
+    if args.allowed_hosts:
+        return tuple(h.strip() for h in args.allowed_hosts.split(",") if h.strip())
+    if is_loopback(args.host):
+        return tuple(dict.fromkeys(LOOPBACK_NAMES + (args.host.strip("[]").lower(),)))
+    return ("*",)
+
+
+def _check_hosts(args) -> str | None:
+    if args.allowed_hosts is not None and not allowed_hosts(args):
+        return "--allowed-hosts needs at least one host name (or '*': any)"
+    return None
+
+
 def _check_vectors(args, spec) -> str | None:
     """Why --index or --gallery cannot be served with this model, before it loads (None: fine).
     The server checks again once loaded (dimension, readable photos) and /readyz says why."""
@@ -141,11 +177,6 @@ def _check_vectors(args, spec) -> str | None:
             open_index(args.index, model=spec.key, weights_hash=spec.fingerprint()).close()
         except IndexFormatError as exc:
             return str(exc)
-    if args.gallery and args.workers > 1:
-        # each worker holds the gallery in memory: photos one of them is taught over HTTP would
-        # be stored, but the other workers would go on answering without them until a restart
-        return ("--gallery needs --workers 1: examples added over HTTP would reach only the worker "
-                "that received them")
     if args.gallery and os.path.isdir(args.gallery) and any(
             p.is_dir() and not p.name.startswith(".") for p in os.scandir(args.gallery)):
         try:

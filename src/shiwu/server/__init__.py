@@ -1,32 +1,40 @@
 """`shiwu serve`: an HTTP service with micro-batching and a web page.
 
-Needs the ``serve`` extra (``pip install "shiwu[serve]"``). ``create_app`` (in ``.app``) builds
-the ASGI app; ``run`` starts uvicorn the way the command line does.
+Needs the ``serve`` extra (``pip install "shiwu[serve]"``). ``run`` starts uvicorn the way the
+command line does; uvicorn builds the ASGI app in each worker with ``app.app_from_env``.
+
+Layout: ``app`` builds the app (middleware, routers, lifespan); ``service`` holds the model,
+the batcher, the decode lanes and the drain state; ``uploads`` admits request bodies;
+``deps`` the route dependencies; ``routes/`` one module per resource; ``schemas`` the answers
+as documented on /docs; ``access`` the Host and Origin checks; ``served_index`` and
+``served_gallery`` what the embedding routes serve; ``protocol`` the connection layer below.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import ipaddress
+import logging
 import os
-import sys
 
 from .settings import ENV_SETTINGS, ServerSettings
 
-__all__ = ["ServerSettings", "run", "MissingExtra"]
+__all__ = ["ServerSettings", "run", "MissingExtra", "configure_logging"]
+
+log = logging.getLogger(__name__)
 
 
 class MissingExtra(RuntimeError):
     """The web framework is not installed."""
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+def configure_logging(level: str = "info") -> None:
+    """shiwu's records on stderr as ``shiwu: message`` (as the command line writes them), at
+    uvicorn's --log-level or above; in the serving process and in each worker process."""
+    from ..logs import NORMAL, QUIET, VERBOSE, configure
+
+    configure({"debug": VERBOSE, "info": NORMAL}.get(level, QUIET))
+    if level == "error":
+        logging.getLogger("shiwu").setLevel(logging.ERROR)
 
 
 # uvicorn gets this much longer than --graceful-timeout before it cuts connections: the app
@@ -46,12 +54,18 @@ def run(settings: ServerSettings, *, host: str = "127.0.0.1", port: int = 8000, 
         raise MissingExtra(f"`shiwu serve` needs {exc.name}: pip install \"shiwu[serve]\"") from None
     if not (importlib.util.find_spec("python_multipart") or importlib.util.find_spec("multipart")):
         raise MissingExtra("`shiwu serve` needs python-multipart: pip install \"shiwu[serve]\"")
+    from .access import is_loopback
     from .protocol import MAX_HEAD_BYTES, PROTOCOL, DrainingServer
 
-    if not _is_loopback(host):
+    configure_logging(log_level)
+    settings.log_level = log_level
+    if not is_loopback(host):
         what = "an API key is required on every POST and on thumbnails" if settings.api_key else \
             "anyone who can reach it can use it (consider --api-key)"
-        print(f"shiwu: listening on {host}, not only on this machine: {what}", file=sys.stderr)
+        log.warning("listening on %s, not only on this machine: %s", host, what)
+        if "*" in settings.allowed_hosts:
+            log.warning("any Host name is accepted: name the ones clients use with --allowed-hosts "
+                        "(a DNS-rebinding page could otherwise reach it from a browser)")
     # Workers are separate processes: hand them the settings through the environment.
     os.environ[ENV_SETTINGS] = settings.to_env()
     options = dict(factory=True, host=host, port=port, workers=workers, log_level=log_level,

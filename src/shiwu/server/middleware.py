@@ -14,7 +14,7 @@ import time
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse
 
-log = logging.getLogger("uvicorn.error")
+log = logging.getLogger(__name__)
 
 # Methods that get their own label; any other token a client invents is counted as "other", so
 # random method names (each a 405) cannot grow /metrics or the process without bound.
@@ -160,7 +160,7 @@ class SecurityMiddleware:
         except Exception as exc:
             if scope.get("shiwu.client_gone"):
                 return
-            once_every("app-error", "shiwu: unexpected error on %s: %s: %s", scope["path"],
+            once_every("app-error", "unexpected error on %s: %s: %s", scope["path"],
                        type(exc).__name__, exc, level=logging.ERROR, exc_info=exc)
             if not started[0]:
                 response = JSONResponse({"detail": f"internal error: {type(exc).__name__}"}, 500)

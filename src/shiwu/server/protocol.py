@@ -25,7 +25,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from .middleware import json_error_bytes, once_every
 from .settings import ServerSettings
 
-log = logging.getLogger("uvicorn.error")
+log = logging.getLogger(__name__)
 
 RESOURCE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 MAX_HEAD_BYTES = 16 * 1024  # request line + headers (h11's default, stated): 400 above
@@ -52,7 +52,7 @@ class ShiwuH11Protocol(H11Protocol):
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
         if len(self.connections) > self.max_connections:
-            once_every("max-connections", "shiwu: %d connections open (--max-connections %d): "
+            once_every("max-connections", "%d connections open (--max-connections %d): "
                        "new ones get 503", len(self.connections) - 1, self.max_connections)
             transport.write(json_error_bytes(
                 503, f"too many open connections (limit {self.max_connections}); retry later",
@@ -126,7 +126,7 @@ def install_log_filters() -> None:
 def resource_exception_handler(loop: asyncio.AbstractEventLoop, context: dict) -> None:
     exc = context.get("exception")
     if isinstance(exc, OSError) and exc.errno in RESOURCE_ERRNOS:
-        once_every("resources", "shiwu: %s (%s): new connections wait until descriptors are free; "
+        once_every("resources", "%s (%s): new connections wait until descriptors are free; "
                    "raise the open-file limit (ulimit -n) or lower --max-connections",
                    context.get("message", "out of resources"), exc.strerror or exc)
         return

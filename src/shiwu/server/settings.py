@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from dataclasses import dataclass
 
 # --max-batch-size auto: at start-up, time the model on batches of these sizes and use the one
@@ -43,7 +44,7 @@ class ServerSettings:
     max_topk: int = 100
     request_timeout: float = 30.0     # seconds for reading the body (408) and answering (504)
     decode_threads: int = 2           # threads decoding and preprocessing uploads
-    # embeddings (shiwu.server.vectors)
+    # embeddings (shiwu.server.served_index, served_gallery)
     index: str | None = None          # an index folder or Milvus store for POST /v1/search
     gallery: str | None = None        # a gallery folder: recognize uses it, POST /v1/gallery adds to it
     gallery_mode: str = "merge"       # as `shiwu predict --gallery-mode`
@@ -66,6 +67,10 @@ class ServerSettings:
     # access
     api_key: str | None = None        # required on every POST (and thumbnails) when set
     cors_origins: tuple[str, ...] = ()  # CORS is off unless origins are listed
+    # Host header names the server answers to (see access.py); "*" any. The CLI gives the
+    # loopback names when bound to loopback, "*" otherwise, unless --allowed-hosts is given.
+    allowed_hosts: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
+    log_level: str = "info"           # shiwu's own log records below this level are not shown
     # Before /readyz says ready, run every batch size 1..max batch size (twice), within this many
     # seconds: the first call at a new shape allocates, picks kernels, and on torchscript
     # re-optimises the graph (seconds, not milliseconds). 0 turns warm-up off.
@@ -76,6 +81,13 @@ class ServerSettings:
             from ..models.spec import ModelRef
             self.model = ModelRef.of(self.model)
         self.cors_origins = tuple(self.cors_origins or ())
+        self.allowed_hosts = tuple(h.strip() for h in (self.allowed_hosts or ()) if h.strip())
+        if not self.allowed_hosts:
+            raise ValueError("allowed_hosts must name at least one host (or '*': any)")
+        for origin in self.cors_origins:
+            if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+                raise ValueError(f"--cors-origin {origin!r} is not an origin (scheme://host[:port], "
+                                 "no path)")
         if self.max_batch_size is not None and int(self.max_batch_size) < 1:
             raise ValueError("max_batch_size must be at least 1 (or None: measured)")
         for name in ("max_queue", "max_upload_bytes", "max_images", "max_pixels",
@@ -91,7 +103,7 @@ class ServerSettings:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
         if self.api_key is not None:
-            try:  # compared as UTF-8 bytes (app.check_api_key): it must be encodable
+            try:  # compared as UTF-8 bytes (deps.require_api_key): it must be encodable
                 self.api_key.encode("utf-8")
             except UnicodeEncodeError:
                 raise ValueError("the API key is not valid UTF-8 text (check the locale it was "

@@ -1,51 +1,63 @@
-"""What the server lets in, and in which order it decodes it.
+"""Decoding uploads off the event loop, in two lanes.
 
-- ``Budget``: a counter of bytes (request bodies being read) or pixels (big images admitted)
-  that a request reserves *before* the work starts, and gets 503 + Retry-After when it does not
-  fit: refusing early costs nothing, queueing into a 504 costs the client 30 s and us the memory.
-- ``DecodeScheduler``: decoding threads in two lanes. Small images (most photos, and every JPEG
-  once draft-decoded) never wait behind big ones: the small lane takes only small images; the
-  big lane takes big ones first, round-robin over requests (a request of 16 huge PNGs does not
-  hold back another request's), and helps with small ones when it has nothing big to do. The
-  big lane runs at a lower CPU priority (Linux thread nice), so on a small machine a big
-  decode yields the cores to small photos and to inference.
+Small images (most photos, and every JPEG once draft-decoded) never wait behind big ones: the
+small lane takes only small images; the big lane takes big ones first, round-robin over
+requests (a request of 16 huge PNGs does not hold back another request's), and helps with
+small ones when it has nothing big to do. The big lane runs at a lower CPU priority (Linux
+thread nice), so on a small machine a big decode yields the cores to small photos and to
+inference. Whether an image is big is read from its header before it is decoded.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import threading
+import time
+import warnings
 from collections import OrderedDict, deque
 from typing import Callable
-
-log = logging.getLogger("uvicorn.error")
 
 BIG_LANE_NICE = 10  # how much lower the big lane's CPU priority is (Linux: per thread)
 
 
-class Budget:
-    """A non-blocking reservation counter (used on the event loop only: no lock needed)."""
+def decoded_pixels(upload, min_size: int | None) -> int:
+    """Pixels the image will have once decoded, from its header (JPEG: after draft scaling);
+    0 when the header cannot be read (the decode then fails fast with the reason)."""
+    if upload.size == 0:
+        return 0
+    from PIL import Image
 
-    def __init__(self, limit: int):
-        self.limit = int(limit)
-        self.used = 0
-
-    def try_take(self, amount: int) -> int | None:
-        """Reserve ``amount`` (clamped to the whole budget, so one request that fits the
-        limits always gets in when alone); the amount taken, or None when it does not fit."""
-        amount = min(int(amount), self.limit)
-        if self.used + amount > self.limit:
-            return None
-        self.used += amount
-        return amount
-
-    def give_back(self, amount: int) -> None:
-        self.used = max(0, self.used - amount)
+    try:
+        upload.file.seek(0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(upload.file) as image:
+                if min_size and image.format == "JPEG":
+                    image.draft("RGB", (min_size, min_size))
+                return int(image.size[0]) * int(image.size[1])
+    except Exception:  # noqa: BLE001 - any failure here is reported by the real decode
+        return 0
 
 
-class _Job:
+def reduce_for(image, preprocessing):
+    """A big image box-reduced by a whole factor that keeps at least twice the pixels the
+    resize needs (Pillow's reducing_gap=2 idea): the resize then reads 1/factor^2 of them."""
+    target = preprocessing.decode_min_size
+    if not target:
+        return image
+    width, height = image.size
+    if preprocessing.resize == "squash":
+        factor = (max(1, width // (2 * target)), max(1, height // (2 * target)))
+    else:
+        factor = max(1, min(width, height) // (2 * target))
+        factor = (factor, factor)
+    return image.reduce(factor) if max(factor) >= 2 else image
+
+
+class Job:
+    """A function to run on a thread, settling an asyncio future on the loop that asked."""
+
     __slots__ = ("fn", "future", "loop")
 
     def __init__(self, fn, future, loop):
@@ -71,15 +83,18 @@ def _settle(future: asyncio.Future, result, exc) -> None:
         future.set_result(result)
 
 
-class DecodeScheduler:
+class DecodeLanes:
+    """Decoding threads in two lanes (small images never wait behind big ones); see the module."""
+
     def __init__(self, threads: int):
         threads = max(2, int(threads))  # one lane each, at the least
         self.big_threads = max(1, threads // 2)
         self.small_threads = threads - self.big_threads
         self._cond = threading.Condition()
-        self._small: deque[_Job] = deque()
-        self._big: OrderedDict[object, deque[_Job]] = OrderedDict()  # request -> its big jobs
+        self._small: deque[Job] = deque()
+        self._big: OrderedDict[object, deque[Job]] = OrderedDict()  # request -> its big jobs
         self._closed = False
+        self._running: dict[int, float] = {}  # thread id -> when its job started (monotonic)
         self._workers = [threading.Thread(target=self._work, args=(i < self.big_threads,),
                                           name=f"shiwu-decode-{'big' if i < self.big_threads else 'small'}-{i}",
                                           daemon=True)
@@ -94,7 +109,7 @@ class DecodeScheduler:
 
     def submit(self, fn: Callable[[], object], *, big: bool, request: object) -> asyncio.Future:
         loop = asyncio.get_running_loop()
-        job = _Job(fn, loop.create_future(), loop)
+        job = Job(fn, loop.create_future(), loop)
         with self._cond:
             if self._closed:
                 raise RuntimeError("server is shutting down")
@@ -105,7 +120,7 @@ class DecodeScheduler:
             self._cond.notify_all()
         return job.future
 
-    def _next(self, big_lane: bool) -> _Job | None:
+    def _next(self, big_lane: bool) -> Job | None:
         if big_lane and self._big:
             request, jobs = next(iter(self._big.items()))
             job = jobs.popleft()
@@ -131,7 +146,20 @@ class DecodeScheduler:
                         return
                     self._cond.wait()
                     job = self._next(big_lane)
-            job.run()
+            self._running[threading.get_ident()] = time.monotonic()
+            try:
+                job.run()
+            finally:
+                self._running.pop(threading.get_ident(), None)
+
+    def stuck(self, after: float) -> int:
+        """Threads whose current job has run for more than ``after`` seconds."""
+        now = time.monotonic()
+        return sum(now - started > after for started in list(self._running.values()))
+
+    @property
+    def threads(self) -> int:
+        return len(self._workers)
 
     def close(self) -> None:
         """Stop taking work; jobs not started are cancelled (their requests are answered by the

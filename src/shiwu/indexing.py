@@ -80,7 +80,7 @@ def build_index(inputs: Sequence[str], location: str, *, recursive: bool = False
     Milvus store ``milvus://HOST:PORT/COLLECTION`` / ``PATH.db``)."""
     from tqdm import tqdm
 
-    from .batch import _StopFlag
+    from .batch.stopping import StopFlag
     from .batch.local import ModelOptions
     from .batch.sources import collect_images
     from .config import resolve
@@ -105,7 +105,7 @@ def build_index(inputs: Sequence[str], location: str, *, recursive: bool = False
     size = resolve(spec.key, backend=backend, precision=precision, size=size).size
     options = ModelOptions(ref, backend, precision, threads, size, max_pixels, calibration)
     say = lambda message: tqdm.write(message, file=sys.stderr)  # noqa: E731
-    stop = _StopFlag(say)
+    stop = StopFlag(say)
     bar = tqdm(total=len(todo), unit="img", desc="shiwu index", file=sys.stderr, disable=not progress,
                dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30)
     pending: list[tuple] = []  # error rows seen before the first vector told the dimension

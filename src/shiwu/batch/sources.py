@@ -25,6 +25,8 @@ import os
 import sys
 from typing import Iterable, Iterator
 
+from ..filenames import lossless
+
 IMAGE_EXTENSIONS = frozenset({
     ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff",
     ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".ico", ".heic", ".heif", ".avif",
@@ -43,11 +45,13 @@ def is_image_name(name: str) -> bool:
 def image_key(path: str) -> str:
     """The identity of an image path: its resolved real path (symbolic links followed, ``.``
     and ``..`` removed, relative paths taken from the current folder). A dangling link or a
-    loop resolves as far as it goes, so it is still one stable key."""
+    loop resolves as far as it goes, so it is still one stable key. A path that is not UTF-8
+    gives the ``file://`` URI of its bytes (``filenames.lossless``): text every format can hold."""
     try:
-        return os.path.realpath(path)
+        real = os.path.realpath(path)
     except (OSError, ValueError):  # a NUL byte or a name the OS refuses: the spelling is all
-        return os.path.abspath(path)
+        real = os.path.abspath(path)
+    return lossless(real)
 
 
 def collect_images(inputs: Iterable[str], *, recursive: bool = False, stdin=None,

@@ -15,11 +15,12 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Iterable
 
 import numpy as np
+
+from ..fsutil import atomic_output
 
 try:
     import faiss
@@ -193,18 +194,11 @@ class FaissEngine:
     # -- the derived file ----------------------------------------------------------------
 
     def save(self, path: str | os.PathLike, generation: int) -> dict:
-        """Write the index file atomically; returns the record that vouches for it."""
-        folder = os.path.dirname(os.path.abspath(path))
-        fd, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".faiss")
-        os.close(fd)
-        try:
-            faiss.write_index(self.index, temporary)
-            digest = _sha256(temporary, fsync=True)
-            os.replace(temporary, path)
-        except BaseException:
-            if os.path.exists(temporary):
-                os.unlink(temporary)
-            raise
+        """Write the index file atomically (fsutil.atomic_output); returns the record that
+        vouches for it."""
+        with atomic_output(path) as temporary:
+            faiss.write_index(self.index, os.fspath(temporary))
+            digest = _sha256(temporary)
         return {"generation": generation, "sha256": digest, "structure": self.structure,
                 "count": self.count}
 
@@ -223,11 +217,9 @@ class FaissEngine:
         return cls(dimension, settings, record["structure"], index)
 
 
-def _sha256(path: str | os.PathLike, *, fsync: bool = False) -> str:
+def _sha256(path: str | os.PathLike) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as file:
         while block := file.read(1 << 22):
             digest.update(block)
-        if fsync:
-            os.fsync(file.fileno())
     return digest.hexdigest()

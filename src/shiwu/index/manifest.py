@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 
+from ..fsutil import atomic_write
 from .errors import IndexFormatError, IndexMismatchError
 
 FORMAT = "shiwu-index"
@@ -95,16 +95,6 @@ class Manifest:
 
 
 def write_atomically(path: str | os.PathLike, data: bytes) -> None:
-    """Readers see the old file or the new one, never a half-written one, even after kill -9."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
+    """Readers see the old file or the new one, never a half-written one, even after kill -9
+    (the project's one temp-file + fsync + rename: ``fsutil.atomic_write``)."""
+    atomic_write(path, data)

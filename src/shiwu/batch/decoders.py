@@ -1,0 +1,200 @@
+"""The decoding side of the local engine: processes that turn batches of paths into pixels.
+
+Decoders are spawned processes (Pillow + numpy, no torch) that decode and preprocess whole
+batches and write the pixels into shared-memory buffers (``SharedBatches``), so no pixels are
+pickled back. A bad file becomes an error for its row, never an exception; a decoder that
+crashes (a C-level fault in an image library) costs only the file that caused it
+(``decode_isolated``).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sys
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from ..images import DEFAULT_MAX_PIXELS, ImageError, load_image
+from ..preprocess import Preprocessing
+
+
+class DecoderError(RuntimeError):
+    """The decoder processes cannot run at all (not one bad image: the environment)."""
+
+
+@dataclass
+class Decoded:
+    """One batch after decoding: arrays for the good images, an error for each bad one."""
+
+    ok: list[int]                       # positions in the batch that decoded
+    pixels: np.ndarray                  # (len(ok), 3, S, S) float32
+    errors: dict[int, tuple[str, str]]  # position -> (error type, message)
+
+
+def error_of(exc: BaseException) -> tuple[str, str]:
+    if isinstance(exc, ImageError):
+        return type(exc).__name__, exc.reason
+    return type(exc).__name__, str(exc) or repr(exc)
+
+
+def decode_batch(paths: Sequence[str], preprocessing: Preprocessing,
+                 max_pixels: int = DEFAULT_MAX_PIXELS, out: np.ndarray | None = None) -> Decoded:
+    """Decode and preprocess ``paths``; a bad file becomes an error, never an exception.
+
+    With ``out`` (at least ``len(paths)`` rows), the good images are written to its first rows
+    and ``pixels`` is a view of them.
+    """
+    ok: list[int] = []
+    arrays: list[np.ndarray] = []
+    errors: dict[int, tuple[str, str]] = {}
+    # JPEG draft decoding down to what the crop needs (a model may ask for full-size decoding)
+    min_size = getattr(preprocessing, "decode_min_size", preprocessing.resize_short)
+    for position, path in enumerate(paths):
+        try:
+            image = load_image(path, min_size=min_size, max_pixels=max_pixels)
+            array = preprocessing(image)
+            if out is not None:
+                out[len(ok)] = array
+            else:
+                arrays.append(array)
+            ok.append(position)
+        except MemoryError:
+            errors[position] = ("ImageError", "not enough memory to decode this image")
+        except Exception as exc:  # noqa: BLE001 - any failure is this image's, not the run's
+            errors[position] = error_of(exc)
+    if out is not None:
+        return Decoded(ok, out[:len(ok)], errors)
+    size = preprocessing.size
+    pixels = np.stack(arrays) if arrays else np.empty((0, 3, size, size), np.float32)
+    return Decoded(ok, pixels, errors)
+
+
+class SharedBatches:
+    """Shared-memory batch buffers that decoders write into, so no pixels are pickled.
+
+    Sending a decoded batch of 32 back through a pipe costs the inference process about 0.7 ms
+    of CPU per image (unpickling 19 MB), which is several percent of EfficientNet-Lite0's
+    inference time. The buffers are created here (and so removed by Python's resource tracker
+    even after a kill -9); workers map them by name.
+    """
+
+    def __init__(self, count: int, batch_size: int, size: int):
+        from multiprocessing import shared_memory
+
+        self.shape = (batch_size, 3, size, size)
+        nbytes = int(np.prod(self.shape)) * 4
+        self.blocks = []
+        try:
+            for _ in range(count):
+                self.blocks.append(shared_memory.SharedMemory(create=True, size=nbytes))
+        except BaseException:
+            self.close()
+            raise
+        self.free = deque(range(count))
+
+    def address(self, slot: int) -> tuple[str, tuple]:
+        return self.blocks[slot].name, self.shape
+
+    def view(self, slot: int, rows: int) -> np.ndarray:
+        return np.ndarray((rows, *self.shape[1:]), np.float32, buffer=self.blocks[slot].buf)
+
+    def close(self) -> None:
+        for block in self.blocks:
+            try:
+                block.close()
+            except BufferError:  # a view is still alive; the mapping goes with the process
+                pass
+            try:
+                block.unlink()
+            except FileNotFoundError:
+                pass
+        self.blocks = []
+
+    @staticmethod
+    def usable() -> bool:
+        # Workers map the buffers from /dev/shm directly (see _attach): Linux only.
+        return sys.platform.startswith("linux") and os.path.isdir("/dev/shm")
+
+
+_worker_state: dict = {}
+
+
+def _attach(name: str, shape: tuple) -> np.ndarray:
+    """Map a shared batch buffer in a worker, once per buffer.
+
+    Plain mmap of /dev/shm instead of SharedMemory(name): before Python 3.13 attaching also
+    registers the buffer with the resource tracker, which would then delete it under the main
+    process when this worker exits.
+    """
+    maps = _worker_state.setdefault("maps", {})
+    if name not in maps:
+        import mmap
+
+        fd = os.open(f"/dev/shm/{name.lstrip('/')}", os.O_RDWR)
+        try:
+            maps[name] = mmap.mmap(fd, int(np.prod(shape)) * 4)
+        finally:
+            os.close(fd)
+    return np.ndarray(shape, np.float32, buffer=maps[name])
+
+
+def init_worker(preprocessing: Preprocessing, max_pixels: int) -> None:
+    # Ctrl-C reaches the whole process group: the main process decides when to stop (after the
+    # current batch); workers just finish what they hold.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _worker_state.update(preprocessing=preprocessing, max_pixels=max_pixels)
+    _die_with_parent()
+
+
+def _die_with_parent() -> None:
+    """On Linux, ask the kernel to end this worker if the main process is killed (kill -9)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() == 1:  # the parent already died before prctl
+            os._exit(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def decode_in_worker(paths: Sequence[str], slot: tuple | None = None) -> Decoded:
+    out = _attach(*slot) if slot is not None else None
+    decoded = decode_batch(paths, _worker_state["preprocessing"], _worker_state["max_pixels"], out)
+    if out is not None:
+        decoded.pixels = None  # already in shared memory; do not pickle it
+    return decoded
+
+
+def decode_isolated(paths: Sequence[str], preprocessing: Preprocessing, max_pixels: int) -> Decoded:
+    ok, arrays, errors = [], [], {}
+    context = multiprocessing.get_context("spawn")
+    for position, path in enumerate(paths):
+        with ProcessPoolExecutor(1, mp_context=context, initializer=init_worker,
+                                 initargs=(preprocessing, max_pixels)) as single:
+            try:
+                one = single.submit(decode_in_worker, [path]).result()
+            except BrokenProcessPool:
+                errors[position] = ("ImageError", "the image decoder crashed on this file")
+                continue
+        if one.ok:
+            ok.append(position)
+            arrays.append(one.pixels[0])
+        else:
+            errors[position] = one.errors[0]
+    crashed = sum(1 for kind, message in errors.values() if "decoder crashed" in message)
+    if len(paths) > 1 and crashed == len(paths):
+        raise DecoderError(f"the decoder crashed on every one of {len(paths)} images in a row: "
+                           "the decoder processes themselves are broken, not these files")
+    size = preprocessing.size
+    pixels = np.stack(arrays) if arrays else np.empty((0, 3, size, size), np.float32)
+    return Decoded(ok, pixels, errors)

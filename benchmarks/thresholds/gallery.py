@@ -10,14 +10,14 @@
 2. Overhead. Gallery.classify over 1k / 10k / 100k example vectors against plain inference of one
    image, measured in the same run (the goal: <= 1 ms per query at 10k examples).
 
-    python benchmarks/gallery.py [--backend onnxruntime]
+    python benchmarks/thresholds/gallery.py [--backend onnxruntime]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import time
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +26,9 @@ from shiwu import Recognizer
 from shiwu.calibrate import bundled_photos, views
 from shiwu.gallery import DEFAULT_MIN_SIMILARITY, Gallery
 from shiwu.images import load_image
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared helper
+from bench_common import ROOT, call_seconds, record_run  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def photos() -> list[Path]:
@@ -82,7 +83,7 @@ def main() -> None:
 
     rng = np.random.default_rng(0)
     one = recognizer.preprocessing.batch([images[0]])
-    inference = [t for t in _times(lambda: recognizer.logits_and_embeddings(one), 30)]
+    inference = [t for t in call_seconds(lambda: recognizer.logits_and_embeddings(one), 30)]
     print(f"\n| examples | ms/query, one query | ms/query, batches of 8 | batch of 8 vs one inference "
           f"({statistics.median(inference) * 1e3:.2f} ms) |")
     print("|---|---|---|---|")
@@ -91,20 +92,10 @@ def main() -> None:
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         gallery = Gallery(Path("."), [f"c{i}" for i in range(count // 10)], vectors,
                           np.arange(count) % (count // 10), [""] * count)
-        single = statistics.median(_times(lambda: gallery.classify(queries[0, :1]), 50))
-        batch = statistics.median(_times(lambda: gallery.classify(queries[:2].reshape(-1, queries.shape[2])[:8]), 20)) / 8
+        single = statistics.median(call_seconds(lambda: gallery.classify(queries[0, :1]), 50))
+        batch = statistics.median(call_seconds(lambda: gallery.classify(queries[:2].reshape(-1, queries.shape[2])[:8]), 20)) / 8
         print(f"| {count:,} | {single * 1e3:.3f} | {batch * 1e3:.3f} | {batch / statistics.median(inference):.1%} |")
 
 
-def _times(run, n: int) -> list[float]:
-    run()
-    out = []
-    for _ in range(n):
-        start = time.perf_counter()
-        run()
-        out.append(time.perf_counter() - start)
-    return out
-
-
 if __name__ == "__main__":
-    main()
+    sys.exit(record_run("gallery", main))

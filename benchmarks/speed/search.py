@@ -14,8 +14,8 @@ Timings are single-query latencies (a user's search), p50/p99 over the queries, 
 engine's default threads (faiss: 1 thread below 20 queries, see faiss_engine.SMALL_BATCH);
 ratios are against flat at the same N in the same run.
 
-    python benchmarks/search.py                                # 100k and 1M, 1280-d
-    python benchmarks/search.py --sizes 100000 --milvus 20000 --hnsw-budget 300
+    python benchmarks/speed/search.py                                # 100k and 1M, 1280-d
+    python benchmarks/speed/search.py --sizes 100000 --milvus 20000 --hnsw-budget 300
 
 Milvus Lite is measured at --milvus N (default 20k): it is the test path for a Milvus server,
 and inserting is slow enough (70 s per 100k measured before) that 1M would take most of an
@@ -35,9 +35,11 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 
 from shiwu.index import FaissEngine, FaissSettings, IndexRow, Manifest, create_index  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared helpers
+from bench_common import ROOT, record_run  # noqa: E402
 
 CHUNK = 50_000
 K = 10
@@ -323,4 +325,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(record_run("search", main))

@@ -5,7 +5,7 @@ size); rounds alternate batch, index, batch, index... so that a busy moment of t
 machine hits both. Photos: distinct 640x480 JPEGs cut from the bundled photos (distinct files,
 so no decoder sees the same stream twice). The goal: index >= 90% of batch's images/s.
 
-    python benchmarks/index_throughput.py [--photos 400] [--rounds 3] [--backend onnxruntime]
+    python benchmarks/speed/index_throughput.py [--photos 400] [--rounds 3] [--backend onnxruntime]
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ import numpy as np
 from PIL import Image
 
 from shiwu.calibrate import bundled_photos
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared helper
+from bench_common import ROOT, record_run  # noqa: E402
 
 SHIWU = str(Path(sys.executable).parent / "shiwu")
 
@@ -81,4 +83,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(record_run("index_throughput", main))

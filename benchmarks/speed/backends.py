@@ -1,7 +1,7 @@
 """Every backend and precision on this machine: model-only latency, throughput, GFLOP/s against
 a matmul ceiling measured in the same run, and top-1 agreement with torch fp32 on real photos.
 
-    python benchmarks/backends.py [--model efficientnet-lite0] [--size 224] [--threads 2]
+    python benchmarks/speed/backends.py [--model efficientnet-lite0] [--size 224] [--threads 2]
                                   [--configs torch,torchscript,onnxruntime,openvino,openvino:bf16]
 
 The ceiling is the best of a few large torch matmuls (fp32, and bf16 where the CPU has it):
@@ -21,13 +21,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
 
 from shiwu.backends import BackendUnavailable, create_backend  # noqa: E402
 from shiwu.bench import call_times  # noqa: E402  (the timing loop `shiwu bench` uses)
 from shiwu.calibrate import top1_agreement, view_batch  # noqa: E402
 from shiwu.images import load_image  # noqa: E402
 from shiwu.models.registry import get_model  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared helper
+from bench_common import ROOT, record_run  # noqa: E402
 
 DEFAULT_CONFIGS = "torch,torchscript,onnxruntime,openvino,openvino:bf16,torch:bf16,openvino:int8,onnxruntime:int8"
 
@@ -142,4 +143,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(record_run("backends", main))

@@ -12,8 +12,8 @@ file, shiwu with ``--resize squash`` (the recipe's preprocessing) so the top-1 m
 every photo; ``--also traced_model_cpu.pt,model.onnx`` adds shiwu rows for other saves of the
 same model. Decode is included on both sides and the ratio is measured in this run. Usage:
 
-    python benchmarks/vs_article.py [--repeat 5] [--backends torch,onnxruntime,openvino]
-    python benchmarks/vs_article.py --model model.pth --labels label_map.json --trust-model-code \\
+    python benchmarks/upstream/vs_article.py [--repeat 5] [--backends torch,onnxruntime,openvino]
+    python benchmarks/upstream/vs_article.py --model model.pth --labels label_map.json --trust-model-code \\
         --also traced_model_cpu.pt,model.onnx
 """
 
@@ -24,6 +24,7 @@ import gc
 import os
 import statistics
 import time
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +34,9 @@ from PIL import Image
 from shiwu import Recognizer
 from shiwu.models.model_files import kind_of
 from shiwu.models.registry import get_model
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared helper
+from bench_common import ROOT, record_run  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
@@ -133,4 +135,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(record_run("vs_article", main))

@@ -75,25 +75,31 @@ def current_rss_mb() -> float:
 # --- formatting -------------------------------------------------------------------------------
 
 def speedup(baseline: float, value: float) -> str:
-    """How many times faster ``value`` (a time) is than ``baseline``: '2.99×'."""
-    return f"{baseline / value:.2f}×" if value > 0 else "–"
+    """How many times faster a time ``value`` is than ``baseline``: '2.99x'."""
+    return f"{baseline / value:.2f}x" if value > 0 else "–"
 
 
-def text_table(headers: list[str], rows: list[list]) -> str:
-    """A plain aligned table: numbers right-aligned, text left-aligned."""
-    cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
+def load_note() -> str:
+    """', load average 1.4' (what other programs were doing to the timings), or ''."""
+    try:
+        return f", load average {os.getloadavg()[0]:.1f}"
+    except OSError:
+        return ""
+
+
+def markdown_table(headers: list[str], rows: list[list]) -> str:
+    """A Markdown table with aligned columns (a row shorter than the headers is padded):
+    readable in a terminal and rendered in ``results/<name>.md``."""
+    cells = [[str(h) for h in headers]] + [[str(c) for c in row] + [""] * (len(headers) - len(row))
+                                            for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-
-    def line(row, source):
-        return "  ".join(cell.rjust(w) if isinstance(value, (int, float)) else cell.ljust(w)
-                         for cell, w, value in zip(row, widths, source)).rstrip()
-    out = [line(cells[0], headers)]
-    out += [line(cell_row, row) for cell_row, row in zip(cells[1:], rows)]
-    return "\n".join(out)
+    lines = ["| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths)) + " |" for row in cells]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
 
 
 def print_table(headers: list[str], rows: list[list]) -> None:
-    print(text_table(headers, rows), flush=True)
+    print(markdown_table(headers, rows), flush=True)
 
 
 # --- recording --------------------------------------------------------------------------------

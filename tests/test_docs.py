@@ -24,7 +24,7 @@ REPO_FILE = re.compile(r"\b((?:benchmarks|tests)/[\w./-]+\.(?:py|md|json))\b")
 
 
 def markdown_files() -> list[Path]:
-    return sorted(DOCS.rglob("*.md")) + READMES
+    return sorted(DOCS.rglob("*.md")) + READMES + sorted((ROOT / "benchmarks").rglob("*.md"))
 
 
 def prose(path: Path) -> str:

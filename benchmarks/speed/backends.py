@@ -28,7 +28,7 @@ from shiwu.calibrate import top1_agreement, view_batch  # noqa: E402
 from shiwu.images import load_image  # noqa: E402
 from shiwu.models.registry import get_model  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared helper
-from bench_common import ROOT, record_run  # noqa: E402
+from bench_common import ROOT, print_table, record_run, speedup  # noqa: E402
 
 DEFAULT_CONFIGS = "torch,torchscript,onnxruntime,openvino,openvino:bf16,torch:bf16,openvino:int8,onnxruntime:int8"
 
@@ -127,20 +127,19 @@ def main() -> None:
     print(f"\n{spec.name} at {size}px, {gflop:.2f} GFLOP per image, {threads} threads; "
           f"matmul ceiling: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in ceilings.items()))
     print(f"top-1 agreement with torch fp32 on {len(photos)} photos and on {len(views)} views of them\n")
-    print("| backend, precision | batch 1 ms | vs torch fp32 | images/s at batch 8 | GFLOP/s | % of ceiling "
-          "| agreement (photos) | agreement (views) |")
-    print("|---|---|---|---|---|---|---|---|")
+    table = []
     for label, data, error in rows:
         if data is None:
-            print(f"| {label} | not available: {error[:90]} | | | | | | |")
+            table.append([label, f"not available: {error[:90]}"])
             continue
         t1, t8, agree_p, agree_v, precision = data
         achieved = gflop / t1
         ceiling = ceilings.get(precision)
         share = f"{achieved / ceiling:.0%}" if ceiling else "n/a"
-        print(f"| {label} | {t1 * 1e3:.2f} | {base / t1:.2f}x | {8 / t8:.0f} | {achieved:.0f} | {share} "
-              f"| {agree_p:.1%} | {agree_v:.1%} |")
-
+        table.append([label, f"{t1 * 1e3:.2f}", speedup(base, t1), f"{8 / t8:.0f}", f"{achieved:.0f}", share,
+                      f"{agree_p:.1%}", f"{agree_v:.1%}"])
+    print_table(["backend, precision", "batch 1 ms", "vs torch fp32", "images/s at batch 8", "GFLOP/s",
+                 "% of ceiling", "agreement (photos)", "agreement (views)"], table)
 
 if __name__ == "__main__":
     sys.exit(record_run("backends", main))

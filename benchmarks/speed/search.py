@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 
 from shiwu.index import FaissEngine, FaissSettings, IndexRow, Manifest, create_index  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared helpers
-from bench_common import ROOT, record_run  # noqa: E402
+from bench_common import load_note, print_table, record_run  # noqa: E402
 
 CHUNK = 50_000
 K = 10
@@ -315,13 +315,11 @@ def main() -> None:
     if args.gallery:
         measure_gallery(real, args.gallery, args.queries)
 
-    print("\n| N | engine | parameters | build s | build vectors/s | p50 ms | p99 ms | recall@10 | p50 / flat |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for r in ROWS:
-        print(f"| {r['n']:,} | {r['engine']} | {r['params']} | {r['build_s']:.1f} | {r['rate']:,.0f} | "
-              f"{r['p50']:.2f} | {r['p99']:.2f} | {r['recall']:.3f} | {r['ratio']:.2f} |")
-    print(f"\ntotal {time.perf_counter() - start:.0f} s; cores {os.cpu_count()}; load average "
-          f"{os.getloadavg()[0]:.1f}")
+    print()
+    print_table(["N", "engine", "parameters", "build s", "build vectors/s", "p50 ms", "p99 ms", "recall@10", "p50 / flat"],
+                [[f"{r['n']:,}", r["engine"], r["params"], f"{r['build_s']:.1f}", f"{r['rate']:,.0f}",
+                  f"{r['p50']:.2f}", f"{r['p99']:.2f}", f"{r['recall']:.3f}", f"{r['ratio']:.2f}"] for r in ROWS])
+    print(f"\ntotal {time.perf_counter() - start:.0f} s; cores {os.cpu_count()}{load_note()}")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from shiwu.calibrate import bundled_photos, views
 from shiwu.gallery import DEFAULT_MIN_SIMILARITY, Gallery
 from shiwu.images import load_image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared helper
-from bench_common import ROOT, call_seconds, record_run  # noqa: E402
+from bench_common import ROOT, call_seconds, print_table, record_run  # noqa: E402
 
 
 
@@ -72,11 +72,10 @@ def main() -> None:
     own, other = np.array(own), np.array(other)
     print(f"{recognizer.model_name} ({recognizer.backend.name}): {len(set(scene))} scenes as classes, "
           f"3 example views each, {queries.shape[1]} unseen query views each\n")
-    print("| closest example | min | p5 | median | p95 | max |")
-    print("|---|---|---|---|---|---|")
-    for name, values in (("of its own class", own), ("of another class", other)):
-        print(f"| {name} | {values.min():.3f} | {np.percentile(values, 5):.3f} | {np.median(values):.3f} "
-              f"| {np.percentile(values, 95):.3f} | {values.max():.3f} |")
+    print_table(["closest example", "min", "p5", "median", "p95", "max"],
+                [[name] + [f"{v:.3f}" for v in (values.min(), np.percentile(values, 5), np.median(values),
+                                                 np.percentile(values, 95), values.max())]
+                 for name, values in (("of its own class", own), ("of another class", other))])
     t = DEFAULT_MIN_SIMILARITY
     print(f"\nat --min-similarity {t}: {np.mean(own >= t):.1%} of queries keep their class, "
           f"{np.mean(other >= t):.1%} would let another class through")
@@ -84,9 +83,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     one = recognizer.preprocessing.batch([images[0]])
     inference = [t for t in call_seconds(lambda: recognizer.logits_and_embeddings(one), 30)]
-    print(f"\n| examples | ms/query, one query | ms/query, batches of 8 | batch of 8 vs one inference "
-          f"({statistics.median(inference) * 1e3:.2f} ms) |")
-    print("|---|---|---|---|")
+    rows = []
     for count in (1_000, 10_000, 100_000):
         vectors = rng.standard_normal((count, examples.shape[2]), dtype=np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -94,8 +91,10 @@ def main() -> None:
                           np.arange(count) % (count // 10), [""] * count)
         single = statistics.median(call_seconds(lambda: gallery.classify(queries[0, :1]), 50))
         batch = statistics.median(call_seconds(lambda: gallery.classify(queries[:2].reshape(-1, queries.shape[2])[:8]), 20)) / 8
-        print(f"| {count:,} | {single * 1e3:.3f} | {batch * 1e3:.3f} | {batch / statistics.median(inference):.1%} |")
-
+        rows.append([f"{count:,}", f"{single * 1e3:.3f}", f"{batch * 1e3:.3f}", f"{batch / statistics.median(inference):.1%}"])
+    print()
+    print_table(["examples", "ms/query, one query", "ms/query, batches of 8",
+                 f"batch of 8 vs one inference ({statistics.median(inference) * 1e3:.2f} ms)"], rows)
 
 if __name__ == "__main__":
     sys.exit(record_run("gallery", main))

@@ -24,17 +24,15 @@ twice as fast on this CPU. On a busy machine every figure moves by 2-10x: compar
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared helper
-from bench_common import ROOT, record_run, median_ms  # noqa: E402
+from bench_common import record_run, median_ms  # noqa: E402
 
 
 def gflop(head, example) -> float:

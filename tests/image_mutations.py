@@ -1,7 +1,7 @@
 """Seeded, reproducible mutations of real image files, for fuzzing the decoders.
 
 ``case(seed)`` always returns the same bytes for the same seed (and the same Pillow, which
-writes the originals): a failing seed from ``benchmarks/fuzz_images.py`` is a test case anyone
+writes the originals): a failing seed from ``tests/fuzz_images.py`` is a test case anyone
 can replay with ``case(seed)``.
 
 The originals are real files of six formats made from a bundled photo (JPEG, PNG, WebP, GIF,

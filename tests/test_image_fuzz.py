@@ -1,7 +1,7 @@
 """Fuzzed images: 300 seeded mutations (bit flips, truncation, splicing, huge declared sizes,
 wrong lengths) of real JPEG, PNG, WebP, GIF, TIFF and BMP files. Each decodes to an RGB image or
 fails with an ImageError, within 2 s; no other exception escapes. The full run (5000 cases, each
-in a memory-capped process) is `python benchmarks/fuzz_images.py --cases 5000`."""
+in a memory-capped process) is `python tests/fuzz_images.py --cases 5000`."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ needs the CUDA build of torch, so run it from a separate virtualenv (not part of
     python3 -m venv /tmp/venv-ms && . /tmp/venv-ms/bin/activate
     pip install torch==2.14.1 torchvision==0.29.1          # ~5.5 GB
     pip install modelscope==1.40.2 opencv-python-headless && pip install -e .
-    python benchmarks/vs_modelscope.py [--repeat 2] [--backends torch,onnxruntime] [--images DIR]
+    python benchmarks/upstream/vs_modelscope.py [--repeat 2] [--backends torch,onnxruntime] [--images DIR]
 
 Without modelscope it measures shiwu alone and says so.
 """
@@ -24,25 +24,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared helper
+from bench_common import ROOT, record_run, peak_rss_mb, current_rss_mb  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DIR = Path(tempfile.gettempdir()) / "shiwu-synthetic-cv_resnest101_general_recognition"
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
-def current_rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def timed_run(predict, paths, repeat):
@@ -290,4 +281,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(record_run("vs_modelscope", main))

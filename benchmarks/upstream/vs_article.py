@@ -12,8 +12,8 @@ file, shiwu with ``--resize squash`` (the recipe's preprocessing) so the top-1 m
 every photo; ``--also traced_model_cpu.pt,model.onnx`` adds shiwu rows for other saves of the
 same model. Decode is included on both sides and the ratio is measured in this run. Usage:
 
-    python benchmarks/vs_article.py [--repeat 5] [--backends torch,onnxruntime,openvino]
-    python benchmarks/vs_article.py --model model.pth --labels label_map.json --trust-model-code \\
+    python benchmarks/upstream/vs_article.py [--repeat 5] [--backends torch,onnxruntime,openvino]
+    python benchmarks/upstream/vs_article.py --model model.pth --labels label_map.json --trust-model-code \\
         --also traced_model_cpu.pt,model.onnx
 """
 
@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
 import statistics
 import time
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +33,9 @@ from PIL import Image
 from shiwu import Recognizer
 from shiwu.models.model_files import kind_of
 from shiwu.models.registry import get_model
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared helper
+from bench_common import ROOT, load_note, print_table, record_run, speedup  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
@@ -117,20 +118,12 @@ def main() -> None:
             torch.set_num_threads(default_threads)
 
     base = statistics.median(baseline)
-    try:
-        load = f", load average {os.getloadavg()[0]:.1f}"
-    except OSError:
-        load = ""
     print(f"{len(paths)} photos x {args.repeat} rounds, one image per call, decode included; "
-          f"torch {torch.__version__}, {default_threads} default threads{load}\n")
-    print(f"| {'path':<60} | {'median ms':>9} | {'p95 ms':>7} | {'speed-up':>8} | same top-1 |")
-    print(f"|{'-' * 62}|{'-' * 11}|{'-' * 9}|{'-' * 10}|{'-' * 12}|")
-    for name, times, same in rows:
-        median = statistics.median(times)
-        p95 = float(np.percentile(times, 95))
-        print(f"| {name:<60} | {median * 1e3:9.2f} | {p95 * 1e3:7.2f} | {base / median:7.2f}x "
-              f"| {same:>4}/{len(paths):<5} |")
-
+          f"torch {torch.__version__}, {default_threads} default threads{load_note()}\n")
+    print_table(["path", "median ms", "p95 ms", "speed-up", "same top-1"],
+                [[name, f"{statistics.median(times) * 1e3:.2f}", f"{float(np.percentile(times, 95)) * 1e3:.2f}",
+                  speedup(base, statistics.median(times)), f"{same}/{len(paths)}"]
+                 for name, times, same in rows])
 
 if __name__ == "__main__":
-    main()
+    sys.exit(record_run("vs_article", main))

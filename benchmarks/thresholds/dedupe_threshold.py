@@ -14,7 +14,7 @@ merging two different photos (and deleting one) is worse than missing a copy. A 
 the trade-off, and a held-out check picks the threshold on half of the scenes and counts what
 it catches and wrongly merges on the other half.
 
-    python benchmarks/dedupe_threshold.py [--extra DIR ...]
+    python benchmarks/thresholds/dedupe_threshold.py [--extra DIR ...]
 
 ``--extra`` adds folders of more photos, each file its own scene unless its name says
 otherwise (e.g. scikit-image's bundled skimage/data, for more unrelated pairs).
@@ -24,12 +24,15 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import sys
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
-from photo_embeddings import COPY_KINDS, Embedder, halves, open_rgb, photo_files, scene_of
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared helpers
+from bench_common import record_run  # noqa: E402
+from photo_embeddings import COPY_KINDS, Embedder, halves, open_rgb, photo_files, scene_of  # noqa: E402
 
 STEP = 0.01  # thresholds are reported on this grid
 
@@ -164,4 +167,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(record_run("dedupe_threshold", main))

@@ -14,7 +14,7 @@ server's resident memory before and after the load; then the ratios against the 
 Clients and servers share this machine's cores, so the absolute numbers include the clients'
 own cost; the ratio is the point. Usage:
 
-    python benchmarks/serve_load.py [--requests 2000] [--concurrency 32] [--backend auto]
+    python benchmarks/serving/serve_load.py [--requests 2000] [--concurrency 32] [--backend auto]
                                     [--max-batch-size 16] [--max-wait-ms 5] [--threads N]
 """
 
@@ -30,16 +30,8 @@ from pathlib import Path
 import httpx
 
 from shiwu.server.process import ServerProcess
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared helper
+from bench_common import ROOT, record_run, percentile  # noqa: E402
 
 
 def metric(text: str, name: str) -> float:
@@ -192,4 +184,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(record_run("serve_load", main))

@@ -14,8 +14,8 @@ Timings are single-query latencies (a user's search), p50/p99 over the queries, 
 engine's default threads (faiss: 1 thread below 20 queries, see faiss_engine.SMALL_BATCH);
 ratios are against flat at the same N in the same run.
 
-    python benchmarks/search.py                                # 100k and 1M, 1280-d
-    python benchmarks/search.py --sizes 100000 --milvus 20000 --hnsw-budget 300
+    python benchmarks/speed/search.py                                # 100k and 1M, 1280-d
+    python benchmarks/speed/search.py --sizes 100000 --milvus 20000 --hnsw-budget 300
 
 Milvus Lite is measured at --milvus N (default 20k): it is the test path for a Milvus server,
 and inserting is slow enough (70 s per 100k measured before) that 1M would take most of an
@@ -35,9 +35,11 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 
 from shiwu.index import FaissEngine, FaissSettings, IndexRow, Manifest, create_index  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared helpers
+from bench_common import load_note, print_table, record_run  # noqa: E402
 
 CHUNK = 50_000
 K = 10
@@ -313,14 +315,12 @@ def main() -> None:
     if args.gallery:
         measure_gallery(real, args.gallery, args.queries)
 
-    print("\n| N | engine | parameters | build s | build vectors/s | p50 ms | p99 ms | recall@10 | p50 / flat |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for r in ROWS:
-        print(f"| {r['n']:,} | {r['engine']} | {r['params']} | {r['build_s']:.1f} | {r['rate']:,.0f} | "
-              f"{r['p50']:.2f} | {r['p99']:.2f} | {r['recall']:.3f} | {r['ratio']:.2f} |")
-    print(f"\ntotal {time.perf_counter() - start:.0f} s; cores {os.cpu_count()}; load average "
-          f"{os.getloadavg()[0]:.1f}")
+    print()
+    print_table(["N", "engine", "parameters", "build s", "build vectors/s", "p50 ms", "p99 ms", "recall@10", "p50 / flat"],
+                [[f"{r['n']:,}", r["engine"], r["params"], f"{r['build_s']:.1f}", f"{r['rate']:,.0f}",
+                  f"{r['p50']:.2f}", f"{r['p99']:.2f}", f"{r['recall']:.3f}", f"{r['ratio']:.2f}"] for r in ROWS])
+    print(f"\ntotal {time.perf_counter() - start:.0f} s; cores {os.cpu_count()}{load_note()}")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(record_run("search", main))

@@ -5,14 +5,13 @@ size); rounds alternate batch, index, batch, index... so that a busy moment of t
 machine hits both. Photos: distinct 640x480 JPEGs cut from the bundled photos (distinct files,
 so no decoder sees the same stream twice). The goal: index >= 90% of batch's images/s.
 
-    python benchmarks/index_throughput.py [--photos 400] [--rounds 3] [--backend onnxruntime]
+    python benchmarks/speed/index_throughput.py [--photos 400] [--rounds 3] [--backend onnxruntime]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -24,6 +23,8 @@ import numpy as np
 from PIL import Image
 
 from shiwu.calibrate import bundled_photos
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared helper
+from bench_common import load_note, print_table, record_run  # noqa: E402
 
 SHIWU = str(Path(sys.executable).parent / "shiwu")
 
@@ -65,20 +66,15 @@ def main() -> None:
             out = work / f"rows-{round_}.jsonl"
             batch.append(run(["batch", str(photos), "--out", str(out), *common]))
             index.append(run(["index", str(photos), "--out", str(work / f"index-{round_}"), *common]))
-        try:
-            load = f", load average {os.getloadavg()[0]:.1f}"
-        except OSError:
-            load = ""
-        print(f"{args.photos} distinct 640x480 JPEGs, {args.rounds} interleaved rounds, {args.backend}{load}\n")
-        print("| command | images/s per round | median | vs batch |")
-        print("|---|---|---|---|")
+        print(f"{args.photos} distinct 640x480 JPEGs, {args.rounds} interleaved rounds, {args.backend}{load_note()}\n")
         base = statistics.median(batch)
-        for name, values in (("shiwu batch --out rows.jsonl", batch), ("shiwu index --out INDEX", index)):
-            rounds = ", ".join(f"{v:.1f}" for v in values)
-            print(f"| {name} | {rounds} | {statistics.median(values):.1f} | {statistics.median(values) / base:.0%} |")
+        print_table(["command", "images/s per round", "median", "vs batch"],
+                    [[name, ", ".join(f"{v:.1f}" for v in values), f"{statistics.median(values):.1f}",
+                      f"{statistics.median(values) / base:.0%}"]
+                     for name, values in (("shiwu batch --out rows.jsonl", batch), ("shiwu index --out INDEX", index))])
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(record_run("index_throughput", main))

@@ -1,7 +1,7 @@
 """Fuzz shiwu's image decoding with seeded mutations of real JPEG, PNG, WebP, GIF, TIFF, BMP.
 
-    python benchmarks/fuzz_images.py --cases 5000            # the full run
-    python benchmarks/fuzz_images.py --cases 200 --start 7000
+    python tests/fuzz_images.py --cases 5000            # the full run
+    python tests/fuzz_images.py --cases 200 --start 7000
 
 Every case must give an RGB image or an ``ImageError`` within ``--seconds`` (default 2), in a
 process whose address space is capped (``--memory-mb``, default 1024); any other exception,
@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/: image_mutations
 
 from image_mutations import FORMATS, MUTATIONS, case  # noqa: E402
 

@@ -18,7 +18,7 @@ Every scenario runs against real server processes on free 127.0.0.1 ports, with 
 ``--before REF`` runs the same scenarios on the server of a git commit (its ``src`` exported to
 a temporary folder; options it does not know are left out), for a before/after table.
 
-    python benchmarks/serve_faults.py [--soak 20000] [--before 717dedb] [--only memory,fairness]
+    python benchmarks/serving/serve_faults.py [--soak 20000] [--before 717dedb] [--only memory,fairness]
                                       [--backend torch] [--threads 1]
 """
 
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import random
 import signal
 import socket
@@ -41,8 +40,9 @@ from pathlib import Path
 import httpx
 
 from shiwu.server.process import ServerProcess
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared helper
+from bench_common import ROOT, record_run  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data"
 MB = 1024 * 1024
 NEW_OPTIONS = {"--max-inflight-mb", "--max-decode-megapixels", "--header-timeout",
@@ -395,4 +395,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(record_run("serve_faults", main))

@@ -19,8 +19,8 @@ otherwise idle machine, where it keeps every core busy.
 
 Goals (issue 6): batch >= 80% of pure inference; a 12 MP JPEG costs at most 2x a 640x480 one.
 
-    python benchmarks/batch_throughput.py                        # backend auto, shiwu's defaults
-    python benchmarks/batch_throughput.py --backend onnxruntime --workers 1,2 --streams 1,2
+    python benchmarks/speed/batch_throughput.py                        # backend auto, shiwu's defaults
+    python benchmarks/speed/batch_throughput.py --backend onnxruntime --workers 1,2 --streams 1,2
 """
 
 from __future__ import annotations
@@ -39,8 +39,9 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared helper
+from bench_common import ROOT, record_run  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 PHOTOS = sorted((ROOT / "tests" / "data").glob("*.jpg"))
 SIZES = {"640x480": (640, 480), "12 MP": (4000, 3000)}
 SHORT_RUN = 64  # images in the short run; its cost (start-up + 64 images) is subtracted
@@ -277,4 +278,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(record_run("batch_throughput", main))

@@ -10,14 +10,14 @@
 2. Overhead. Gallery.classify over 1k / 10k / 100k example vectors against plain inference of one
    image, measured in the same run (the goal: <= 1 ms per query at 10k examples).
 
-    python benchmarks/gallery.py [--backend onnxruntime]
+    python benchmarks/thresholds/gallery.py [--backend onnxruntime]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import time
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +26,9 @@ from shiwu import Recognizer
 from shiwu.calibrate import bundled_photos, views
 from shiwu.gallery import DEFAULT_MIN_SIMILARITY, Gallery
 from shiwu.images import load_image
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared helper
+from bench_common import ROOT, call_seconds, print_table, record_run  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def photos() -> list[Path]:
@@ -71,40 +72,29 @@ def main() -> None:
     own, other = np.array(own), np.array(other)
     print(f"{recognizer.model_name} ({recognizer.backend.name}): {len(set(scene))} scenes as classes, "
           f"3 example views each, {queries.shape[1]} unseen query views each\n")
-    print("| closest example | min | p5 | median | p95 | max |")
-    print("|---|---|---|---|---|---|")
-    for name, values in (("of its own class", own), ("of another class", other)):
-        print(f"| {name} | {values.min():.3f} | {np.percentile(values, 5):.3f} | {np.median(values):.3f} "
-              f"| {np.percentile(values, 95):.3f} | {values.max():.3f} |")
+    print_table(["closest example", "min", "p5", "median", "p95", "max"],
+                [[name] + [f"{v:.3f}" for v in (values.min(), np.percentile(values, 5), np.median(values),
+                                                 np.percentile(values, 95), values.max())]
+                 for name, values in (("of its own class", own), ("of another class", other))])
     t = DEFAULT_MIN_SIMILARITY
     print(f"\nat --min-similarity {t}: {np.mean(own >= t):.1%} of queries keep their class, "
           f"{np.mean(other >= t):.1%} would let another class through")
 
     rng = np.random.default_rng(0)
     one = recognizer.preprocessing.batch([images[0]])
-    inference = [t for t in _times(lambda: recognizer.logits_and_embeddings(one), 30)]
-    print(f"\n| examples | ms/query, one query | ms/query, batches of 8 | batch of 8 vs one inference "
-          f"({statistics.median(inference) * 1e3:.2f} ms) |")
-    print("|---|---|---|---|")
+    inference = [t for t in call_seconds(lambda: recognizer.logits_and_embeddings(one), 30)]
+    rows = []
     for count in (1_000, 10_000, 100_000):
         vectors = rng.standard_normal((count, examples.shape[2]), dtype=np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         gallery = Gallery(Path("."), [f"c{i}" for i in range(count // 10)], vectors,
                           np.arange(count) % (count // 10), [""] * count)
-        single = statistics.median(_times(lambda: gallery.classify(queries[0, :1]), 50))
-        batch = statistics.median(_times(lambda: gallery.classify(queries[:2].reshape(-1, queries.shape[2])[:8]), 20)) / 8
-        print(f"| {count:,} | {single * 1e3:.3f} | {batch * 1e3:.3f} | {batch / statistics.median(inference):.1%} |")
-
-
-def _times(run, n: int) -> list[float]:
-    run()
-    out = []
-    for _ in range(n):
-        start = time.perf_counter()
-        run()
-        out.append(time.perf_counter() - start)
-    return out
-
+        single = statistics.median(call_seconds(lambda: gallery.classify(queries[0, :1]), 50))
+        batch = statistics.median(call_seconds(lambda: gallery.classify(queries[:2].reshape(-1, queries.shape[2])[:8]), 20)) / 8
+        rows.append([f"{count:,}", f"{single * 1e3:.3f}", f"{batch * 1e3:.3f}", f"{batch / statistics.median(inference):.1%}"])
+    print()
+    print_table(["examples", "ms/query, one query", "ms/query, batches of 8",
+                 f"batch of 8 vs one inference ({statistics.median(inference) * 1e3:.2f} ms)"], rows)
 
 if __name__ == "__main__":
-    main()
+    sys.exit(record_run("gallery", main))

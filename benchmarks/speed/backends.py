@@ -1,7 +1,7 @@
 """Every backend and precision on this machine: model-only latency, throughput, GFLOP/s against
 a matmul ceiling measured in the same run, and top-1 agreement with torch fp32 on real photos.
 
-    python benchmarks/backends.py [--model efficientnet-lite0] [--size 224] [--threads 2]
+    python benchmarks/speed/backends.py [--model efficientnet-lite0] [--size 224] [--threads 2]
                                   [--configs torch,torchscript,onnxruntime,openvino,openvino:bf16]
 
 The ceiling is the best of a few large torch matmuls (fp32, and bf16 where the CPU has it):
@@ -21,13 +21,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
 
 from shiwu.backends import BackendUnavailable, create_backend  # noqa: E402
 from shiwu.bench import call_times  # noqa: E402  (the timing loop `shiwu bench` uses)
 from shiwu.calibrate import top1_agreement, view_batch  # noqa: E402
 from shiwu.images import load_image  # noqa: E402
 from shiwu.models.registry import get_model  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared helper
+from bench_common import ROOT, print_table, record_run, speedup  # noqa: E402
 
 DEFAULT_CONFIGS = "torch,torchscript,onnxruntime,openvino,openvino:bf16,torch:bf16,openvino:int8,onnxruntime:int8"
 
@@ -126,20 +127,19 @@ def main() -> None:
     print(f"\n{spec.name} at {size}px, {gflop:.2f} GFLOP per image, {threads} threads; "
           f"matmul ceiling: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in ceilings.items()))
     print(f"top-1 agreement with torch fp32 on {len(photos)} photos and on {len(views)} views of them\n")
-    print("| backend, precision | batch 1 ms | vs torch fp32 | images/s at batch 8 | GFLOP/s | % of ceiling "
-          "| agreement (photos) | agreement (views) |")
-    print("|---|---|---|---|---|---|---|---|")
+    table = []
     for label, data, error in rows:
         if data is None:
-            print(f"| {label} | not available: {error[:90]} | | | | | | |")
+            table.append([label, f"not available: {error[:90]}"])
             continue
         t1, t8, agree_p, agree_v, precision = data
         achieved = gflop / t1
         ceiling = ceilings.get(precision)
         share = f"{achieved / ceiling:.0%}" if ceiling else "n/a"
-        print(f"| {label} | {t1 * 1e3:.2f} | {base / t1:.2f}x | {8 / t8:.0f} | {achieved:.0f} | {share} "
-              f"| {agree_p:.1%} | {agree_v:.1%} |")
-
+        table.append([label, f"{t1 * 1e3:.2f}", speedup(base, t1), f"{8 / t8:.0f}", f"{achieved:.0f}", share,
+                      f"{agree_p:.1%}", f"{agree_v:.1%}"])
+    print_table(["backend, precision", "batch 1 ms", "vs torch fp32", "images/s at batch 8", "GFLOP/s",
+                 "% of ceiling", "agreement (photos)", "agreement (views)"], table)
 
 if __name__ == "__main__":
-    main()
+    sys.exit(record_run("backends", main))

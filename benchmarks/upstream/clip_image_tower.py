@@ -1,7 +1,7 @@
 """The Chinese-CLIP image tower (the zero-shot head's graph) on every runtime, same run: batch-1
 latency, GFLOP/s, and agreement with torch fp32; the official ModelScope CLIP as the baseline.
 
-    python benchmarks/clip_image_tower.py [DIR] [--threads 2] [--runs 20] [--labels 1000]
+    python benchmarks/upstream/clip_image_tower.py [DIR] [--threads 2] [--runs 20] [--labels 1000]
 
 DIR is a Chinese-CLIP model directory (default: a synthetic ViT-B/16 written to a temporary
 folder: random weights, the real sizes). GFLOP: multiply-adds x 2 of convolutions, linear layers
@@ -24,26 +24,15 @@ twice as fast on this CPU. On a busy machine every figure moves by 2-10x: compar
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
-
-
-def median_ms(run, runs: int) -> float:
-    for _ in range(3):
-        run()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared helper
+from bench_common import record_run, median_ms  # noqa: E402
 
 
 def gflop(head, example) -> float:
@@ -102,7 +91,7 @@ def main(argv=None) -> int:
             expected = head(image).numpy()
 
         results = {}
-        from clip_official import official_encode_image  # noqa: E402 (benchmarks/ is on sys.path)
+        from clip_official import official_encode_image  # noqa: E402 (beside this script)
 
         official = official_encode_image(directory)
         with torch.inference_mode():
@@ -147,5 +136,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    sys.exit(main())
+    sys.exit(record_run("clip_image_tower", main))

@@ -1,6 +1,6 @@
 """The official ModelScope Chinese-CLIP against shiwu, zero-shot, end to end, on one model directory.
 
-    python benchmarks/vs_modelscope_clip.py [--model-dir DIR] [--rounds 5]
+    python benchmarks/upstream/vs_modelscope_clip.py [--model-dir DIR] [--rounds 5]
         [--backends torch,onnxruntime,openvino,openvino:bf16,openvino:int8]
         [--labels 快递柜,电饭煲,...|FILE] [--prompt "一张{}的照片。"] [--threads N] [--cache DIR]
 
@@ -78,7 +78,6 @@ import argparse
 import io
 import json
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -86,8 +85,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared helper
+from bench_common import ROOT, record_run, peak_rss_mb, current_rss_mb  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DIR = Path(tempfile.gettempdir()) / "shiwu-bench-synthetic-clip-vit-base-patch16_zh"
 DEFAULT_LABELS = ("快递柜,电饭煲,油菜花田,虎斑猫,骏马,咖啡,硬币,宇航员,火箭,摩托车,星空,眼底照片,"
                   "照相机,海边的日落,自行车,熊猫")
@@ -95,15 +95,6 @@ DEFAULT_BACKENDS = "torch,onnxruntime,openvino,openvino:bf16,openvino:int8"
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 CONTEXT_LENGTH = 52
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
-def current_rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def label_list(labels: str) -> list[str]:
@@ -479,4 +470,4 @@ def report(args, photos, labels, contenders, ends, first_load, refused) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(record_run("vs_modelscope_clip", main))

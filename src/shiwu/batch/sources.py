@@ -25,10 +25,8 @@ import os
 import sys
 from typing import Iterable, Iterator
 
-IMAGE_EXTENSIONS = frozenset({
-    ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff",
-    ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".ico", ".heic", ".heif", ".avif",
-})
+from ..images import IMAGE_SUFFIXES as IMAGE_EXTENSIONS  # the one list of photo suffixes
+
 LIST_EXTENSIONS = frozenset({".txt", ".lst", ".list"})
 
 

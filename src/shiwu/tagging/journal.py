@@ -1,7 +1,7 @@
 """What a run already tagged, so a run that was interrupted (Ctrl-C, kill -9, power) continues
 where it stopped without recognising the tagged photos again, as ``shiwu batch --resume`` does.
 
-One SQLite file in the user's cache (``$XDG_CACHE_HOME/shiwu/tag-journal.sqlite``), keyed by
+One SQLite file in shiwu's cache (``$SHIWU_CACHE``, else ``~/.cache/shiwu``: tag-journal.sqlite), keyed by
 the photo's real path and the settings (model, thresholds, languages, where the keywords go). A
 photo counts as done while it and its sidecar are exactly as the run left them (size, mtime):
 edit either and it is tagged again. The journal only saves time: a photo that is recognised
@@ -21,8 +21,9 @@ SCHEMA = """CREATE TABLE IF NOT EXISTS tagged (
 
 
 def default_location() -> Path:
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache) / "shiwu" / "tag-journal.sqlite"
+    from ..backends.cache import cache_dir
+
+    return cache_dir() / "tag-journal.sqlite"
 
 
 def _state(*paths: Path) -> str:

@@ -4,8 +4,9 @@
 writes the originals): a failing seed from ``tests/fuzz_images.py`` is a test case anyone
 can replay with ``case(seed)``.
 
-The originals are real files of six formats made from a bundled photo (JPEG, PNG, WebP, GIF,
-TIFF, BMP, each small so that thousands of cases run in minutes). The mutations are the ways
+The originals are real files of eight formats made from a bundled photo (JPEG, PNG, WebP, GIF,
+TIFF, BMP, and HEIF and AVIF from the real encoders: pillow-heif's libheif, Pillow's libavif;
+each small so that thousands of cases run in minutes). The mutations are the ways
 files are damaged or forged in practice:
 
 - ``bitflip``: a few random bits flipped (bad RAM, bad disks, bad transfers);
@@ -16,7 +17,7 @@ files are damaged or forged in practice:
   PNG chunk CRC recomputed so the lie passes the first checks;
 - ``length``: a length or offset field set to a wrong value (0, tiny, huge, past the end):
   PNG chunk lengths, JPEG segment lengths, the RIFF size of WebP, BMP's pixel offset and
-  header size, GIF block sizes, TIFF strip offsets and counts.
+  header size, GIF block sizes, TIFF strip offsets and counts, HEIF/AVIF (ISO BMFF) box sizes.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import zlib
 from functools import lru_cache
 from pathlib import Path
 
-FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP")
+FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP", "HEIF", "AVIF")
 MUTATIONS = ("bitflip", "truncate", "splice", "huge", "length")
 PHOTO = Path(__file__).parent / "data" / "chelsea.png"
 
@@ -37,6 +38,8 @@ PHOTO = Path(__file__).parent / "data" / "chelsea.png"
 def originals() -> dict[str, bytes]:
     """One real, valid file per format, made from the same photo."""
     from PIL import Image
+
+    import shiwu.images  # noqa: F401  registers pillow-heif's HEIF writer and reader
 
     photo = Image.open(PHOTO).convert("RGB")
     photo = photo.resize((96, 64))
@@ -48,8 +51,8 @@ def originals() -> dict[str, bytes]:
             frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:], duration=50)
         elif kind == "TIFF":
             photo.save(buffer, "TIFF", compression="tiff_lzw")
-        elif kind == "JPEG":
-            photo.save(buffer, "JPEG", quality=80, exif=_exif_orientation(6))
+        elif kind in ("JPEG", "HEIF"):  # HEIF: the orientation becomes the irot box
+            photo.save(buffer, kind, quality=80, exif=_exif_orientation(6))
         elif kind == "PNG":
             photo.convert("RGBA").save(buffer, "PNG")
         else:
@@ -126,6 +129,10 @@ def huge(rng: random.Random, kind: str, data: bytearray) -> bytearray:
                          rng.choice((1, -1)) * _big(rng, 31))
     elif kind == "TIFF":
         _set_tiff_tag(data, rng, (256, 257), lambda: _big(rng, 32))  # ImageWidth, ImageLength
+    elif kind in ("HEIF", "AVIF"):  # ispe box: size, type, version+flags, width, height
+        spatial = data.find(b"ispe")
+        if spatial > 0:
+            struct.pack_into(">II", data, spatial + 8, _big(rng, 32), _big(rng, 32))
     elif kind == "WEBP":
         vp8 = data.find(b"VP8 ")
         if vp8 > 0:  # frame tag (3 bytes), start code (3), then 14-bit width and height
@@ -166,7 +173,15 @@ def length(rng: random.Random, kind: str, data: bytearray) -> bytearray:
                 data[at] = wrong & 0xFF
     elif kind == "TIFF":  # StripOffsets, RowsPerStrip, StripByteCounts, BitsPerSample
         _set_tiff_tag(data, rng, (273, 278, 279, 258), lambda: wrong)
+    elif kind in ("HEIF", "AVIF"):  # the 32-bit size in front of a box's four-letter type
+        boxes = [data.find(box) - 4 for box in _BMFF_BOXES if data.find(box) >= 4]
+        if boxes:
+            struct.pack_into(">I", data, rng.choice(boxes), wrong & 0xFFFFFFFF)
     return data
+
+
+_BMFF_BOXES = (b"ftyp", b"meta", b"hdlr", b"pitm", b"iloc", b"iinf", b"infe", b"iprp", b"ipco",
+               b"ispe", b"ipma", b"mdat", b"hvcC", b"av1C", b"colr", b"pixi", b"irot", b"iref")
 
 
 MUTATORS = {"bitflip": bitflip, "truncate": truncate, "splice": splice, "huge": huge,

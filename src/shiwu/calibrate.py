@@ -15,10 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageEnhance
 
-from .images import ImageError, load_image
+from .images import IMAGE_SUFFIXES, ImageError, load_image  # IMAGE_SUFFIXES: gallery, eval use it
 from .preprocess import Preprocessing
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 
 
 def bundled_photos() -> list[Path]:

@@ -4,6 +4,9 @@ Sources: a path (str or os.PathLike), bytes-like data, a binary file object, a P
 numpy array. What this module promises, whatever the source:
 
 - EXIF orientation applied, so a phone photo is the right way up;
+- phone and camera formats: HEIC/HEIF through pillow-heif, AVIF through Pillow's own decoder
+  (pillow-heif's where Pillow has none), RAW (DNG, CR2, CR3, NEF, ARW, ...) through the JPEG
+  preview the camera embeds, read by rawpy (the optional ``raw`` extra);
 - CMYK, grayscale, 16-bit, float, palette, RGBA (composited on white, not on black), animated
   (first frame) all come out as 8-bit RGB;
 - decompression bombs are refused from the header, before any pixel is decoded, so a PNG that
@@ -23,7 +26,27 @@ from pathlib import Path
 from typing import Union
 
 import numpy as np
-from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError, features
+
+try:  # HEIC is what iPhones (and many Android phones) save by default
+    import pillow_heif
+except ImportError:  # a core dependency; tolerated missing so a broken install still reads JPEG
+    pillow_heif = None
+else:
+    # pillow-heif applies the HEIF transforms (irot/imir) while decoding and resets the EXIF
+    # orientation to 1, so _upright below leaves a HEIC alone: the turn happens exactly once.
+    pillow_heif.register_heif_opener()
+    if not features.check("avif") and hasattr(pillow_heif, "register_avif_opener"):
+        pillow_heif.register_avif_opener()
+
+# The one list of the file names shiwu takes for photos when it walks a folder (batch, index,
+# tag, calibrate, eval, gallery). RAW needs the ``raw`` extra; without it such a file is an
+# ImageError naming the extra, which is more useful than silently skipping a photographer's RAWs.
+RAW_SUFFIXES = frozenset({".dng", ".cr2", ".cr3", ".nef", ".nrw", ".arw", ".raf", ".orf", ".rw2", ".pef"})
+IMAGE_SUFFIXES = frozenset({
+    ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff",
+    ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".ico", ".heic", ".heif", ".hif", ".avif",
+}) | RAW_SUFFIXES
 
 DEFAULT_MAX_PIXELS = 100_000_000  # 100 megapixels; a 60000x60000 claim is 36x that
 
@@ -78,6 +101,8 @@ def load_image(source: ImageSource, *, min_size: int | None = None,
         _check_pixels(source.size, name, max_pixels)
         return _to_rgb(_upright(source), name)
 
+    if _is_raw(source):
+        return _load_raw(source, name, max_pixels)
     stream = _open_stream(source, name)
     try:
         with warnings.catch_warnings():
@@ -104,9 +129,10 @@ def load_image(source: ImageSource, *, min_size: int | None = None,
                                "(possible decompression bomb)") from None
     except UnidentifiedImageError:
         raise ImageError(name, _unidentified_reason(stream)) from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+    except (OSError, SyntaxError, ValueError, EOFError, RuntimeError) as exc:
         # Pillow reports corrupt data as OSError ("image file is truncated", "broken data
-        # stream"), SyntaxError (bad PNG chunks) or ValueError, depending on the codec.
+        # stream"), SyntaxError (bad PNG chunks) or ValueError, depending on the codec; its AVIF
+        # decoder as RuntimeError ("Failed to decode frame 0", found by tests/test_image_fuzz.py).
         raise ImageError(name, f"corrupt or truncated image data ({exc})") from None
     except MemoryError:
         raise ImageError(name, "not enough memory to decode this image") from None
@@ -167,7 +193,9 @@ def _unidentified_reason(stream) -> str:
     if text.startswith((b"<!doctype html", b"<html")):
         return "this is an HTML page, not an image"
     if head[4:12] in (b"ftypheic", b"ftypheix", b"ftypmif1", b"ftypavif"):
-        return "HEIC/AVIF images are not supported by this Pillow build; convert to JPEG"
+        if pillow_heif is None:
+            return "HEIC/AVIF needs pillow-heif: pip install pillow-heif"
+        return "corrupt or unsupported HEIF/AVIF data"
     return "not a recognised image format"
 
 
@@ -230,3 +258,43 @@ def _from_array(array: np.ndarray, name: str, max_pixels: int) -> Image.Image:
         raise ImageError(name, f"unsupported array dtype {array.dtype}")
     image = Image.fromarray(np.ascontiguousarray(data))
     return _to_rgb(image, name)
+
+
+def _is_raw(source) -> bool:
+    name = source if isinstance(source, (str, os.PathLike)) else getattr(source, "name", None)
+    return isinstance(name, (str, os.PathLike)) and Path(name).suffix.lower() in RAW_SUFFIXES
+
+
+# LibRaw's flip codes (raw.sizes.flip) as the PIL transposition that turns the preview upright
+_RAW_FLIPS = {3: Image.Transpose.ROTATE_180, 5: Image.Transpose.ROTATE_90, 6: Image.Transpose.ROTATE_270}
+
+
+def _load_raw(source, name: str, max_pixels: int) -> Image.Image:
+    """The camera's embedded JPEG preview: what the camera showed, decoded in milliseconds
+    instead of demosaicing 24+ megapixels, and plenty for a model that looks at 224x224."""
+    try:
+        import rawpy
+    except ImportError:
+        raise ImageError(name, 'RAW photos need rawpy: pip install "shiwu[raw]"') from None
+    if isinstance(source, (str, os.PathLike)):
+        _open_stream(source, name).close()  # the same missing / empty / unreadable messages
+    try:
+        with rawpy.imread(os.fspath(source) if isinstance(source, (str, os.PathLike)) else source) as raw:
+            flip = raw.sizes.flip
+            thumb = raw.extract_thumb()
+    except rawpy.LibRawNoThumbnailError:
+        raise ImageError(name, "this RAW file has no embedded preview to recognise") from None
+    except (rawpy.LibRawError, OSError, ValueError) as exc:
+        raise ImageError(name, f"corrupt or unsupported RAW file ({type(exc).__name__}: {exc})") from None
+    if thumb.format == rawpy.ThumbFormat.JPEG:
+        try:
+            preview = load_image(bytes(thumb.data), max_pixels=max_pixels)
+        except ImageError as exc:
+            raise ImageError(name, f"embedded preview: {exc.reason}") from None
+        has_orientation = Image.open(io.BytesIO(thumb.data)).getexif().get(ExifTags.Base.Orientation, 1) != 1
+    else:
+        preview = _from_array(np.asarray(thumb.data), name, max_pixels)
+        has_orientation = False
+    if not has_orientation and flip in _RAW_FLIPS:
+        preview = preview.transpose(_RAW_FLIPS[flip])
+    return preview

@@ -26,11 +26,8 @@ import sys
 from typing import Iterable, Iterator
 
 from ..filenames import lossless
+from ..images import IMAGE_SUFFIXES as IMAGE_EXTENSIONS  # the one list of photo suffixes
 
-IMAGE_EXTENSIONS = frozenset({
-    ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff",
-    ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".ico", ".heic", ".heif", ".avif",
-})
 LIST_EXTENSIONS = frozenset({".txt", ".lst", ".list"})
 
 

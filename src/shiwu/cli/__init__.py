@@ -13,12 +13,12 @@ from ..backends import BackendUnavailable
 from ..gallery import GalleryError
 from ..models.spec import ModelNotFound
 from . import logs
-from . import batch, bench, dedupe, doctor, eval, export, index, models, predict, search, serve, tune
+from . import batch, bench, dedupe, doctor, eval, export, index, models, predict, search, serve, tag, tune
 from .options import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE
 
 __all__ = ["main", "build_parser", "EXIT_OK", "EXIT_SOME_FAILED", "EXIT_USAGE", "EXIT_INTERRUPTED"]
 
-COMMANDS = (predict, batch, index, search, dedupe, serve, bench, eval, tune, export, doctor, models)
+COMMANDS = (predict, batch, index, search, dedupe, tag, serve, bench, eval, tune, export, doctor, models)
 
 
 def build_parser() -> argparse.ArgumentParser:

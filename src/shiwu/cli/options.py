@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 
 from ..backends import BACKENDS, PRECISIONS
@@ -139,6 +140,25 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", "-s", type=input_size, default=None,
                         help="input resolution, e.g. 224, 196, 168 (default: tuned, else the model's)")
     add_calibration(parser)
+    parser.add_argument("--nice", action=NiceAction, help="be polite on a shared machine: lower CPU "
+                        "and I/O priority, half the physical cores (unless --threads says otherwise)")
+
+
+class NiceAction(argparse.Action):
+    """Lowers the priorities as soon as the flag is parsed, so every command that has the model
+    options gets --nice without code of its own; --threads, before or after it, still wins."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=False, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from ..politeness import lower_priority, polite_threads
+
+        setattr(namespace, self.dest, True)
+        if getattr(namespace, "threads", None) is None:
+            namespace.threads = polite_threads()
+        for step in lower_priority():
+            logging.getLogger("shiwu.politeness").info("--nice: %s", step)
 
 
 def add_calibration(parser: argparse.ArgumentParser) -> None:

@@ -1,0 +1,142 @@
+"""The metadata library: exiftool, kept running (``-stay_open``) through pyexiftool.
+
+exiftool rather than exiv2's bindings because it writes XMP into every format a photo library
+holds, HEIC and AVIF included (exiv2 reads ISO BMFF files but cannot write them), and it is the
+reference the other tools are checked against. It is a Debian/Ubuntu/Homebrew package
+(``libimage-exiftool-perl`` / ``exiftool``), so ``shiwu tag`` needs it installed and says so
+when it is not.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+
+from .keywords import Keywords
+
+log = logging.getLogger(__name__)
+
+SUBJECT, HIERARCHY, IPTC = "XMP-dc:Subject", "XMP-lr:HierarchicalSubject", "IPTC:Keywords"
+# what a keyword write changes besides the keywords: the file's layout (offsets and sizes
+# move when a block grows; HEIC keeps EXIF inside its media data, which exiftool rewrites, and
+# the pixels are compared decoded), the tool's own signature and IPTC's bookkeeping
+WRITE_EFFECTS = {"StripOffsets", "TileOffsets", "ThumbnailOffset", "PreviewImageStart",
+                 "JpgFromRawStart", "OtherImageStart", "MediaData", "MediaDataSize", "MediaDataOffset",
+                 "CurrentIPTCDigest", "IPTCDigest", "XMPToolkit", "ApplicationRecordVersion",
+                 "EnvelopeRecordVersion", "CodedCharacterSet"}
+WEBP_XMP_FLAG = 0x04  # VP8X: "this file has XMP", set by the write itself
+INSTALL = ("shiwu tag needs exiftool: apt-get install libimage-exiftool-perl (Debian/Ubuntu), "
+           "brew install exiftool (macOS), or https://exiftool.org")
+
+
+class ExifToolMissing(RuntimeError):
+    """exiftool is not installed (or not runnable)."""
+
+
+class MetadataError(RuntimeError):
+    """exiftool refused a file or a write; the message is exiftool's own."""
+
+
+def _as_list(value) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    values = value if isinstance(value, list) else [value]
+    return tuple(str(v) for v in values)
+
+
+class ExifTool:
+    """One exiftool process for a whole run."""
+
+    def __init__(self, executable: str | None = None):
+        found = executable or shutil.which("exiftool")
+        if not found:
+            raise ExifToolMissing(INSTALL)
+        import exiftool
+
+        self._module = exiftool
+        self._executable = found
+        self._tool = None
+        self._start()
+
+    def _start(self) -> None:
+        try:
+            self._tool = self._module.ExifToolHelper(executable=self._executable,
+                                                     common_args=["-G1", "-n", "-charset", "filename=utf8"])
+            self._tool.run()
+        except (OSError, self._module.exceptions.ExifToolException) as exc:
+            raise ExifToolMissing(f"{INSTALL} ({exc})") from None
+
+    def close(self) -> None:
+        if self._tool is not None and self._tool.running:
+            self._tool.terminate()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def _json(self, *params: str) -> dict:
+        try:
+            rows = self._tool.execute_json(*params)
+        except self._module.exceptions.ExifToolExecuteError as exc:
+            raise MetadataError(_first_line(exc.stderr) or f"exiftool failed ({exc.returncode})") from None
+        except self._module.exceptions.ExifToolException as exc:
+            self._restart()
+            raise MetadataError(f"exiftool failed: {exc}") from None
+        return rows[0] if rows else {}
+
+    def _restart(self) -> None:
+        # exiftool died (killed, or a write limit ended it): the next photo gets a new one
+        try:
+            self._tool.terminate()
+        except Exception:  # noqa: BLE001 - a dead process may fail to terminate in any way
+            pass
+        self._start()
+
+    def keywords(self, path: str | os.PathLike, *, iptc: bool) -> Keywords:
+        tags = [f"-{SUBJECT}", f"-{HIERARCHY}"] + ([f"-{IPTC}", "-charset", "iptc=utf8"] if iptc else [])
+        row = self._json(*tags, os.fspath(path))
+        return Keywords(_as_list(row.get(SUBJECT)), _as_list(row.get(HIERARCHY)),
+                        _as_list(row.get(IPTC)) if iptc else None)
+
+    def metadata(self, path: str | os.PathLike) -> dict:
+        """Every tag exiftool reads, except the file system's and the ones a keyword write
+        changes by itself; what must stay equal when only the keywords are written."""
+        row = self._json("-a", "-u", os.fspath(path))
+        ours = {SUBJECT, HIERARCHY, IPTC}
+        kept = {key: value for key, value in row.items()
+                if key != "SourceFile" and key not in ours
+                and not key.startswith(("System:", "ExifTool:"))
+                and key.split(":")[-1] not in WRITE_EFFECTS}
+        if isinstance(kept.get("RIFF:WebP_Flags"), int):
+            kept["RIFF:WebP_Flags"] &= ~WEBP_XMP_FLAG  # the other flags (ICC, alpha, EXIF) must stay
+        return kept
+
+    def write(self, path: str | os.PathLike, keywords: Keywords) -> None:
+        """Set the three lists of ``path`` (edited in place: the caller gives a temporary copy,
+        or a new .xmp file exiftool creates)."""
+        args = ["-overwrite_original"]
+        for tag, values in ((SUBJECT, keywords.subject), (HIERARCHY, keywords.hierarchy)):
+            args += [f"-{tag}="] + [f"-{tag}={v}" for v in values]
+        if keywords.iptc is not None:
+            args += ["-charset", "iptc=utf8", "-IPTC:CodedCharacterSet=UTF8", f"-{IPTC}="]
+            args += [f"-{IPTC}={v}" for v in keywords.iptc]
+        try:
+            self._tool.execute(*args, os.fspath(path))
+        except self._module.exceptions.ExifToolExecuteError as exc:
+            raise MetadataError(_first_line(exc.stderr) or f"exiftool could not write ({exc.returncode})") from None
+        except self._module.exceptions.ExifToolException as exc:
+            self._restart()
+            raise MetadataError(f"exiftool failed: {exc}") from None
+        status, error = self._tool.last_status, self._tool.last_stderr
+        if status != 0 or "Error" in (error or ""):
+            raise MetadataError(_first_line(error) or f"exiftool could not write ({status})")
+
+
+def _first_line(text) -> str:
+    for line in (text or "").splitlines():
+        if line.strip() and not line.startswith("Warning: [minor]"):
+            return line.strip()
+    return ""

@@ -1,0 +1,151 @@
+"""``shiwu tag``'s work, photo by photo: recognise, merge the labels into the keywords already
+there, write them where photo tools read them, and say what happened in one row per photo."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+from ..images import IMAGE_SUFFIXES
+from .exiftool_session import ExifTool, MetadataError
+from .journal import Journal
+from .keywords import Keywords, merge, remove
+from .writes import (FileState, TagWriteError, check_embeddable, embeds_iptc, sidecar_path,
+                     write_embedded, write_sidecar)
+
+log = logging.getLogger(__name__)
+CHUNK = 64  # photos looked up in the journal and recognised together
+
+
+@dataclass(frozen=True)
+class TagSettings:
+    min_score: float = 0.3
+    topk: int = 3
+    in_place: bool = False
+    sidecar_name: str = "full"
+    remove: bool = False
+    dry_run: bool = False
+    languages: tuple[str, ...] = ("zh",)
+
+    def journal_key(self, model: str) -> dict:
+        return {"model": model, "min_score": self.min_score, "topk": self.topk,
+                "in_place": self.in_place, "sidecar_name": self.sidecar_name,
+                "languages": list(self.languages)}
+
+
+@dataclass
+class TagRow:
+    image: str
+    target: str
+    changed: bool = False
+    dry_run: bool = False
+    resumed: bool = False   # labels from the journal of an earlier run, not recognised again
+    labels: list[str] = field(default_factory=list)
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    keywords: list[str] = field(default_factory=list)  # dc:subject after the run
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def labels_of(predictions, settings: TagSettings) -> list[str]:
+    labels = []
+    for prediction in predictions[:settings.topk]:
+        if prediction.score < settings.min_score:
+            continue
+        if "zh" in settings.languages:
+            labels.append(prediction.label)
+        if "en" in settings.languages and prediction.label_en:
+            labels.append(prediction.label_en)
+    return list(dict.fromkeys(labels))
+
+
+def tag_photos(photos: Iterable[str], settings: TagSettings, tool: ExifTool, *,
+               recognize: Callable[[list[str]], Iterable] | None = None,
+               journal: Journal | None = None) -> Iterator[TagRow]:
+    """One TagRow per photo, in order. ``recognize(paths)`` yields the recognizer's results for
+    ``paths`` in order (not needed for ``remove``)."""
+    photos = list(photos)
+    for start in range(0, len(photos), CHUNK):
+        chunk = [Path(p) for p in photos[start:start + CHUNK]]
+        rows = {str(p): TagRow(str(p), str(_target(p, settings))) for p in chunk}
+        states, labels = {}, {}
+        for photo in chunk:
+            row = rows[str(photo)]
+            try:
+                _check_target(photo, settings)
+                states[photo] = FileState.of(photo)
+            except (TagWriteError, OSError) as exc:
+                row.error = _reason(photo, exc)
+                continue
+            if not settings.remove and journal is not None:
+                earlier = journal.done(photo, Path(row.target))
+                if earlier is not None:
+                    labels[photo], row.resumed = earlier, True
+        needed = [p for p in states if not settings.remove and p not in labels]
+        if needed:
+            for photo, result in zip(needed, recognize([str(p) for p in needed])):
+                if result.error is not None:
+                    rows[str(photo)].error = str(result.error)
+                    states.pop(photo)
+                else:
+                    labels[photo] = labels_of(result.predictions, settings)
+        for photo in chunk:
+            row = rows[str(photo)]
+            if photo in states:
+                _apply(photo, row, labels.get(photo, []), states[photo], settings, tool, journal)
+            yield row
+
+
+def _target(photo: Path, settings: TagSettings) -> Path:
+    return photo if settings.in_place else sidecar_path(photo, settings.sidecar_name)
+
+
+def _check_target(photo: Path, settings: TagSettings) -> None:
+    if not photo.is_file():
+        raise TagWriteError(f"{photo}: file not found")
+    if settings.in_place:
+        check_embeddable(photo)
+    elif settings.sidecar_name == "base":
+        # photo.jpg and photo.heic would share photo.xmp, and each run would undo the other's
+        for sibling in photo.parent.glob(photo.stem + ".*"):
+            if sibling != photo and sibling.suffix.lower() in IMAGE_SUFFIXES:
+                raise TagWriteError(f"{photo}: {sidecar_path(photo, 'base')} would be shared with "
+                                    f"{sibling.name}; use --sidecar-name full")
+
+
+def _apply(photo: Path, row: TagRow, labels: list[str], state: FileState, settings: TagSettings,
+           tool: ExifTool, journal: Journal | None) -> None:
+    target = Path(row.target)
+    row.labels = labels
+    try:
+        iptc = settings.in_place and embeds_iptc(photo)
+        current = tool.keywords(target, iptc=iptc) if target.exists() else Keywords(iptc=() if iptc else None)
+        change = remove(current) if settings.remove else merge(current, labels)
+        row.changed, row.dry_run = change.changed, settings.dry_run
+        row.added, row.removed = change.added, change.removed
+        row.keywords = list(change.after.subject)
+        if change.changed and not settings.dry_run:
+            if settings.in_place:
+                write_embedded(tool, photo, change.after, state)
+            else:
+                write_sidecar(tool, target, change.after)
+        if journal is not None and not settings.remove and not settings.dry_run:
+            journal.record(photo, target, labels)
+    except (TagWriteError, MetadataError, OSError) as exc:
+        row.error = _reason(photo, exc)
+        row.changed = False
+        row.keywords = []
+
+
+def _reason(photo: Path, exc: Exception) -> str:
+    text = str(exc) if not isinstance(exc, OSError) else (exc.strerror or str(exc))
+    return text if text.startswith(str(photo)) else f"{photo}: {text}"
+
+
+__all__ = ["TagSettings", "TagRow", "tag_photos", "labels_of"]

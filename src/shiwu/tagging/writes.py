@@ -1,0 +1,131 @@
+"""Keywords written so that nothing is ever lost.
+
+Embedded (``--in-place``): the photo is copied to a temporary file beside it, exiftool edits the
+copy, the copy is read back and checked (the keywords are the ones meant, the pixels and every
+other tag are unchanged), it gets the photo's mtime, permissions and owner, is fsynced and is
+renamed over the photo, unless the photo changed since it was read. A kill at any moment leaves
+the photo as it was or fully tagged (and at most a hidden ``.tmp-*`` file beside it).
+
+Sidecars get the same temp-file + fsync + rename (``shiwu.fsutil``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat as stat_module
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from .. import fsutil
+from .. import images  # noqa: F401  registers the HEIF reader for the pixel check
+from .exiftool_session import ExifTool, MetadataError
+from .keywords import Keywords
+
+# formats whose embedded XMP photo tools read, and exiftool writes; IPTC only for JPEG (the
+# other formats have no standard place for it)
+EMBEDDABLE = {".jpg": True, ".jpeg": True, ".jpe": True, ".png": False, ".webp": False,
+              ".heic": False, ".heif": False, ".hif": False, ".tif": False, ".tiff": False}
+
+
+class TagWriteError(RuntimeError):
+    """This photo was not changed; the message says why."""
+
+
+@dataclass(frozen=True)
+class FileState:
+    """What tells that a file changed: any write changes the size, mtime or ctime."""
+    inode: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+
+    @classmethod
+    def of(cls, path: str | os.PathLike) -> "FileState":
+        info = os.stat(path)
+        return cls(info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+
+
+def sidecar_path(photo: str | os.PathLike, naming: str) -> Path:
+    """``photo.jpg.xmp`` (full: digiKam, darktable, immich) or ``photo.xmp`` (base: Lightroom)."""
+    photo = Path(photo)
+    return photo.with_name(photo.name + ".xmp") if naming == "full" else photo.with_suffix(".xmp")
+
+
+def embeds_iptc(photo: str | os.PathLike) -> bool:
+    return EMBEDDABLE.get(Path(photo).suffix.lower(), False)
+
+
+def check_embeddable(photo: str | os.PathLike) -> None:
+    if Path(photo).suffix.lower() not in EMBEDDABLE:
+        raise TagWriteError(f"cannot embed keywords in {Path(photo).suffix or 'this'} files "
+                            "(JPEG, PNG, WebP, HEIC, TIFF only): use a sidecar (drop --in-place)")
+
+
+def write_sidecar(tool: ExifTool, sidecar: Path, keywords: Keywords) -> None:
+    try:
+        with fsutil.atomic_output(sidecar) as temporary:
+            if sidecar.exists():
+                shutil.copyfile(sidecar, temporary)
+            else:
+                temporary.unlink()  # exiftool creates a new XMP file only where none exists
+            tool.write(temporary, keywords)
+            if tool.keywords(temporary, iptc=False) != keywords:
+                raise TagWriteError(f"{sidecar}: the keywords read back differ from the ones written")
+    except MetadataError as exc:
+        raise TagWriteError(f"{sidecar}: {exc}") from None
+    except OSError as exc:
+        raise TagWriteError(f"{sidecar}: cannot write ({exc.strerror or exc})") from None
+
+
+def write_embedded(tool: ExifTool, photo: Path, keywords: Keywords, read_state: FileState) -> None:
+    """Put ``keywords`` into ``photo`` itself; raises TagWriteError and leaves it untouched."""
+    info = os.stat(photo)
+    if not info.st_mode & (stat_module.S_IWUSR | stat_module.S_IWGRP | stat_module.S_IWOTH) \
+            or not os.access(photo, os.W_OK):
+        raise TagWriteError(f"{photo}: read-only, left untouched (make it writable, or use a sidecar)")
+    before = tool.metadata(photo)
+    try:
+        with fsutil.atomic_output(photo, mode=stat_module.S_IMODE(info.st_mode)) as temporary:
+            shutil.copyfile(photo, temporary)
+            tool.write(temporary, keywords)
+            _check_copy(tool, photo, temporary, keywords, before)
+            if hasattr(os, "chown"):
+                try:
+                    os.chown(temporary, info.st_uid, info.st_gid)
+                except PermissionError:
+                    pass  # only root may give a file away; ours is the user's own then
+            os.utime(temporary, ns=(info.st_atime_ns, info.st_mtime_ns))
+            if FileState.of(photo) != read_state:
+                raise TagWriteError(f"{photo}: changed while it was being tagged, left as it is now")
+    except MetadataError as exc:
+        raise TagWriteError(f"{photo}: {exc}; left untouched") from None
+    except OSError as exc:
+        raise TagWriteError(f"{photo}: cannot write ({exc.strerror or exc}); left untouched") from None
+
+
+def _check_copy(tool: ExifTool, photo: Path, copy: Path, keywords: Keywords, before: dict) -> None:
+    if tool.keywords(copy, iptc=keywords.iptc is not None) != keywords:
+        raise TagWriteError(f"{photo}: the keywords read back differ from the ones written; left untouched")
+    after = tool.metadata(copy)
+    if after != before:
+        changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+        raise TagWriteError(f"{photo}: writing keywords would change other metadata "
+                            f"({', '.join(changed[:5])}); left untouched")
+    if _pixels(photo) != _pixels(copy):
+        raise TagWriteError(f"{photo}: writing keywords would change the pixels; left untouched")
+
+
+def _pixels(path: Path) -> tuple:
+    try:
+        with Image.open(path) as image:
+            return image.mode, image.size, image.tobytes()
+    except (OSError, ValueError, SyntaxError, RuntimeError) as exc:
+        # decodable once (it was recognised), so a copy that is not is a broken write
+        raise TagWriteError(f"{path}: cannot decode for the pixel check ({exc}); left untouched") from None
+
+
+__all__ = ["FileState", "TagWriteError", "sidecar_path", "write_sidecar", "write_embedded",
+           "check_embeddable", "embeds_iptc"]

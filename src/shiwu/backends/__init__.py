@@ -12,18 +12,12 @@ from typing import Protocol
 
 import numpy as np
 
-BACKENDS = ("auto", "torch", "torchscript", "compile", "onnxruntime", "openvino", "ipex")
-PRECISIONS = ("fp32", "bf16", "int8")
+from .runtimes import BY_NAME as _RUNTIMES
+from .runtimes import PRECISIONS as RUN_PRECISIONS
 
-# name -> (module, class)
-_IMPLEMENTATIONS = {
-    "torch": ("torch_eager", "TorchBackend"),
-    "torchscript": ("torchscript", "TorchScriptBackend"),
-    "compile": ("compile", "CompileBackend"),
-    "onnxruntime": ("onnxruntime", "OnnxRuntimeBackend"),
-    "openvino": ("openvino", "OpenVINOBackend"),
-    "ipex": ("ipex", "IpexBackend"),
-}
+BACKENDS = ("auto", *_RUNTIMES)
+# "auto": the fastest precision whose accuracy passes the policy on this CPU (backends.policy)
+PRECISIONS = ("auto", *RUN_PRECISIONS)
 
 
 class Backend(Protocol):
@@ -96,14 +90,17 @@ def run_in_fixed_batches(run, batch: np.ndarray, fixed: int | None) -> np.ndarra
 
 def backend_class(name: str):
     try:
-        module, cls = _IMPLEMENTATIONS[name]
+        entry = _RUNTIMES[name]
     except KeyError:
         raise BackendUnavailable(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}") from None
-    return getattr(importlib.import_module(f"{__name__}.{module}"), cls)
+    return getattr(importlib.import_module(f"{__name__}.{entry.module}"), entry.cls)
 
 
 def create_backend(name: str, spec, *, size: int, precision: str = "fp32",
-                   threads: int | None = None, **options) -> Backend:
+                   threads: int | None = None, max_drop: float | None = None, **options) -> Backend:
+    """``name`` or ``precision`` "auto": the fastest setting that passes the accuracy policy on
+    this CPU (backends.auto). An explicit int8 is judged by the same policy and refused with its
+    numbers when it loses more than ``max_drop`` (relative top-1; default 1%)."""
     if precision not in PRECISIONS:
         raise BackendUnavailable(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
     if spec.fixed_size is not None and size != spec.fixed_size:
@@ -111,7 +108,13 @@ def create_backend(name: str, spec, *, size: int, precision: str = "fp32",
                                  f"(fixed in the file), not {size}")
     if name != "auto" and not spec.supports(name):
         raise BackendUnavailable(unsupported(spec, name))
-    if name == "auto":
+    if name == "auto" or precision == "auto":
         from .auto import select
-        return select(spec, size=size, precision=precision, threads=threads, **options)
-    return backend_class(name)(spec, size=size, precision=precision, threads=threads, **options)
+        return select(spec, size=size, precision=precision, threads=threads, backend=name,
+                      max_drop=max_drop, **options)
+    backend = backend_class(name)(spec, size=size, precision=precision, threads=threads, **options)
+    if precision == "int8":
+        from .policy import DEFAULT_MAX_DROP, require
+        require(spec, backend, size, max_drop=DEFAULT_MAX_DROP if max_drop is None else max_drop,
+                calibration=options.get("calibration"))
+    return backend

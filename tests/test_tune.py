@@ -106,7 +106,14 @@ def row(backend, precision, size, batch, ms, agreement, threads=2):
                images_per_s=1000 / ms, agreement=agreement, agreement_images=144)
 
 
-def test_choose_the_fastest_setting_that_keeps_fp32_answers():
+def verdicts(drops: dict, max_drop: float) -> dict:
+    from shiwu.backends.policy import Verdict
+
+    return {k: Verdict("m", k[0], k[1], k[2], "labelled photos", max_drop, drop=d, top1=0.88 * (1 - d),
+                       fp32_top1=0.88, photos=500) for k, d in drops.items()}
+
+
+def test_choose_the_fastest_setting_that_keeps_fp32_accuracy():
     report = BenchReport(model="m", native_size=224, machine={"cpu": "c"}, reference={}, images={}, seconds=1)
     report.rows = [
         row("torch", "fp32", 224, 1, 20, 1.0), row("torch", "fp32", 224, 8, 15, 1.0),
@@ -115,16 +122,19 @@ def test_choose_the_fastest_setting_that_keeps_fp32_answers():
         row("onnxruntime", "fp32", 168, 1, 2.5, 0.9), row("onnxruntime", "fp32", 168, 8, 2.4, 0.9),
         Row("ipex", "fp32", 224, 2, 1, status="unavailable", error="missing"),
     ]
-    chosen, best, busiest = choose(report, 0.99)
+    drops = {("torch", "fp32", 224): 0.0, ("openvino", "fp32", 224): 0.0,
+             ("openvino", "int8", 224): 0.02, ("onnxruntime", "fp32", 168): 0.04}
+    chosen, best, busiest = choose(report, verdicts(drops, 0.01))
     assert {k: chosen[k] for k in config.TUNED_FIELDS} == {
         "backend": "openvino", "precision": "fp32", "threads": 2, "size": 224, "batch_size": 8}
-    assert chosen["ms_per_image"] == 4 and chosen["agreement"] == 1.0 and chosen["min_agreement"] == 0.99
-    chosen, _, _ = choose(report, 0.95)
+    assert chosen["ms_per_image"] == 4 and chosen["drop"] == 0.0 and chosen["max_drop"] == 0.01
+    chosen, _, _ = choose(report, verdicts(drops, 0.03))
     assert (chosen["backend"], chosen["precision"], chosen["batch_size"]) == ("openvino", "int8", 8)
-    chosen, _, _ = choose(report, 0.85)
+    assert chosen["accuracy_basis"] == "labelled photos" and chosen["drop"] == 0.02
+    chosen, _, _ = choose(report, verdicts(drops, 0.05))
     assert (chosen["backend"], chosen["size"]) == ("openvino", 224)   # int8 at 2.0 beats 168px at 2.5
-    report.rows = [r for r in report.rows if r.agreement is not None and r.agreement < 0.99]
-    assert choose(report, 0.99) == (None, None, None)
+    assert choose(report, verdicts({("openvino", "int8", 224): 0.02}, 0.01)) == (None, None, None)
+    assert choose(report, {}) == (None, None, None)   # a setting without a verdict is never chosen
 
 
 def test_default_sizes_follow_the_article():
@@ -144,7 +154,7 @@ def test_tune_writes_settings_that_predict_and_batch_then_use(tmp_path, monkeypa
     run = subprocess.run(
         [str(SHIWU), "tune", "--backends", "torch,onnxruntime", "--precision", "fp32", "--sizes", "160",
          "--threads", "1", "--batch", "1,4", "--seconds", "0.2", "--views", "18",
-         "--min-agreement", "0", "--json", str(tmp_path / "tune.json"), "-q"],
+         "--max-drop", "1", "--json", str(tmp_path / "tune.json"), "-q"],
         capture_output=True, text=True, encoding="utf-8", timeout=600, env=env)
     assert run.returncode == 0, run.stderr
     assert "saved to" in run.stdout
@@ -157,8 +167,8 @@ def test_tune_writes_settings_that_predict_and_batch_then_use(tmp_path, monkeypa
     assert result["chosen"]["backend"] == saved["backend"]
     assert len(result["bench"]["rows"]) == 4
 
-    at_160 = Recognizer(backend=saved["backend"], size=160, threads=1).predict(COFFEE, topk=3)
-    at_224 = Recognizer(backend=saved["backend"], size=224, threads=1).predict(COFFEE, topk=3)
+    at_160 = Recognizer(backend=saved["backend"], precision="fp32", size=160, threads=1).predict(COFFEE, topk=3)
+    at_224 = Recognizer(backend=saved["backend"], precision="fp32", size=224, threads=1).predict(COFFEE, topk=3)
     assert abs(at_160[0].score - at_224[0].score) > 1e-3   # the size shows in the scores
 
     run = subprocess.run([str(SHIWU), "predict", "--json", "-k", "3", str(COFFEE)],

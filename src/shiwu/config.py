@@ -35,8 +35,9 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 ENV_CONFIG = "SHIWU_CONFIG"
+ENV_PRECISION = "SHIWU_PRECISION"
 DEFAULT_BACKEND = "auto"
-DEFAULT_PRECISION = "fp32"
+DEFAULT_PRECISION = "auto"   # the fastest precision that passes the accuracy policy here
 DEFAULT_BATCH_SIZE = 8
 TUNED_FIELDS = ("backend", "precision", "threads", "size", "batch_size")
 
@@ -123,17 +124,31 @@ class Settings:
         return "tuned" in self.source.values()
 
 
+def default_precision() -> str:
+    """$SHIWU_PRECISION (e.g. fp32 on a machine where only fp32 may run), else auto."""
+    from .backends import PRECISIONS
+
+    value = os.environ.get(ENV_PRECISION, "").strip()
+    if value and value not in PRECISIONS:
+        if value not in _warned:  # a typo must not stop recognition; it is said once
+            _warned.add(value)
+            logging.getLogger(__name__).warning("%s=%r is not one of %s; using %s", ENV_PRECISION, value,
+                                                ", ".join(PRECISIONS), DEFAULT_PRECISION)
+        return DEFAULT_PRECISION
+    return value or DEFAULT_PRECISION
+
+
 def resolve(model: str, *, backend: str | None = None, precision: str | None = None,
             threads: int | None = None, size: int | None = None, batch_size: int | None = None,
             use_tuned: bool = True) -> Settings:
     """Explicit values win; then the tuned settings for ``model``; then the built-in defaults
-    (auto, fp32, physical cores, the model's size, 8)."""
+    (auto, auto, physical cores, the model's size, 8)."""
     tuned = (tuned_for(model) if use_tuned else None) or {}
     given = {"backend": backend, "precision": precision, "threads": threads, "size": size,
              "batch_size": batch_size}
     if backend is not None and backend != tuned.get("backend"):
         tuned = {k: v for k, v in tuned.items() if k not in ("backend", "precision")}
-    defaults = {"backend": DEFAULT_BACKEND, "precision": DEFAULT_PRECISION, "threads": None,
+    defaults = {"backend": DEFAULT_BACKEND, "precision": default_precision(), "threads": None,
                 "size": None, "batch_size": DEFAULT_BATCH_SIZE}
     values, source = {}, {}
     for key in TUNED_FIELDS:

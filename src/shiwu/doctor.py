@@ -7,11 +7,12 @@ import importlib.util
 import os
 import platform
 
-from .version import __version__
 from .backends.auto import remembered_choices
+from .backends.policy import cached_verdicts
 from .cache import cache_dir
 from .config import describe as describe_settings
 from .cpu import cpu_features, cpu_model, default_threads, physical_cores, usable_cpus
+from .version import __version__
 
 # backend name -> (python module, distribution for its version, why it may be missing)
 OPTIONAL_RUNTIMES = {
@@ -65,6 +66,7 @@ def report() -> dict:
         "backends": runtimes,
         "cache_dir": str(cache_dir()),
         "auto_choices": remembered_choices(),
+        "verdicts": [v.to_dict() for v in cached_verdicts()],
         "settings": describe_settings(),
     }
 
@@ -99,10 +101,35 @@ def format_report(info: dict) -> str:
                                         "remembered choices"))
     for c in choices:
         timings = ", ".join(f"{k} {v:.2f} ms" for k, v in c.get("ms_per_image", {}).items())
-        lines.append(f"  {c['model']} {c['size']}px {c['precision']} {c['threads']} threads -> "
-                     f"{c['winner']}  ({timings}; measured {c.get('measured_at', '?')})")
+        winner = f"{c['winner']} {c.get('winner_precision', c['precision'])}"
+        lines.append(f"  {c['model']} {c['size']}px {c.get('backend', 'auto')} {c['precision']} "
+                     f"{c['threads']} threads -> {winner}  ({timings}; measured {c.get('measured_at', '?')})")
+    lines.extend(format_verdicts(info.get("verdicts", [])))
     lines.extend(format_settings(info.get("settings")))
     return "\n".join(lines)
+
+
+def format_verdicts(verdicts: list[dict]) -> list[str]:
+    """The accuracy policy's verdicts measured on this machine, each with its numbers."""
+    if not verdicts:
+        return ["accuracy:        no verdicts yet (the first run with --precision auto measures)"]
+    here = cpu_model()
+    lines = ["accuracy:        verdicts (top-1 must stay >= 99% of fp32's; --max-drop)"]
+    for v in verdicts:
+        state = "accepted" if v["accepted"] else "refused"
+        numbers = []
+        if v.get("top1") is not None:
+            numbers.append(f"top-1 {v['top1']:.1%} vs fp32 {v['fp32_top1']:.1%} on {v['photos']} labelled "
+                           f"photos, drop {v['drop']:.2%}")
+        if v.get("reproduced") is not None:
+            numbers.append(f"reproduced here {v['reproduced']:.0%}")
+        if v.get("estimated_drop") is not None:
+            numbers.append(f"label-free estimate {v['estimated_drop']:.2%}")
+        if v.get("measured_on", {}).get("cpu") not in (None, here):
+            numbers.append(f"measured on another CPU ({v['measured_on']['cpu']})")
+        lines.append(f"  {v['model']} {v['runtime']} {v['precision']} {v['size']}px: {state} by "
+                     f"{v['basis']} ({'; '.join(numbers)})")
+    return lines
 
 
 def format_settings(settings: dict | None) -> list[str]:

@@ -260,3 +260,78 @@ def format_report(report: EvalReport) -> str:
     if report.interrupted:
         lines += ["", "interrupted: the figures cover the images scored before Ctrl-C"]
     return "\n".join(lines)
+
+
+# --- the user's labelled photos as the accuracy policy's judge (`shiwu tune --eval DIR`) -------
+
+def check_labelled_folder(folder: str | Path, labels) -> dict[str, list[Path]]:
+    """{class folder: photos}, or EvalError naming the folder that makes accuracy meaningless:
+    a name the model does not know, a class without photos, fewer than two classes."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise EvalError(f"--eval {root}: not a folder")
+    names = ClassNames(labels)
+    classes: dict[str, list[Path]] = {}
+    for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        index, why = names.lookup(sub.name)
+        if index is None:
+            raise EvalError(f"--eval {root}: class folder {sub.name!r} {why}")
+        photos = _images_in(sub)
+        if not photos:
+            raise EvalError(f"--eval {root}: class folder {sub.name!r} has no photos")
+        for photo in photos:
+            _must_open(root, photo)
+        classes[sub.name] = photos
+    if len(classes) < 2:
+        raise EvalError(f"--eval {root}: {len(classes)} class folder(s); accuracy needs at least two "
+                        "classes (one sub-folder per class, named by index, English or Chinese name)")
+    return classes
+
+
+def _must_open(root: Path, photo: Path) -> None:
+    """A photo whose header cannot be read would silently shrink its class: refuse it up front."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(photo) as image:
+            image.verify()
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
+        raise EvalError(f"--eval {root}: unreadable photo {photo.relative_to(root)}: {exc}") from None
+
+
+def accuracy_verdicts(model, settings, folder, *, max_drop: float, threads=None) -> dict:
+    """A Verdict per (runtime, precision, size) from top-1 on the labelled ``folder`` against
+    fp32 at the model's own size. The setting is built directly (not through create_backend),
+    so the user's own photos judge it, not the policy's shipped or estimated figures."""
+    from .backends import backend_class
+    from .backends.policy import Verdict, machine, reference_runtime
+    from .models.registry import get_model
+    from .recognizer import Recognizer
+
+    root = Path(folder)
+
+    def top1(runtime: str, precision: str, size: int) -> EvalReport:
+        recognizer = Recognizer(model, backend=runtime, precision="fp32", size=size, threads=threads)
+        if precision != "fp32":
+            recognizer.backend = backend_class(runtime)(recognizer.spec, size=size, precision=precision,
+                                                        threads=threads)
+        report = evaluate(root, recognizer=recognizer, progress=False)
+        if report.unreadable:
+            bad = report.unreadable[0]
+            raise EvalError(f"--eval {root}: {len(report.unreadable)} unreadable photo(s), e.g. "
+                            f"{bad['image']}: {bad['error']}")
+        return report
+
+    spec = get_model(model)
+    out: dict = {}
+    reference = None
+    for runtime, precision, size in settings:
+        if reference is None:
+            reference = top1(reference_runtime(spec, runtime), "fp32", spec.preprocessing.size)
+        found = top1(runtime, precision, size)
+        drop = 1 - found.top1 / reference.top1 if reference.top1 else 0.0
+        out[runtime, precision, size] = Verdict(
+            spec.name, runtime, precision, size, f"--eval {root.name}", max_drop, drop=round(drop, 5),
+            top1=found.top1_accuracy, fp32_top1=reference.top1_accuracy, top5=found.top5_accuracy,
+            photos=found.images, measured_on=machine())
+    return out

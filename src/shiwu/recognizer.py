@@ -81,7 +81,8 @@ class Recognizer:
         ``min_similarity`` close before the model's labels, "replace" uses the gallery alone.
 
         Options left as None come from ``shiwu tune``'s settings for this model if there are
-        any (see shiwu.config), else the defaults: auto, fp32, physical cores, the model's
+        any (see shiwu.config), else the defaults: auto, auto (the fastest precision that passes
+        the accuracy policy, backends.policy), physical cores, the model's
         size, batches of 8. ``self.settings`` says which values were used and why."""
         ref = ModelRef.of(model)
         if model_options:
@@ -128,7 +129,8 @@ class Recognizer:
         # Only the runtimes that quantize take the option; the others refuse int8 themselves
         # (BackendUnavailable, with the reason) instead of failing on an unknown argument.
         options = ({"calibration": calibration}
-                   if settings.precision == "int8" and settings.backend in QUANTIZING_BACKENDS else {})
+                   if settings.precision in ("int8", "auto") and settings.backend in QUANTIZING_BACKENDS
+                   else {})
         self.backend = create_backend(settings.backend, self.spec, size=self.preprocessing.size,
                                       precision=settings.precision, threads=settings.threads,
                                       **options)

@@ -1,21 +1,27 @@
-"""``shiwu tune``: a compact bench, then remember the fastest setting that keeps fp32's answers.
+"""``shiwu tune``: a compact bench, then remember the fastest setting that keeps fp32's accuracy.
 
 Every backend and precision at a few input sizes is measured (batch sizes 1 and 8 in the same
-process; no cold starts). Among the settings whose top-1 agrees with torch fp32 at the model's
-own size on at least ``min_agreement`` of the photo views, the one with the lowest latency per
-image at batch 1 wins (what one `shiwu predict` waits for); its batch size is the measured one
-with the highest throughput. The winner is written to the settings file (shiwu.config), where
-``predict``, ``batch``, ``serve`` and ``eval`` pick it up unless options say otherwise.
+process; no cold starts). Each setting is then judged by the accuracy policy
+(shiwu.backends.policy): top-1 at least ``1 - max_drop`` of fp32's at the model's own size —
+measured on the user's labelled photos with ``--eval DIR``, else the figures shipped for
+packaged models (reproduced on this machine first), else the label-free estimate. Among the
+accepted settings the one with the lowest latency per image at batch 1 wins (what one
+`shiwu predict` waits for); its batch size is the measured one with the highest throughput. The
+winner is written to the settings file (shiwu.config), where ``predict``, ``batch``, ``serve``
+and ``eval`` pick it up unless options say otherwise.
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from .backends.policy import DEFAULT_MAX_DROP
 from .bench import DEFAULT_BACKENDS, BenchReport, Row, run_bench
 
-DEFAULT_MIN_AGREEMENT = 0.99
+log = logging.getLogger(__name__)
+
 TUNE_PRECISIONS = ("fp32", "bf16", "int8")
 TUNE_BATCHES = (1, 8)
 TUNE_SECONDS = 1.0
@@ -29,15 +35,20 @@ def default_sizes(native: int) -> list[int]:
 @dataclass
 class TuneResult:
     report: BenchReport
-    min_agreement: float
+    max_drop: float
     chosen: dict | None          # the settings written (None: nothing qualified, or interrupted)
     latency_row: Row | None      # the batch-1 measurement that won
     throughput_row: Row | None   # the measurement its batch size comes from
     config_path: str | None = None
+    verdicts: dict = field(default_factory=dict)   # (backend, precision, size) -> Verdict
 
     def to_dict(self) -> dict:
-        return {"min_agreement": self.min_agreement, "chosen": self.chosen,
-                "config_path": self.config_path, "bench": self.report.to_dict()}
+        return {"max_drop": self.max_drop, "chosen": self.chosen, "config_path": self.config_path,
+                "verdicts": [v.to_dict() for v in self.verdicts.values()], "bench": self.report.to_dict()}
+
+
+def setting_of(row: Row) -> tuple[str, str, int]:
+    return (row.runs_as or row.backend, row.precision, row.size)
 
 
 def _preference(row: Row, native: int) -> tuple:
@@ -45,11 +56,11 @@ def _preference(row: Row, native: int) -> tuple:
     return (round(row.ms_p50, 2), row.precision != "fp32", row.size != native, row.backend)
 
 
-def choose(report: BenchReport, min_agreement: float) -> tuple[dict | None, Row | None, Row | None]:
-    """The fastest qualifying setting of a bench report, as config values."""
+def choose(report: BenchReport, verdicts: dict) -> tuple[dict | None, Row | None, Row | None]:
+    """The fastest accepted setting of a bench report, as config values."""
     qualified = [r for r in report.rows
-                 if r.ok and r.agreement is not None and r.agreement >= min_agreement - 1e-9
-                 and r.ms_p50 is not None]
+                 if r.ok and r.ms_p50 is not None and setting_of(r) in verdicts
+                 and verdicts[setting_of(r)].accepted]
     if not qualified:
         return None, None, None
     smallest = min(r.batch for r in qualified)
@@ -58,37 +69,63 @@ def choose(report: BenchReport, min_agreement: float) -> tuple[dict | None, Row 
     same = [r for r in qualified if (r.backend, r.precision, r.size, r.threads)
             == (best.backend, best.precision, best.size, best.threads)]
     busiest = max(same, key=lambda r: (r.images_per_s or 0, -r.batch))
+    verdict = verdicts[setting_of(best)]
     chosen = {
         "backend": best.runs_as or best.backend, "precision": best.precision,
         "threads": best.threads, "size": best.size, "batch_size": busiest.batch,
         # notes: what the choice rests on (read by `shiwu doctor`, ignored by the Recognizer)
         "ms_per_image": round(best.ms_p50, 3),
         "images_per_s": round(busiest.images_per_s, 1) if busiest.images_per_s else None,
-        "agreement": round(best.agreement, 4), "agreement_images": best.agreement_images,
-        "min_agreement": min_agreement,
+        "accuracy_basis": verdict.basis, "drop": verdict.judged_drop, "max_drop": verdict.max_drop,
+        "top1": verdict.top1, "fp32_top1": verdict.fp32_top1,
+        "agreement": round(best.agreement, 4) if best.agreement is not None else None,
         "cpu": report.machine.get("cpu"), "shiwu": report.machine.get("shiwu"),
         "tuned_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     return chosen, best, busiest
 
 
-def tune(model=None, *, min_agreement: float = DEFAULT_MIN_AGREEMENT,
+def judge(model, spec, report: BenchReport, *, max_drop: float, eval_dir=None, threads=None) -> dict:
+    """A verdict for every setting the bench could run: real accuracy on ``eval_dir``, else the
+    accuracy policy's (shipped figures reproduced here, or the label-free estimate)."""
+    from .backends.policy import verdict
+
+    settings = list(dict.fromkeys(setting_of(r) for r in report.rows if r.ok and r.ms_p50 is not None))
+    if eval_dir is not None:
+        from .evaluate import accuracy_verdicts
+        return accuracy_verdicts(model, settings, eval_dir, max_drop=max_drop, threads=threads)
+    out = {}
+    for runtime, precision, size in settings:
+        try:
+            out[runtime, precision, size] = verdict(spec, runtime, precision, size, max_drop=max_drop,
+                                                    threads=threads)
+        except Exception as exc:  # noqa: BLE001 - a setting that cannot be judged is not chosen
+            log.warning("%s %s %spx cannot be judged: %s", runtime, precision, size, exc)
+    return out
+
+
+def tune(model=None, *, max_drop: float = DEFAULT_MAX_DROP, eval_dir=None,
          backends=DEFAULT_BACKENDS, precisions=TUNE_PRECISIONS, sizes=None, threads=None,
          batches=TUNE_BATCHES, images=None, seconds: float = TUNE_SECONDS, save: bool = True,
          progress: bool = True, **bench_options) -> TuneResult:
-    """Measure, choose, and (``save``) write the choice to the settings file."""
+    """Measure, judge, choose, and (``save``) write the choice to the settings file."""
     from .config import save_tuned
     from .models.registry import get_model
 
     spec = get_model(model)
+    if eval_dir is not None:
+        from .evaluate import check_labelled_folder
+        check_labelled_folder(eval_dir, spec.labels())  # bad input fails before minutes of measuring
     report = run_bench(model, backends=backends, precisions=precisions,
                        sizes=sizes or default_sizes(spec.preprocessing.size), threads=threads,
                        batches=batches, images=images, seconds=seconds, cold=False,
                        remeasure=False, batches_per_process=True, progress=progress, **bench_options)
     if report.interrupted:
-        return TuneResult(report, min_agreement, None, None, None)
-    chosen, best, busiest = choose(report, min_agreement)
-    result = TuneResult(report, min_agreement, chosen, best, busiest)
+        return TuneResult(report, max_drop, None, None, None)
+    verdicts = judge(model, spec, report, max_drop=max_drop, eval_dir=eval_dir,
+                     threads=(threads or [None])[0])
+    chosen, best, busiest = choose(report, verdicts)
+    result = TuneResult(report, max_drop, chosen, best, busiest, verdicts=verdicts)
     if chosen is not None and save:
         result.config_path = str(save_tuned(spec.key, {k: v for k, v in chosen.items() if v is not None}))
     return result
@@ -98,16 +135,20 @@ def format_result(result: TuneResult) -> str:
     from .bench import format_table
 
     lines = [format_table(result.report), ""]
+    if result.verdicts:
+        lines.append(f"accuracy (top-1 must stay >= {1 - result.max_drop:.1%} of fp32's):")
+        lines += [f"  {v.describe()}" for v in result.verdicts.values()]
+        lines.append("")
     c = result.chosen
     if result.report.interrupted:
         lines.append("interrupted: nothing was saved")
     elif c is None:
-        lines.append(f"no setting kept top-1 agreement with fp32 at or above "
-                     f"{result.min_agreement:.1%}; nothing was saved")
+        lines.append(f"no setting kept {1 - result.max_drop:.1%} of fp32's top-1; nothing was saved")
     else:
-        lines.append(f"fastest with top-1 agreement >= {result.min_agreement:.1%}: {c['backend']} "
+        drop = "" if c["drop"] is None else f", drop {c['drop']:.2%} by {c['accuracy_basis']}"
+        lines.append(f"fastest that keeps {1 - result.max_drop:.1%} of fp32's top-1: {c['backend']} "
                      f"{c['precision']}, {c['size']}px, {c['threads']} threads, batch {c['batch_size']} "
-                     f"({c['ms_per_image']:.2f} ms per image, agreement {c['agreement']:.1%})")
+                     f"({c['ms_per_image']:.2f} ms per image{drop})")
         if result.config_path:
             lines.append(f"saved to {result.config_path}; predict, batch, serve and eval use it "
                          "unless an option says otherwise")

@@ -11,7 +11,11 @@ from typing import Protocol
 
 import numpy as np
 
-from .runtimes import BACKENDS, PRECISIONS, BackendUnavailable, backend_class  # noqa: F401 - the package's API
+from .runtimes import BACKENDS, BackendUnavailable, backend_class  # noqa: F401 - the package's API
+from .runtimes import PRECISIONS as RUN_PRECISIONS
+
+# "auto": the fastest precision whose accuracy passes the policy on this CPU (backends.policy)
+PRECISIONS = ("auto", *RUN_PRECISIONS)
 
 
 class Backend(Protocol):
@@ -79,7 +83,10 @@ def run_in_fixed_batches(run, batch: np.ndarray, fixed: int | None) -> np.ndarra
 
 
 def create_backend(name: str, spec, *, size: int, precision: str = "fp32",
-                   threads: int | None = None, **options) -> Backend:
+                   threads: int | None = None, max_drop: float | None = None, **options) -> Backend:
+    """``name`` or ``precision`` "auto": the fastest setting that passes the accuracy policy on
+    this CPU (backends.auto). An explicit int8 is judged by the same policy and refused with its
+    numbers when it loses more than ``max_drop`` (relative top-1; default 1%)."""
     if precision not in PRECISIONS:
         raise BackendUnavailable(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
     if spec.fixed_size is not None and size != spec.fixed_size:
@@ -87,7 +94,13 @@ def create_backend(name: str, spec, *, size: int, precision: str = "fp32",
                                  f"(fixed in the file), not {size}")
     if name != "auto" and not spec.supports(name):
         raise BackendUnavailable(unsupported(spec, name))
-    if name == "auto":
+    if name == "auto" or precision == "auto":
         from .auto import select
-        return select(spec, size=size, precision=precision, threads=threads, **options)
-    return backend_class(name)(spec, size=size, precision=precision, threads=threads, **options)
+        return select(spec, size=size, precision=precision, threads=threads, backend=name,
+                      max_drop=max_drop, **options)
+    backend = backend_class(name)(spec, size=size, precision=precision, threads=threads, **options)
+    if precision == "int8":
+        from .policy import DEFAULT_MAX_DROP, require
+        require(spec, backend, size, max_drop=DEFAULT_MAX_DROP if max_drop is None else max_drop,
+                calibration=options.get("calibration"))
+    return backend

@@ -45,11 +45,10 @@ def _verdict(path: Path) -> dict:
 
 
 def _enforce(spec, precision_name: str, verdict: dict) -> None:
-    if verdict.get("agreement", 0.0) < AGREEMENT_FLOOR:
-        raise BackendUnavailable(
-            f"{precision_name} int8 is not offered for {spec.name}: its top-1 agreed with fp32 on "
-            f"{verdict.get('agreement', 0.0):.1%} of {verdict.get('views', 0)} photo views, below the "
-            f"{AGREEMENT_FLOOR:.0%} floor. Use --precision bf16 (or fp32).")
+    """Nothing is refused here any more: whether an int8 model is acceptable is decided by the
+    accuracy policy (backends.policy.require / verdict), which every reduced precision goes
+    through in create_backend. This module builds the model; the policy judges it."""
+    return None
 
 
 def _record(path: Path, reference: np.ndarray, quantized: np.ndarray, calibration_id: str) -> dict:

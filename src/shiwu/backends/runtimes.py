@@ -1,35 +1,87 @@
-"""The runtimes shiwu can run a model on, which module implements each, and the error raised
-when one cannot run here.
+"""The one table of runtimes: what each backend is, runs, reads and calibrates with.
 
-A module of its own (not the package ``__init__``) so that ``auto`` and any runtime can read the
-table without importing the package that imports them: no import circle.
+``create_backend``, ``--backend auto``, ``shiwu tune``, ``shiwu bench`` and the accuracy policy
+all read this table (ultralytics' ``export_formats()`` idea), so adding a runtime or a precision
+is one row here. Nothing is imported to read it: a runtime module is loaded when it is chosen.
 """
 
 from __future__ import annotations
 
 import importlib
-
-BACKENDS = ("auto", "torch", "torchscript", "compile", "onnxruntime", "openvino", "ipex")
-PRECISIONS = ("fp32", "bf16", "int8")
-
-# name -> (module, class)
-_IMPLEMENTATIONS = {
-    "torch": ("torch_eager", "TorchBackend"),
-    "torchscript": ("torchscript", "TorchScriptBackend"),
-    "compile": ("compile", "CompileBackend"),
-    "onnxruntime": ("onnxruntime", "OnnxRuntimeBackend"),
-    "openvino": ("openvino", "OpenVINOBackend"),
-    "ipex": ("ipex", "IpexBackend"),
-}
+from dataclasses import dataclass
 
 
 class BackendUnavailable(RuntimeError):
     """A backend or precision cannot run here; the message says why and what to install."""
 
 
+@dataclass(frozen=True)
+class Runtime:
+    name: str                       # --backend value
+    module: str                     # shiwu.backends.<module>
+    cls: str                        # the backend class in it
+    precisions: tuple[str, ...]     # what it can run, fp32 first
+    export_format: str              # what it reads: the torch module, TorchScript, ONNX, OpenVINO IR
+    calibration: str | None         # who quantizes its int8 (None: it has no int8)
+    distribution: str               # the pip distribution whose version keys caches and verdicts
+    auto: bool = True               # a candidate of --backend auto (compile's first run is too slow)
+    default_bench: bool = True      # measured by `shiwu bench` / `shiwu tune` unless told otherwise
+
+    def runs(self, precision: str) -> bool:
+        return precision in self.precisions
+
+
+RUNTIMES: tuple[Runtime, ...] = (
+    # most likely winner first: --backend auto measures them in this order
+    Runtime("openvino", "openvino", "OpenVINOBackend", ("fp32", "bf16", "int8"), "openvino-ir",
+            "nncf", "openvino"),
+    Runtime("onnxruntime", "onnxruntime", "OnnxRuntimeBackend", ("fp32", "int8"), "onnx",
+            "onnxruntime.quantization", "onnxruntime"),
+    Runtime("torchscript", "torchscript", "TorchScriptBackend", ("fp32",), "torchscript", None, "torch"),
+    Runtime("torch", "torch_eager", "TorchBackend", ("fp32", "bf16"), "torch", None, "torch"),
+    Runtime("compile", "compile", "CompileBackend", ("fp32",), "torch", None, "torch",
+            auto=False, default_bench=False),
+    Runtime("ipex", "ipex", "IpexBackend", ("fp32", "bf16"), "torch", None,
+            "intel-extension-for-pytorch", auto=False, default_bench=False),
+)
+
+BY_NAME = {r.name: r for r in RUNTIMES}
+BACKENDS = ("auto", *BY_NAME)
+PRECISIONS = ("fp32", "bf16", "int8")
+# what a reduced precision needs from the CPU to be worth running (any one flag of each set)
+CPU_NEEDS = {"bf16": {"avx512_bf16", "amx_bf16"}, "int8": {"avx512_vnni", "avx_vnni", "amx_int8"}}
+
+
+def runtime(name: str) -> Runtime:
+    return BY_NAME[name]
+
+
+def runtimes_for(precision: str, *, auto_only: bool = False) -> tuple[str, ...]:
+    return tuple(r.name for r in RUNTIMES if r.runs(precision) and (r.auto or not auto_only))
+
+
+def bench_defaults() -> tuple[str, ...]:
+    return tuple(r.name for r in RUNTIMES if r.default_bench)
+
+
+def distributions() -> tuple[str, ...]:
+    extra = ("nncf",)  # the quantizer's version changes an int8 model as much as the runtime's
+    return tuple(dict.fromkeys([r.distribution for r in RUNTIMES] + list(extra)))
+
+
+def cpu_lacks(precision: str, flags: frozenset[str] | set[str]) -> str | None:
+    """Why this CPU cannot run ``precision`` fast (None: it can)."""
+    needs = CPU_NEEDS.get(precision)
+    if needs is None or needs & set(flags):
+        return None
+    names = {"bf16": "AVX-512 BF16 or AMX", "int8": "AVX-512 VNNI, AVX-VNNI or AMX"}
+    return f"this CPU has no {names[precision]} instructions"
+
+
 def backend_class(name: str):
+    """The backend class of runtime ``name``, its module imported only now."""
     try:
-        module, cls = _IMPLEMENTATIONS[name]
+        entry = BY_NAME[name]
     except KeyError:
         raise BackendUnavailable(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}") from None
-    return getattr(importlib.import_module(f"{__package__}.{module}"), cls)
+    return getattr(importlib.import_module(f"{__package__}.{entry.module}"), entry.cls)

@@ -33,6 +33,7 @@ from itertools import product
 from pathlib import Path
 from typing import Callable, Iterable
 
+from ..backends.runtimes import bench_defaults
 from .measure import VIEW_SEED, agreement_photos, call_times, peak_rss_mb, percentile, prepare_inputs
 from .report import BenchReport, Config, PlotUnavailable, Row, check_plot_available, format_table, plot
 from .worker import _worker
@@ -41,7 +42,7 @@ __all__ = ["run_bench", "BenchReport", "Row", "Config", "BenchError", "PlotUnava
            "format_table", "plot", "check_plot_available", "call_times", "percentile",
            "peak_rss_mb", "agreement_photos", "prepare_inputs", "machine_info", "VIEW_SEED", "_worker"]
 
-DEFAULT_BACKENDS = ("torch", "torchscript", "onnxruntime", "openvino")
+DEFAULT_BACKENDS = tuple(reversed(bench_defaults()))   # the torch reference first
 DEFAULT_BATCHES = (1, 8)
 DEFAULT_SECONDS = 2.0
 DEFAULT_AGREEMENT_IMAGES = 144   # 16 views of each of the 9 bundled photos

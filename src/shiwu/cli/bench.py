@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from ..backends import BACKENDS, PRECISIONS
+from ..backends import BACKENDS, RUN_PRECISIONS
 from .options import (EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, add_model_choice, input_size, list_of,
                       model_ref, number, positive_int, write_json)
 
@@ -18,7 +18,7 @@ def add_grid(cmd, *, precisions: str, seconds: float, batches: str, sizes_help: 
     add_model_choice(cmd)
     cmd.add_argument("--backends", type=list_of(str, BACKENDS), default=list(DEFAULT_BACKENDS),
                      help=f"comma-separated (default {','.join(DEFAULT_BACKENDS)})")
-    cmd.add_argument("--precision", type=list_of(str, PRECISIONS), default=precisions.split(","),
+    cmd.add_argument("--precision", type=list_of(str, RUN_PRECISIONS), default=precisions.split(","),
                      help=f"comma-separated precisions (default {precisions})")
     cmd.add_argument("--sizes", type=list_of(input_size), default=None, help=sizes_help)
     cmd.add_argument("--threads", type=list_of(positive_int), default=None,

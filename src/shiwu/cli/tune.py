@@ -10,17 +10,21 @@ from .options import (EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, f
 
 
 def add(commands) -> None:
-    from ..tune import DEFAULT_MIN_AGREEMENT, TUNE_PRECISIONS, TUNE_SECONDS
+    from ..tune import DEFAULT_MAX_DROP, TUNE_PRECISIONS, TUNE_SECONDS
 
     tune = commands.add_parser(
-        "tune", help="measure, then save the fastest setting that agrees with fp32 (used by default)",
-        description="A compact bench; the fastest setting whose top-1 agreement with fp32 is at "
-                    "least --min-agreement is saved to the settings file, which predict, batch, "
-                    "serve and eval then use unless an option overrides it.")
+        "tune", help="measure, then save the fastest setting that keeps fp32's accuracy (used by default)",
+        description="A compact bench; the fastest setting whose top-1 accuracy is at least "
+                    "(1 - --max-drop) of fp32's is saved to the settings file, which predict, batch, "
+                    "serve and eval then use unless an option overrides it. Accuracy: --eval DIR "
+                    "(your labelled photos), else the figures shipped for packaged models, "
+                    "reproduced here, else a label-free estimate.")
     add_grid(tune, precisions=",".join(TUNE_PRECISIONS), seconds=TUNE_SECONDS, batches="1,8",
              sizes_help="comma-separated input sizes (default: the model's, 7/8 and 3/4 of it)")
-    tune.add_argument("--min-agreement", type=fraction, default=DEFAULT_MIN_AGREEMENT,
-                      help=f"lowest acceptable top-1 agreement with fp32 (default {DEFAULT_MIN_AGREEMENT})")
+    tune.add_argument("--max-drop", type=fraction, default=DEFAULT_MAX_DROP,
+                      help=f"largest relative top-1 loss against fp32 (default {DEFAULT_MAX_DROP}: keep 99%%)")
+    tune.add_argument("--eval", metavar="DIR", default=None, dest="eval_dir",
+                      help="judge accuracy on your labelled photos (one sub-folder per class, as shiwu eval)")
     tune.add_argument("--dry-run", action="store_true", help="measure and choose, but save nothing")
     tune.set_defaults(run=run)
 
@@ -28,12 +32,13 @@ def add(commands) -> None:
 def run(args) -> int:
     from ..bench import BenchError
     from ..config import ConfigError
+    from ..evaluate import EvalError
     from ..tune import format_result, tune
 
     try:
-        result = tune(model_ref(args), min_agreement=args.min_agreement, save=not args.dry_run,
-                      **grid_options(args))
-    except (BenchError, ConfigError, FileNotFoundError) as exc:
+        result = tune(model_ref(args), max_drop=args.max_drop, eval_dir=args.eval_dir,
+                      save=not args.dry_run, **grid_options(args))
+    except (BenchError, ConfigError, EvalError, FileNotFoundError) as exc:
         print(f"shiwu: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     print(format_result(result), file=sys.stderr if args.json == "-" else sys.stdout, flush=True)

@@ -21,7 +21,7 @@ SCHEMA = """CREATE TABLE IF NOT EXISTS tagged (
 
 
 def default_location() -> Path:
-    from ..backends.cache import cache_dir
+    from ..cache import cache_dir
 
     return cache_dir() / "tag-journal.sqlite"
 

@@ -14,7 +14,7 @@ import shiwu.images  # noqa: F401  registers pillow-heif's HEIF writer
 from shiwu.postprocess import Prediction
 
 DATA = Path(__file__).parent / "data"
-FORMATS = {"jpg": "JPEG", "png": "PNG", "webp": "WEBP", "heic": "HEIF", "tif": "TIFF"}
+FORMATS = {"jpg": "JPEG", "png": "PNG", "webp": "WEBP", "heic": "HEIF", "avif": "AVIF", "tif": "TIFF"}
 
 
 def make_photo(path: Path, source: str = "chelsea.png", *, exif: bool = True) -> Path:

@@ -66,7 +66,7 @@ def test_english_labels_too(tmp_path, tool):
     assert keywords(tmp_path / "a.jpg.xmp")["hierarchy"] == ["识物|猫", "识物|en-猫"]
 
 
-@pytest.mark.parametrize("suffix", ["jpg", "png", "webp", "heic", "tif"])
+@pytest.mark.parametrize("suffix", ["jpg", "png", "webp", "heic", "avif", "tif"])
 def test_in_place_keeps_pixels_metadata_mtime_and_mode(tmp_path, tool, suffix):
     photo = make_photo(tmp_path / f"photo.{suffix}")
     os.chmod(photo, 0o640)

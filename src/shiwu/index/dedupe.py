@@ -125,12 +125,13 @@ def tiered_duplicate_groups(source: Index | Sequence[IndexRow], threshold: float
         raise ValueError(f"tier must be one of {', '.join(TIERS)}, got {tier!r}")
     rows = list(source.all_rows()) if isinstance(source, Index) else list(source)
     ids = np.array([row.id for row in rows], np.int64)
-    prints = fingerprints([row.path for row in rows], threads)
+    files = [row.real_path for row in rows]  # absolute: an index may be used from another folder
+    prints = fingerprints(files, threads)
     have = np.array([i for i, p in enumerate(prints) if p is not None], np.int64)
     hashes = np.stack([prints[i].phash for i in have]) if len(have) else np.empty((0, 8), np.uint8)
     near_a, near_b = near_pairs(hashes)
     near_a, near_b = have[near_a], have[near_b]
-    exact_a, exact_b = exact_pairs([row.path for row in rows], prints, near_a, near_b)
+    exact_a, exact_b = exact_pairs(files, prints, near_a, near_b)
     edges = {"exact": (ids[exact_a], ids[exact_b]), "near": (ids[near_a], ids[near_b])}
     if tier == "similar" and isinstance(source, Index):
         edges["similar"] = similar_pairs(source.search_ids, source.iter_vectors(CHUNK), threshold, neighbours)

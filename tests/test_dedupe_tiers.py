@@ -92,3 +92,14 @@ def test_similar_tier_adds_crops_and_keeps_grayscale_copies(library, capsys, tmp
     lines = csv_file.read_text(encoding="utf-8-sig").splitlines()
     assert lines[0] == "group,image,representative,size,tier,match"
     assert any(line.endswith(",near") and "_gray.jpg" in line for line in lines)
+
+
+def test_tiers_of_an_index_used_from_another_folder(library, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(library.parent)
+    index = tmp_path / "index"
+    assert main(["index", library.name, "--out", str(index), "--backend", "torch", "--threads", "2", "-q"]) == 0
+    monkeypatch.chdir(tmp_path)  # the rows' paths are relative to library.parent
+    capsys.readouterr()
+    assert main(["dedupe", "--index", str(index), "--tier", "near", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert len(result["groups"]) == 8 and set(result["tiers"]) == {"near"}

@@ -127,7 +127,7 @@ def test_keywords_that_look_like_numbers_or_options_are_kept_exactly(tmp_path, t
     import subprocess
 
     monkeypatch.chdir(tmp_path)
-    photo = make_photo(tmp_path / "-photo.jpg")
+    make_photo(tmp_path / "-photo.jpg")
     subprocess.run(["exiftool", "-q", "-XMP-dc:Subject=1.50", "-XMP-dc:Subject=007", "-XMP-dc:Subject=-x",
                     "./-photo.jpg.xmp"], check=True)
     [row] = run(tool, ["-photo.jpg"])

@@ -145,7 +145,7 @@ def tiered_duplicate_groups(source: Index | Sequence[IndexRow], threshold: float
             continue
         head = members[0].id
 
-        def tie(row) -> str:
+        def tie(row, head=head) -> str:
             return next(name for name in TIERS if name not in component_of or
                         component_of[name].get(row.id, -1) == component_of[name].get(head, -2))
         matches = [None] + [tie(row) for row in members[1:]]

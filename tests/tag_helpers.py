@@ -14,7 +14,7 @@ import shiwu.images  # noqa: F401  registers pillow-heif's HEIF writer
 from shiwu.postprocess import Prediction
 
 DATA = Path(__file__).parent / "data"
-FORMATS = {"jpg": "JPEG", "png": "PNG", "webp": "WEBP", "heic": "HEIF", "tif": "TIFF"}
+FORMATS = {"jpg": "JPEG", "png": "PNG", "webp": "WEBP", "heic": "HEIF", "avif": "AVIF", "tif": "TIFF"}
 
 
 def make_photo(path: Path, source: str = "chelsea.png", *, exif: bool = True) -> Path:
@@ -33,7 +33,7 @@ def make_photo(path: Path, source: str = "chelsea.png", *, exif: bool = True) ->
 
 def exiftool(*args: str) -> dict:
     out = subprocess.run(["exiftool", "-j", "-G1", "-n", *args], capture_output=True, text=True, check=True)
-    return json.loads(out.stdout)[0]
+    return json.loads(out.stdout, parse_float=str, parse_int=str)[0]  # "1.50" stays "1.50"
 
 
 def keywords(path: Path) -> dict:
@@ -52,7 +52,8 @@ def other_metadata(path: Path) -> dict:
     found = {k: v for k, v in exiftool("-a", "-u", str(path)).items()
              if k not in skip and not k.startswith(("System:", "ExifTool:")) and k.split(":")[-1] not in effects}
     if "RIFF:WebP_Flags" in found:
-        found["RIFF:WebP_Flags"] &= ~0x04  # VP8X's "has XMP" bit; ICC, alpha, EXIF bits must stay
+        # VP8X's "has XMP" bit; ICC, alpha, EXIF bits must stay
+        found["RIFF:WebP_Flags"] = int(found["RIFF:WebP_Flags"]) & ~0x04
     return found
 
 

@@ -167,7 +167,7 @@ def test_dedupe_groups_the_copies_of_a_folder(photos, tmp_path):
     assert set(coffee) == {"coffee.jpg", "咖啡 小.jpg", "coffee_bright.jpg"}
     assert all("rocket.jpg" not in g for g in groups)
     lines = csv_file.read_text(encoding="utf-8-sig").splitlines()
-    assert lines[0] == "group,image,representative,size" and any("咖啡 小.jpg,no" in line for line in lines)
+    assert lines[0] == "group,image,representative,size,tier,match" and any("咖啡 小.jpg,no" in line for line in lines)
 
 
 def test_the_same_index_in_milvus(photos, tmp_path):

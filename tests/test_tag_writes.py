@@ -66,7 +66,7 @@ def test_english_labels_too(tmp_path, tool):
     assert keywords(tmp_path / "a.jpg.xmp")["hierarchy"] == ["识物|猫", "识物|en-猫"]
 
 
-@pytest.mark.parametrize("suffix", ["jpg", "png", "webp", "heic", "tif"])
+@pytest.mark.parametrize("suffix", ["jpg", "png", "webp", "heic", "avif", "tif"])
 def test_in_place_keeps_pixels_metadata_mtime_and_mode(tmp_path, tool, suffix):
     photo = make_photo(tmp_path / f"photo.{suffix}")
     os.chmod(photo, 0o640)
@@ -121,3 +121,15 @@ def test_formats_without_embedded_keywords_say_use_a_sidecar(tmp_path, tool):
     Image.new("RGB", (8, 8)).save(photo)
     [row] = run(tool, [photo], in_place=True)
     assert "use a sidecar" in row.error
+
+
+def test_keywords_that_look_like_numbers_or_options_are_kept_exactly(tmp_path, tool, monkeypatch):
+    import subprocess
+
+    monkeypatch.chdir(tmp_path)
+    make_photo(tmp_path / "-photo.jpg")
+    subprocess.run(["exiftool", "-q", "-XMP-dc:Subject=1.50", "-XMP-dc:Subject=007", "-XMP-dc:Subject=-x",
+                    "./-photo.jpg.xmp"], check=True)
+    [row] = run(tool, ["-photo.jpg"])
+    assert row.error is None
+    assert keywords(tmp_path / "-photo.jpg.xmp")["subject"] == ["1.50", "007", "-x", "猫"]

@@ -265,19 +265,25 @@ def search(location: str, *, images: Sequence[str] = (), texts: Sequence[str] = 
 
 
 def duplicate_groups(*, location: str | None = None, inputs: Sequence[str] = (), threshold: float | None = None,
-                     **build) -> list[list]:
+                     tier: str | None = None, **build) -> list:
     """Near-duplicate groups (lists of IndexRow, the largest file first) of an existing index,
-    or of ``inputs``, embedded into a temporary index first."""
+    or of ``inputs``, embedded into a temporary index first; with ``tier``, DuplicateGroups
+    (index.dedupe.tiered_duplicate_groups)."""
+    from functools import partial
+
     from .index import DEFAULT_DUPLICATE_THRESHOLD, near_duplicate_groups, open_index
+    from .index.dedupe import tiered_duplicate_groups
+
+    find = near_duplicate_groups if tier is None else partial(tiered_duplicate_groups, tier=tier)
 
     threshold = DEFAULT_DUPLICATE_THRESHOLD if threshold is None else threshold
     if location is not None:
         with open_index(location) as index:
-            return near_duplicate_groups(index, threshold)
+            return find(index, threshold)
     with tempfile.TemporaryDirectory(prefix="shiwu-dedupe-") as folder:
         where = os.path.join(folder, "index")
         build_index(inputs, where, **build)
         if not os.path.exists(os.path.join(where, "manifest.json")):
             raise ModelNotFound("nothing could be embedded")
         with open_index(where) as index:
-            return near_duplicate_groups(index, threshold)
+            return find(index, threshold)

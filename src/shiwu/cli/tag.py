@@ -26,7 +26,7 @@ def add(commands) -> None:
                      help="the score a label needs to become a keyword (default 0.3)")
     tag.add_argument("--topk", "-k", type=positive_int, default=3, help="at most this many labels (default 3)")
     tag.add_argument("--in-place", action="store_true",
-                     help="embed the keywords in the photo (JPEG, PNG, WebP, HEIC, TIFF; IPTC Keywords "
+                     help="embed the keywords in the photo (JPEG, PNG, WebP, HEIC, AVIF, TIFF; IPTC Keywords "
                           "too for JPEG) instead of writing a sidecar")
     tag.add_argument("--sidecar-name", choices=("full", "base"), default="full",
                      help="full: photo.jpg.xmp (digiKam, darktable, immich; default); base: photo.xmp (Lightroom)")

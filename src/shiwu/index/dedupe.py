@@ -1,4 +1,5 @@
-"""Near-duplicates: groups of photos whose embeddings are closer than a threshold.
+"""Near-duplicates: groups of photos whose embeddings are closer than a threshold, and the
+tiers of ``shiwu dedupe`` (exact, near, similar: ``tiered_duplicate_groups``).
 
 Pairs come from a k-nearest-neighbour search of every vector against the rest (exact flat
 search for raw vectors, the index's own engine for an index), kept when their cosine is at
@@ -8,12 +9,14 @@ least the threshold; groups are the connected components of those pairs, so a ch
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from dataclasses import dataclass
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
 from .base import Index
 from .faiss_engine import FaissEngine
+from .rows import IndexRow
 
 
 # benchmarks/dedupe_threshold.py, EfficientNet-Lite0 on the 20 bundled photos (11 scenes):
@@ -89,4 +92,78 @@ def near_duplicate_groups(source: Index | np.ndarray,
     return sorted((sorted(int(i) for i in group) for group in components(a, b)), key=lambda g: g[0])
 
 
-__all__ = ["near_duplicate_groups", "DEFAULT_DUPLICATE_THRESHOLD", "DEFAULT_NEIGHBOURS"]
+
+
+# --- tiers: exact (same bytes or pixels), near (perceptual hash), similar (embeddings) ----------
+
+TIERS = ("exact", "near", "similar")
+
+
+@dataclass
+class DuplicateGroup:
+    """``members[0]`` is the representative; ``matches[i]`` is how member i is tied to it
+    (None for the representative); ``tier`` is the loosest tie the group needs."""
+    members: list
+    tier: str
+    matches: list
+
+    def to_dict(self) -> dict:
+        return {"tier": self.tier, "images": [
+            {"path": row.path, "size": row.size, "match": match} for row, match in zip(self.members, self.matches)]}
+
+
+def tiered_duplicate_groups(source: Index | Sequence[IndexRow], threshold: float = DEFAULT_DUPLICATE_THRESHOLD,
+                            tier: str = "similar", *, neighbours: int = DEFAULT_NEIGHBOURS,
+                            threads: int | None = None) -> list[DuplicateGroup]:
+    """Groups of copies up to ``tier``: `exact` only byte- or pixel-identical files, `near` also
+    the same photo resized, re-encoded, re-lit or turned grey (perceptual hash), `similar` also
+    photos whose embeddings (an Index's vectors) are at least ``threshold`` alike. Rows whose
+    file cannot be read only join through embeddings."""
+    from ..fingerprints import exact_pairs, fingerprints, near_pairs
+
+    if tier not in TIERS:
+        raise ValueError(f"tier must be one of {', '.join(TIERS)}, got {tier!r}")
+    rows = list(source.all_rows()) if isinstance(source, Index) else list(source)
+    ids = np.array([row.id for row in rows], np.int64)
+    files = [row.real_path for row in rows]  # absolute: an index may be used from another folder
+    prints = fingerprints(files, threads)
+    have = np.array([i for i, p in enumerate(prints) if p is not None], np.int64)
+    hashes = np.stack([prints[i].phash for i in have]) if len(have) else np.empty((0, 8), np.uint8)
+    near_a, near_b = near_pairs(hashes)
+    near_a, near_b = have[near_a], have[near_b]
+    exact_a, exact_b = exact_pairs(files, prints, near_a, near_b)
+    edges = {"exact": (ids[exact_a], ids[exact_b]), "near": (ids[near_a], ids[near_b])}
+    if tier == "similar" and isinstance(source, Index):
+        edges["similar"] = similar_pairs(source.search_ids, source.iter_vectors(CHUNK), threshold, neighbours)
+    by_id = {row.id: row for row in rows}
+    linked = lambda upto: _joined(edges, TIERS[:TIERS.index(upto) + 1])  # noqa: E731
+    component_of = {name: _membership(components(*linked(name))) for name in TIERS[:TIERS.index(tier) + 1]}
+    groups = []
+    for group in components(*linked(tier)):
+        members = sorted((by_id[i] for i in group.tolist() if i in by_id), key=lambda row: (-row.size, row.path))
+        if len(members) < 2:
+            continue
+        head = members[0].id
+
+        def tie(row, head=head) -> str:
+            return next(name for name in TIERS if name not in component_of or
+                        component_of[name].get(row.id, -1) == component_of[name].get(head, -2))
+        matches = [None] + [tie(row) for row in members[1:]]
+        # every member tied to the representative within the loosest tie: one component there
+        loosest = TIERS[max(TIERS.index(m) for m in matches[1:])]
+        groups.append(DuplicateGroup(members, loosest, matches))
+    return sorted(groups, key=lambda g: g.members[0].path)
+
+
+def _joined(edges: dict, names) -> tuple[np.ndarray, np.ndarray]:
+    parts = [edges[name] for name in names if name in edges]
+    return (np.concatenate([a for a, _ in parts]), np.concatenate([b for _, b in parts])) if parts else \
+        (np.empty(0, np.int64), np.empty(0, np.int64))
+
+
+def _membership(groups: list[np.ndarray]) -> dict[int, int]:
+    return {int(i): number for number, group in enumerate(groups) for i in group}
+
+
+__all__ = ["near_duplicate_groups", "tiered_duplicate_groups", "DuplicateGroup", "TIERS",
+           "DEFAULT_DUPLICATE_THRESHOLD", "DEFAULT_NEIGHBOURS"]

@@ -9,6 +9,7 @@ when it is not.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -63,6 +64,8 @@ class ExifTool:
         try:
             self._tool = self._module.ExifToolHelper(executable=self._executable,
                                                      common_args=["-G1", "-n", "-charset", "filename=utf8"])
+            # numbers kept as exiftool printed them: a keyword "1.50" must not come back as "1.5"
+            self._tool.set_json_loads(json.loads, parse_float=str, parse_int=str)
             self._tool.run()
         except (OSError, self._module.exceptions.ExifToolException) as exc:
             raise ExifToolMissing(f"{INSTALL} ({exc})") from None
@@ -97,21 +100,22 @@ class ExifTool:
 
     def keywords(self, path: str | os.PathLike, *, iptc: bool) -> Keywords:
         tags = [f"-{SUBJECT}", f"-{HIERARCHY}"] + ([f"-{IPTC}", "-charset", "iptc=utf8"] if iptc else [])
-        row = self._json(*tags, os.fspath(path))
+        row = self._json(*tags, _argument(path))
         return Keywords(_as_list(row.get(SUBJECT)), _as_list(row.get(HIERARCHY)),
                         _as_list(row.get(IPTC)) if iptc else None)
 
     def metadata(self, path: str | os.PathLike) -> dict:
         """Every tag exiftool reads, except the file system's and the ones a keyword write
         changes by itself; what must stay equal when only the keywords are written."""
-        row = self._json("-a", "-u", os.fspath(path))
+        row = self._json("-a", "-u", _argument(path))
         ours = {SUBJECT, HIERARCHY, IPTC}
         kept = {key: value for key, value in row.items()
                 if key != "SourceFile" and key not in ours
                 and not key.startswith(("System:", "ExifTool:"))
                 and key.split(":")[-1] not in WRITE_EFFECTS}
-        if isinstance(kept.get("RIFF:WebP_Flags"), int):
-            kept["RIFF:WebP_Flags"] &= ~WEBP_XMP_FLAG  # the other flags (ICC, alpha, EXIF) must stay
+        if str(kept.get("RIFF:WebP_Flags", "")).isdigit():
+            # the other flags (ICC, alpha, EXIF) must stay
+            kept["RIFF:WebP_Flags"] = str(int(kept["RIFF:WebP_Flags"]) & ~WEBP_XMP_FLAG)
         return kept
 
     def write(self, path: str | os.PathLike, keywords: Keywords) -> None:
@@ -124,7 +128,7 @@ class ExifTool:
             args += ["-charset", "iptc=utf8", "-IPTC:CodedCharacterSet=UTF8", f"-{IPTC}="]
             args += [f"-{IPTC}={v}" for v in keywords.iptc]
         try:
-            self._tool.execute(*args, os.fspath(path))
+            self._tool.execute(*args, _argument(path))
         except self._module.exceptions.ExifToolExecuteError as exc:
             raise MetadataError(_first_line(exc.stderr) or f"exiftool could not write ({exc.returncode})") from None
         except self._module.exceptions.ExifToolException as exc:
@@ -133,6 +137,11 @@ class ExifTool:
         status, error = self._tool.last_status, self._tool.last_stderr
         if status != 0 or "Error" in (error or ""):
             raise MetadataError(_first_line(error) or f"exiftool could not write ({status})")
+
+
+def _argument(path: str | os.PathLike) -> str:
+    """Absolute: exiftool keeps the folder it was started in, and "-photo.jpg" would be an option."""
+    return os.path.abspath(os.fspath(path))
 
 
 def _first_line(text) -> str:

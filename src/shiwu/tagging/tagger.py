@@ -4,7 +4,6 @@ there, write them where photo tools read them, and say what happened in one row 
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator

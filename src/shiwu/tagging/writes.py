@@ -27,7 +27,7 @@ from .keywords import Keywords
 # formats whose embedded XMP photo tools read, and exiftool writes; IPTC only for JPEG (the
 # other formats have no standard place for it)
 EMBEDDABLE = {".jpg": True, ".jpeg": True, ".jpe": True, ".png": False, ".webp": False,
-              ".heic": False, ".heif": False, ".hif": False, ".tif": False, ".tiff": False}
+              ".heic": False, ".heif": False, ".hif": False, ".avif": False, ".tif": False, ".tiff": False}
 
 
 class TagWriteError(RuntimeError):
@@ -61,7 +61,7 @@ def embeds_iptc(photo: str | os.PathLike) -> bool:
 def check_embeddable(photo: str | os.PathLike) -> None:
     if Path(photo).suffix.lower() not in EMBEDDABLE:
         raise TagWriteError(f"cannot embed keywords in {Path(photo).suffix or 'this'} files "
-                            "(JPEG, PNG, WebP, HEIC, TIFF only): use a sidecar (drop --in-place)")
+                            "(JPEG, PNG, WebP, HEIC, AVIF, TIFF only): use a sidecar (drop --in-place)")
 
 
 def write_sidecar(tool: ExifTool, sidecar: Path, keywords: Keywords) -> None:

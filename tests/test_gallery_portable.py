@@ -12,7 +12,7 @@ import pytest
 
 from test_gallery import make_gallery
 
-from shiwu.gallery import GalleryError, check_label, class_folder, class_folders, remove_strays
+from shiwu.gallery import GalleryError, check_label, class_folder, class_folders
 
 SHIWU = str(Path(sys.executable).parent / "shiwu")
 
@@ -36,6 +36,8 @@ def test_a_label_that_is_a_file_in_the_gallery_is_refused(tmp_path):
 
 
 def test_a_class_holding_only_a_cut_off_write_is_skipped_and_old_strays_removed(tmp_path):
+    from shiwu.gallery import remove_strays
+
     folder = make_gallery(tmp_path / "g", {"猫": "chelsea.jpg"}, count=1)
     (folder / "半截").mkdir()
     fresh = folder / "半截" / ".tmp-abc123-0123456789abcdef01234567.jpg"

@@ -257,7 +257,7 @@ def remove_strays(folder: str | Path, *, older_than: float) -> list[Path]:
         subs = [p for p in Path(folder).iterdir() if p.is_dir() and not p.is_symlink()]
     except OSError:
         return removed
-    for sub in subs:
+    for sub in [Path(folder)] + subs:  # the root too: the server's change marker is written there
         for stray in stray_temporaries(sub):
             try:
                 if now - stray.stat().st_mtime > older_than:
@@ -265,7 +265,7 @@ def remove_strays(folder: str | Path, *, older_than: float) -> list[Path]:
                     removed.append(stray)
             except OSError:
                 continue
-        if removed and removed[-1].parent == sub:
+        if sub != Path(folder) and removed and removed[-1].parent == sub:
             try:
                 sub.rmdir()  # only when the strays were all it held
             except OSError:

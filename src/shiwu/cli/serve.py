@@ -180,7 +180,7 @@ def _check_vectors(args, spec) -> str | None:
     if args.gallery and os.path.isdir(args.gallery) and any(
             p.is_dir() and not p.name.startswith(".") for p in os.scandir(args.gallery)):
         try:
-            class_folders(args.gallery)  # an empty class folder: say which, now
+            class_folders(args.gallery, allow_none=True)  # an empty class folder: say which, now
         except GalleryError as exc:
             return str(exc)
     elif args.gallery and os.path.exists(args.gallery) and not os.path.isdir(args.gallery):

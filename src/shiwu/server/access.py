@@ -82,6 +82,7 @@ class AccessMiddleware:
         self.metrics = metrics
         self.allowed_hosts = tuple(settings.allowed_hosts)
         self.origins = {_origin_key(o) for o in settings.cors_origins} - {None}
+        self.any_origin = "*" in settings.cors_origins  # --cors-origin '*': every site, knowingly
         hint = ", ".join(self.allowed_hosts) or "none"
         self.host_hint = (f"this server answers only to the host names {hint} (a DNS-rebinding "
                           "page sends its own): start it with --allowed-hosts NAME to add one")
@@ -111,7 +112,7 @@ class AccessMiddleware:
             return None
         origin = origin.decode("latin-1")
         key = _origin_key(origin)
-        if key is not None and key in self.origins:
+        if self.any_origin or (key is not None and key in self.origins):
             return None
         if key is not None and host is not None:
             # a Host without a port came to a default port, whichever scheme a proxy in front

@@ -93,11 +93,19 @@ class ServedGallery:
         await asyncio.to_thread(self._reload)
 
     def _reload(self) -> None:
+        from ..gallery import GalleryError
+        from .middleware import once_every
+
         with self._reload_lock:
             marker = self._marker()
             if marker == self._seen:
                 return  # another request reloaded it meanwhile
-            self._load_folder()
+            try:
+                self._load_folder()
+            except (GalleryError, OSError) as exc:  # e.g. an empty class folder made by hand
+                once_every("gallery-reload", "gallery %s changed but cannot be read (%s): answering "
+                           "with the classes it had", self.folder, exc)
+                return
             self._seen = marker
             log.info("gallery %s changed in another process: reloaded (%d classes)", self.folder,
                      len(self.counts()))

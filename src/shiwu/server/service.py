@@ -30,6 +30,9 @@ from .uploads import Budget, Upload
 
 log = logging.getLogger(__name__)
 
+# A job running longer than a request may take (and at least this long) counts as stuck.
+STUCK_FLOOR_S = 10.0
+
 
 class Service:
     """The model, the batcher, the decode lanes and the drain state of one running app."""
@@ -199,7 +202,7 @@ class Service:
         """Why the process cannot do its work although it is alive: every thread of the decode
         lanes, or of the thumbnail readers, busy with one job for longer than a request may
         take (a read hung in the kernel, say). None when all is well."""
-        after = max(self.settings.request_timeout, 10.0)
+        after = max(self.settings.request_timeout, STUCK_FLOOR_S)
         if self.lanes is not None and self.lanes.stuck(after) >= self.lanes.threads:
             return f"all {self.lanes.threads} decode threads have been busy for over {after:g} s"
         threads = self.index.thumbnail_threads

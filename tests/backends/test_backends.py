@@ -15,7 +15,7 @@ from shiwu.cache import entry_path, weights_fingerprint
 from shiwu.images import load_image
 from shiwu.models.registry import get_model
 
-from conftest import PHOTOS
+from support.photos import PHOTOS
 
 SPEC = get_model()
 FP32_BACKENDS = ["torchscript", "onnxruntime", "openvino", "compile"]

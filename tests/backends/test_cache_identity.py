@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from PIL import Image
-from tiny_models import red_and_blue
+from support.tiny_models import red_and_blue
 
 SHIWU = str(Path(sys.executable).parent / "shiwu")
 

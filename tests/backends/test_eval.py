@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DATA
+from support.photos import DATA
 from shiwu.evaluate import ClassNames, EvalError, evaluate, format_report
 from shiwu.labels import LabelSet
 

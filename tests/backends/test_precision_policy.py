@@ -132,7 +132,7 @@ def test_precision_auto_runs_the_fastest_accepted_setting_and_names_it(monkeypat
     else:
         assert recognizer.backend.precision == "fp32"
     out = subprocess.run([str(SHIWU), "predict", "--backend", "openvino", "--json",
-                          str(Path(__file__).parent / "data" / "coffee.jpg")],
+                          str(Path(__file__).parents[1] / "data" / "coffee.jpg")],
                          capture_output=True, text=True, timeout=600, env={**os.environ})
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["precision"] == recognizer.backend.precision

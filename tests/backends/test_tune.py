@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DATA
+from support.photos import DATA
 from shiwu import config
 from shiwu.bench import BenchReport, Row
 from shiwu.tune import choose, default_sizes

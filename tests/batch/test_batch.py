@@ -15,8 +15,9 @@ from shiwu.batch.sources import collect_images, image_key
 from shiwu.batch.output import columns, flatten, open_writer
 from shiwu.preprocess import Preprocessing
 
-from conftest import CAT_CLASSES, DATA, PHOTOS
-from test_images import BAD_FILES, make_bad_files
+from support.bad_images import BAD_FILES, make_bad_files
+from support.batch import read_back, small_photos
+from support.photos import CAT_CLASSES, DATA, PHOTOS
 
 MODEL = "efficientnet-lite0"
 
@@ -31,19 +32,6 @@ def row(image, *, label="虎斑猫", index=281, error=None, model=MODEL):
 def keys(*names):
     """Writers know images by identity (resolved real path), not by spelling."""
     return {image_key(n) for n in names}
-
-
-def small_photos(folder, count):
-    """``count`` small JPEGs made from the test photos (different sizes, so no two are equal)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    sources = [Image.open(p).convert("RGB") for p in PHOTOS[:4]]
-    paths = []
-    for i in range(count):
-        image = sources[i % len(sources)].resize((160 + i % 7 * 8, 120 + i % 5 * 8))
-        path = folder / f"img_{i:03d}.jpg"
-        image.save(path, quality=85)
-        paths.append(path)
-    return paths
 
 
 # --- inputs -----------------------------------------------------------------------------------
@@ -316,17 +304,6 @@ def test_a_run_that_writes_nothing_leaves_no_file_behind(tmp_path):
         writer.write([row("b.jpg")])
         writer.close()
         assert [r["image"] for r in read_back(out)] == ["b.jpg"]
-
-
-def read_back(out):
-    import csv
-
-    if out.suffix == ".jsonl":
-        return [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
-    if out.suffix == ".csv":
-        with open(out, encoding="utf-8-sig", newline="") as handle:
-            return list(csv.DictReader(handle))
-    return pq.read_table(out).to_pylist()
 
 
 class _CrashAlways(Preprocessing):

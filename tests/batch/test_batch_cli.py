@@ -4,35 +4,15 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import CAT_CLASSES, DATA, PHOTOS
-from test_batch import read_back as read_rows  # rows as dicts, flat columns for CSV/Parquet
-from test_batch import small_photos
-from test_images import BAD_FILES, make_bad_files
-
-SHIWU = str(Path(sys.executable).parent / "shiwu")
-FAST = ["--backend", "torch", "--threads", "1", "-q"]  # torch ships with shiwu: no export step
-
-
-def shiwu(*args, env=None, timeout=300):
-    return subprocess.run([SHIWU, *map(str, args)], capture_output=True, text=True,
-                          encoding="utf-8", timeout=timeout, env=env)
-
-
-def written_rows(out: Path) -> int:
-    """Complete rows on disk right now, while a run is writing (the journal for Parquet)."""
-    target = out.with_name(out.name + ".partial.jsonl") if out.suffix == ".parquet" else out
-    try:
-        lines = target.read_bytes().count(b"\n")
-    except FileNotFoundError:
-        return 0
-    return lines - 1 if out.suffix == ".csv" else lines
-
+from support.bad_images import BAD_FILES, make_bad_files
+from support.batch import FAST, RAY_ENV, SHIWU, alive, shiwu, small_photos, written_rows
+from support.batch import read_back as read_rows  # rows as dicts, flat columns for CSV/Parquet
+from support.photos import CAT_CLASSES, DATA, PHOTOS
 
 def top1(row: dict):
     if "predictions" in row:
@@ -53,14 +33,6 @@ def child_pids(pid: int) -> set[int]:
         text = (task / "children").read_text().split()
         children |= {int(c) for c in text}
     return children
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state != "Z"
 
 
 def start_and_wait_for_rows(args, out: Path, rows: int, total: int):
@@ -179,9 +151,6 @@ def test_usage_errors_exit_2_and_leave_results_alone(tmp_path):
     assert out.read_bytes() == before
 
 
-RAY_ENV = {"SHIWU_RAY_NUM_CPUS": "2", "RAY_USAGE_STATS_ENABLED": "0"}
-
-
 def expected_rows(images, topk):
     from shiwu import Recognizer
 
@@ -189,6 +158,7 @@ def expected_rows(images, topk):
     return {r.image: r.to_dict() for r in results}
 
 
+@pytest.mark.ray
 def test_ray_engine_on_a_local_two_cpu_ray_resumes_what_the_local_engine_began(tmp_path):
     """shiwu starts its own Ray (2 CPUs) and finishes a file the local engine began."""
     (tmp_path / "bad").mkdir()
@@ -217,6 +187,7 @@ def test_ray_engine_on_a_local_two_cpu_ray_resumes_what_the_local_engine_began(t
         assert len(got["predictions"]) == len(want["predictions"])
 
 
+@pytest.mark.ray
 def test_ray_engine_joins_a_running_cluster_with_address(tmp_path):
     """--address: a cluster started elsewhere (here by this test, 2 CPUs) runs the job."""
     import ray

@@ -16,10 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DATA
-from test_batch import read_back as read_rows
-from test_batch import small_photos
-from test_batch_cli import FAST, SHIWU, shiwu
+from support.batch import FAST, SHIWU, shiwu, small_photos
+from support.batch import read_back as read_rows
+from support.photos import DATA
 
 
 def run_in(cwd, *args, env=None, **kwargs):

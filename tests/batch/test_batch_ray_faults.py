@@ -10,10 +10,13 @@ import subprocess
 import time
 from pathlib import Path
 
-from conftest import DATA
-from test_batch import read_back as read_rows
-from test_batch import small_photos
-from test_batch_cli import FAST, RAY_ENV, SHIWU, alive, shiwu, written_rows
+import pytest
+
+from support.batch import FAST, RAY_ENV, SHIWU, alive, shiwu, small_photos, written_rows
+from support.batch import read_back as read_rows
+from support.photos import DATA
+
+pytestmark = pytest.mark.ray
 
 ACTOR = "MapWorker(MapBatches(_Predictor))"  # Ray's process title for an inference actor
 

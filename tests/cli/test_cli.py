@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CAT_CLASSES, DATA
-from test_images import BAD_FILES, make_bad_files
+from support.bad_images import BAD_FILES, make_bad_files
+from support.photos import CAT_CLASSES, DATA
 
 SHIWU = Path(sys.executable).parent / "shiwu"
 
@@ -125,7 +125,7 @@ def test_the_run_command_works_with_no_extra_installed():
         "sys.meta_path.insert(0, Block())\n"
         "from shiwu.cli import main\n"
         "sys.exit(main(sys.argv[1:]))\n")
-    examples = Path(__file__).resolve().parent.parent / "examples"
+    examples = Path(__file__).resolve().parents[2] / "examples"
     run = subprocess.run([sys.executable, "-c", blocker, "predict", str(examples / "猫.jpg"),
                           str(examples / "咖啡.jpg"), "--json"],
                          capture_output=True, text=True, timeout=300)

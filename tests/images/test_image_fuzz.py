@@ -1,7 +1,7 @@
 """Fuzzed images: 300 seeded mutations (bit flips, truncation, splicing, huge declared sizes,
 wrong lengths) of real JPEG, PNG, WebP, GIF, TIFF, BMP, HEIF and AVIF files. Each decodes to an RGB image or
 fails with an ImageError, within 2 s; no other exception escapes. The full run (5000 cases, each
-in a memory-capped process) is `python tests/fuzz_images.py --cases 5000`."""
+in a memory-capped process) is `python tests/tools/fuzz_images.py --cases 5000`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from image_mutations import FORMATS, MUTATIONS, case, originals
+from support.image_mutations import FORMATS, MUTATIONS, case, originals
 from shiwu.images import ImageError, load_image
 
 BUCKETS = len(FORMATS) * len(MUTATIONS)  # seed % 40 picks the format and the mutation
@@ -60,7 +60,7 @@ limit = 1024 * 2**20  # 1 GiB of address space: a forged size that needs more fa
 resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 warnings.simplefilter("ignore")
 sys.path.insert(0, sys.argv[1])
-from image_mutations import case
+from support.image_mutations import case
 from shiwu.images import ImageError, load_image
 outcomes, other = collections.Counter(), []
 for seed in range(300):
@@ -87,7 +87,7 @@ def test_fuzzed_images_decode_within_bounded_memory():
     import subprocess
     import sys
 
-    run = subprocess.run([sys.executable, "-c", CHILD, os.path.dirname(__file__)],
+    run = subprocess.run([sys.executable, "-c", CHILD, os.path.dirname(os.path.dirname(__file__))],
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     report = json.loads(run.stdout)

@@ -1,9 +1,7 @@
 import io
 import os
-import struct
 import subprocess
 import sys
-import zlib
 
 import numpy as np
 import pytest
@@ -14,22 +12,14 @@ from PIL import Image, ImageOps
 from shiwu import images
 from shiwu.images import ImageError, load_image
 
-from conftest import DATA
+from support.bad_images import BAD_FILES, make_bad_files, png_claiming
+from support.photos import DATA
 
 
 def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
     buf = io.BytesIO()
     image.save(buf, fmt, **kwargs)
     return buf.getvalue()
-
-
-def png_claiming(width: int, height: int) -> bytes:
-    """A tiny, valid-looking PNG whose header claims width x height pixels."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
-            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
 
 
 def test_every_source_kind_gives_the_same_rgb_pixels():
@@ -142,28 +132,6 @@ def test_decompression_bomb_is_refused_from_the_header():
     with pytest.raises(ImageError, match="limit is 100"):
         load_image(tiny, max_pixels=100)
     assert load_image(tiny, max_pixels=400).size == (20, 20)
-
-
-BAD_FILES = {
-    "missing.jpg": ("file not found", None),
-    "folder.jpg": ("is a directory", None),
-    "empty.jpg": ("empty file", b""),
-    "notes.jpg": ("not a recognised image format", "这不是图片, just text\n".encode()),
-    "random.bin": ("not a recognised image format", bytes(range(256)) * 4),
-    "drawing.svg": ("SVG", b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"/>'),
-    "truncated.jpg": ("corrupt or truncated", (DATA / "chelsea.jpg").read_bytes()[:5000]),
-    "bomb.png": ("too large", png_claiming(60000, 60000)),
-    "dangling.jpg": ("broken symbolic link", None),
-}
-
-
-def make_bad_files(folder):
-    (folder / "folder.jpg").mkdir()
-    os.symlink(folder / "gone.jpg", folder / "dangling.jpg")
-    for name, (_, data) in BAD_FILES.items():
-        if data is not None:
-            (folder / name).write_bytes(data)
-    return [folder / name for name in BAD_FILES]
 
 
 def test_bad_files_each_get_a_reason_naming_the_file(tmp_path):

@@ -7,7 +7,7 @@ from PIL import Image
 from shiwu.images import load_image
 from shiwu.preprocess import Preprocessing
 
-from conftest import DATA
+from support.photos import DATA
 
 
 def test_shape_dtype_and_normalisation():

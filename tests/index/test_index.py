@@ -11,7 +11,7 @@ import faiss
 import numpy as np
 import pytest
 
-from index_helpers import clustered, make_files, random_vectors, rows_for, unit
+from support.index_helpers import clustered, make_files, random_vectors, rows_for, unit
 from shiwu.index import (FORMAT_VERSION, IndexFormatError, IndexMismatchError, IndexRow,
                          Manifest, create_index, open_index, open_or_create_index)
 from shiwu.index.local import FAISS_RECORD, MANIFEST, TABLE, VECTORS

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance
 
-from conftest import DATA
+from support.photos import DATA
 
 from shiwu import Recognizer
 from shiwu.cli import main
@@ -133,7 +133,7 @@ def _index_size_limit():
 
 
 def test_a_full_disk_mid_index_is_one_line_and_the_next_run_completes(tmp_path):
-    from test_batch import small_photos
+    from support.batch import small_photos
 
     photos = small_photos(tmp_path / "many", 40)
     out = tmp_path / "index"
@@ -170,6 +170,7 @@ def test_dedupe_groups_the_copies_of_a_folder(photos, tmp_path):
     assert lines[0] == "group,image,representative,size" and any("咖啡 小.jpg,no" in line for line in lines)
 
 
+@pytest.mark.milvus
 def test_the_same_index_in_milvus(photos, tmp_path):
     store = tmp_path / "milvus.db"
     run = shiwu("index", photos / "coffee.jpg", photos / "咖啡 小.jpg", photos / "rocket.jpg",

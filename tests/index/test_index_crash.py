@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from index_helpers import make_files, random_vectors, rows_for
+from support.index_helpers import make_files, random_vectors, rows_for
 from shiwu.index import Manifest, create_index, open_index
 
 DIM = 32
@@ -22,7 +22,7 @@ WRITER = textwrap.dedent("""
     import sys
     import numpy as np
     sys.path.insert(0, {tests!r})
-    from index_helpers import random_vectors, rows_for
+    from support.index_helpers import random_vectors, rows_for
     from shiwu.index import open_index
 
     paths = sys.argv[2:]
@@ -40,7 +40,7 @@ WRITER = textwrap.dedent("""
 def test_kill_during_upserts_then_resume(tmp_path):
     paths = [str(p) for p in make_files(tmp_path / "photos", FILES)]
     create_index(tmp_path / "index", Manifest(model="test-model", dimension=DIM)).close()
-    script = WRITER.format(tests=os.path.dirname(__file__), dim=DIM, batch=BATCH)
+    script = WRITER.format(tests=os.path.dirname(os.path.dirname(__file__)), dim=DIM, batch=BATCH)
     writer = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "index"), *paths],
                               stdout=subprocess.PIPE, text=True)
     seen = 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from index_helpers import clustered, make_files, random_vectors, rows_for, unit
+from support.index_helpers import clustered, make_files, random_vectors, rows_for, unit
 from shiwu.index import Manifest, create_index, near_duplicate_groups
 
 DIM = 64

@@ -6,10 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from index_helpers import clustered, make_files, rows_for
+from support.index_helpers import clustered, make_files, rows_for
 from shiwu.index import (IndexFormatError, IndexMismatchError, IndexRow, Manifest, MilvusIndex,
                          create_index, near_duplicate_groups, open_index, open_or_create_index)
 from shiwu.index.milvus import is_milvus_location, parse_location
+
+pytestmark = pytest.mark.milvus
 
 DIM = 24
 

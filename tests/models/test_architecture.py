@@ -7,7 +7,7 @@ import torch
 from shiwu.images import load_image
 from shiwu.models.registry import get_model
 
-from conftest import PHOTOS
+from support.photos import PHOTOS
 
 
 @pytest.mark.parametrize("name", ["efficientnet-lite0", "efficientnet-lite2"])

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from clip_references import cn_clip, cn_clip_model, modelscope_model
+from support.clip_references import cn_clip, cn_clip_model, modelscope_model
 from shiwu.models.clip_files import checkpoint_state, load_clip, load_tokenizer
 from shiwu.models.clip import CLIPConfig, ChineseCLIP
 from shiwu.models.vit import VisionConfig, resize_positional_embedding

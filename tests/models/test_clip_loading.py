@@ -6,7 +6,7 @@ import shutil
 import pytest
 import torch
 
-from clip_references import cn_clip_folder
+from support.clip_references import cn_clip_folder
 from shiwu.models import clip_files as chinese_clip, synthetic_clip
 from shiwu.models.clip_files import (MODEL_ID, find_model_dir, is_synthetic, load_clip, load_tokenizer,
                                        locate)

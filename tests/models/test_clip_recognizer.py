@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import DATA, PHOTOS
+from support.photos import DATA, PHOTOS
 
 from shiwu import Recognizer
 from shiwu.cli import main

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clip_references import cn_clip, cn_clip_folder, modelscope_clip
+from support.clip_references import cn_clip, cn_clip_folder, modelscope_clip
 from shiwu.models.clip_tokenizer import CONTEXT_LENGTH, ClipTokenizer
 
 CORPUS = [

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from clip_references import modelscope_model
+from support.clip_references import modelscope_model
 from shiwu.images import load_image
 from shiwu.models.clip_files import clip_preprocessing, load_clip, load_tokenizer
 from shiwu.models.clip import DEFAULT_PROMPT, ZeroShotHead, prompt_texts, zero_shot_head

@@ -22,7 +22,7 @@ from shiwu.models.modelscope import PREPROCESSING, load_network, load_state_dict
 from shiwu.models.registry import MODELS, ModelNotFound, get_model
 from shiwu.models.synthetic import main as synthetic_main
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 CLASSES = 20
 SMALL = torch.from_numpy(PREPROCESSING.with_size(64).batch(
     [Image.open(DATA / "chelsea.jpg").convert("RGB"), Image.open(DATA / "coffee.jpg").convert("RGB")]))

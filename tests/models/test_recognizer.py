@@ -6,7 +6,7 @@ from PIL import Image
 from shiwu import ImageError, Recognizer
 from shiwu.labels import LabelSet
 
-from conftest import CAT_CLASSES, DATA, PHOTOS
+from support.photos import CAT_CLASSES, DATA, PHOTOS
 
 
 def test_cat_photo_is_a_cat_class_named_in_chinese(recognizer):

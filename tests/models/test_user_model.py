@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import DATA, PHOTOS
+from support.photos import DATA, PHOTOS
 
 from shiwu import Recognizer
 from shiwu.backends import BackendUnavailable

@@ -15,11 +15,11 @@ import yaml
 
 from shiwu.cli import build_parser
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 READMES = [ROOT / "README.md", ROOT / "README.en.md"]
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
-# a repository file named in prose or a command: `python benchmarks/speed/x.py`, `tests/test_x.py`
+# a repository file named in prose or a command: `python benchmarks/speed/x.py`, `tests/batch/test_x.py`
 REPO_FILE = re.compile(r"\b((?:benchmarks|tests)/[\w./-]+\.(?:py|md|json))\b")
 
 

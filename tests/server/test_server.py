@@ -11,8 +11,8 @@ import pytest
 
 import httpx
 
-from conftest import CAT_CLASSES, DATA, PHOTOS  # noqa: E402
-from test_images import BAD_FILES, png_claiming  # noqa: E402
+from support.bad_images import BAD_FILES, png_claiming  # noqa: E402
+from support.photos import CAT_CLASSES, DATA, PHOTOS  # noqa: E402
 
 from shiwu.server.process import ServerProcess  # noqa: E402
 

@@ -24,7 +24,7 @@ import pytest
 
 import httpx
 
-from conftest import DATA  # noqa: E402
+from support.photos import DATA  # noqa: E402
 
 from shiwu.server.process import ServerProcess  # noqa: E402
 

@@ -1,6 +1,6 @@
 """Fuzzed image bodies through POST /v1/recognize on a real `shiwu serve` (127.0.0.1): every
 mutated file gets an answer, 200 for what decodes and 4xx for what does not, never a 5xx, and
-the server stays up. The mutations are tests/image_mutations.py's, seeded."""
+the server stays up. The mutations are tests/support/image_mutations.py's, seeded."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import warnings
 import httpx
 import pytest
 
-from conftest import DATA
-from image_mutations import FORMATS, MUTATIONS, case
+from support.image_mutations import FORMATS, MUTATIONS, case
+from support.photos import DATA
 from shiwu.images import ImageError, load_image
 from shiwu.server.process import ServerProcess
 

@@ -13,27 +13,19 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from PIL import Image, ImageEnhance
+from PIL import Image
 
-from conftest import DATA
-from test_gallery import RIGHT, make_gallery
+from support.gallery import RIGHT, make_gallery
+from support.photos import DATA
+from support.serving import FAST, SERVE, shiwu
 
 from shiwu import Recognizer
 from shiwu.calibrate import views
 from shiwu.index import open_index, real_path, row_id
 from shiwu.server.process import ServerProcess, free_port
 
-SHIWU = str(Path(sys.executable).parent / "shiwu")
 KEY = "vectors-key-7"
 AUTH = {"X-API-Key": KEY}
-# onnxruntime, one thread, fixed batches and no warm-up: quick to start on a shared 2-core machine
-FAST = ["--backend", "onnxruntime", "--threads", "1"]
-SERVE = [*FAST, "--max-batch-size", "4", "--warmup-seconds", "0", "--no-access-log", "--max-images", "6"]
-
-
-def shiwu(*args, timeout=600):
-    return subprocess.run([SHIWU, *map(str, args)], capture_output=True, text=True, encoding="utf-8",
-                          timeout=timeout)
 
 
 def upload(path: Path, name: str | None = None):
@@ -41,27 +33,6 @@ def upload(path: Path, name: str | None = None):
 
 
 BROKEN = ("files", ("坏的.jpg", b"not an image at all", "image/jpeg"))
-
-
-@pytest.fixture(scope="module")
-def photos(tmp_path_factory):
-    """The real photos, a resized + recompressed and a brightened copy of coffee, one broken file."""
-    folder = tmp_path_factory.mktemp("photos")
-    for path in sorted(DATA.glob("*.jpg")):
-        (folder / path.name).write_bytes(path.read_bytes())
-    coffee = Image.open(DATA / "coffee.jpg").convert("RGB")
-    coffee.resize((coffee.width // 2, coffee.height // 2)).save(folder / "咖啡 小.jpg", quality=70)
-    ImageEnhance.Brightness(coffee).enhance(1.2).save(folder / "coffee_bright.jpg", quality=75)
-    (folder / "坏的.jpg").write_bytes(b"not an image")
-    return folder
-
-
-@pytest.fixture(scope="module")
-def index_dir(photos, tmp_path_factory):
-    out = tmp_path_factory.mktemp("index") / "索引"
-    run = shiwu("index", photos, "--out", out, *FAST, "-q")
-    assert run.returncode == 1, run.stderr  # the broken file is a row with its error
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -194,6 +165,7 @@ def test_rows_added_by_shiwu_index_while_serving_are_found_at_once(client, photo
     assert client.get(match["thumbnail"]).status_code == 200
 
 
+@pytest.mark.milvus
 def test_the_same_routes_serve_a_milvus_index(photos, tmp_path):
     store = tmp_path / "milvus.db"  # Milvus Lite: the real Milvus engine, in the server's process
     run = shiwu("index", photos / "coffee.jpg", photos / "咖啡 小.jpg", photos / "rocket.jpg", "--store", store,

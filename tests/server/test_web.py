@@ -9,9 +9,11 @@ import shutil
 import pytest
 from playwright import sync_api
 
-from conftest import CAT_CLASSES, DATA  # noqa: E402
+from support.photos import CAT_CLASSES, DATA  # noqa: E402
 
 from shiwu.server.process import ServerProcess  # noqa: E402
+
+pytestmark = pytest.mark.browser
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # No skip: the page is part of shiwu, so a machine without a browser fails this test. README's
@@ -172,8 +174,8 @@ def test_a_server_with_default_settings_measured_its_batch_size(server):
 
 # ---------------------------------------------------------------- 找相似 and 教它认识
 
-from test_gallery import RIGHT  # noqa: E402
-from test_server_vectors import SERVE, index_dir, photos, shiwu  # noqa: E402,F401  (fixtures)
+from support.gallery import RIGHT  # noqa: E402
+from support.serving import SERVE, shiwu  # noqa: E402  (photos, index_dir: tests/server/conftest.py)
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """Seeded, reproducible mutations of real image files, for fuzzing the decoders.
 
 ``case(seed)`` always returns the same bytes for the same seed (and the same Pillow, which
-writes the originals): a failing seed from ``tests/fuzz_images.py`` is a test case anyone
+writes the originals): a failing seed from ``tests/tools/fuzz_images.py`` is a test case anyone
 can replay with ``case(seed)``.
 
 The originals are real files of eight formats made from a bundled photo (JPEG, PNG, WebP, GIF,
@@ -31,7 +31,7 @@ from pathlib import Path
 
 FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP", "HEIF", "AVIF")
 MUTATIONS = ("bitflip", "truncate", "splice", "huge", "length")
-PHOTO = Path(__file__).parent / "data" / "chelsea.png"
+PHOTO = Path(__file__).parents[1] / "data" / "chelsea.png"
 
 
 @lru_cache(maxsize=None)
@@ -241,7 +241,7 @@ def _set_tiff_tag(data: bytearray, rng: random.Random, tags, value) -> None:
         struct.pack_into(endian + "I", data, at + 8, number & 0xFFFFFFFF)
 
 
-if __name__ == "__main__":  # python tests/image_mutations.py SEED > case.bin: write one case
+if __name__ == "__main__":  # python tests/support/image_mutations.py SEED > case.bin: write one case
     import sys
 
     kind, mutation, blob = case(int(sys.argv[1]))

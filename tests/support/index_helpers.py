@@ -1,4 +1,4 @@
-"""Shared by the tests/test_index*.py files: photos-on-disk stand-ins and their vectors."""
+"""Shared by the tests/index/test_index*.py files: photos-on-disk stand-ins and their vectors."""
 
 from __future__ import annotations
 

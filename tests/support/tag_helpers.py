@@ -13,7 +13,7 @@ from PIL import Image
 import shiwu.images  # noqa: F401  registers pillow-heif's HEIF writer
 from shiwu.postprocess import Prediction
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 FORMATS = {"jpg": "JPEG", "png": "PNG", "webp": "WEBP", "heic": "HEIF", "tif": "TIFF"}
 
 

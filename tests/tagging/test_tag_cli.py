@@ -12,7 +12,7 @@ import subprocess
 import pytest
 
 from shiwu.cli import main
-from tag_helpers import DATA, keywords, make_photo
+from support.tag_helpers import DATA, keywords, make_photo
 
 CJK = re.compile(r"[\u4e00-\u9fff]")
 FAST = ["--backend", "torch", "--threads", "2"]

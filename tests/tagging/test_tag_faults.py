@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tag_helpers import DATA, keywords, pixels
+from support.tag_helpers import DATA, keywords, pixels
 
 COMMAND = [sys.executable, "-m", "shiwu", "tag", "--in-place", "--backend", "torch", "--threads", "1",
            "--min-score", "0", "--topk", "2"]

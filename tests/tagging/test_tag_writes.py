@@ -9,7 +9,7 @@ import os
 import pytest
 
 from shiwu.tagging import ExifTool, FileState, Keywords, TagSettings, TagWriteError, tag_photos, write_embedded
-from tag_helpers import fixed_labels, keywords, make_photo, other_metadata, pixels
+from support.tag_helpers import fixed_labels, keywords, make_photo, other_metadata, pixels
 
 
 @pytest.fixture()

@@ -1,13 +1,13 @@
 """Fuzz shiwu's image decoding with seeded mutations of real JPEG, PNG, WebP, GIF, TIFF, BMP.
 
-    python tests/fuzz_images.py --cases 5000            # the full run
-    python tests/fuzz_images.py --cases 200 --start 7000
+    python tests/tools/fuzz_images.py --cases 5000            # the full run
+    python tests/tools/fuzz_images.py --cases 200 --start 7000
 
 Every case must give an RGB image or an ``ImageError`` within ``--seconds`` (default 2), in a
 process whose address space is capped (``--memory-mb``, default 1024); any other exception,
 a time-out, a crash or running out of memory is a finding, printed with the seed to replay it:
-``python tests/image_mutations.py SEED > case.bin``. The mutations are in
-``tests/image_mutations.py`` (shared with tests/test_image_fuzz.py). Exit status 1 if there was
+``python tests/support/image_mutations.py SEED > case.bin``. The mutations are in
+``tests/support/image_mutations.py`` (shared with tests/images/test_image_fuzz.py). Exit status 1 if there was
 any finding. Decoding runs in a child process (one for all cases, restarted after a crash).
 """
 
@@ -22,9 +22,9 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/: image_mutations
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: support.image_mutations
 
-from image_mutations import FORMATS, MUTATIONS, case  # noqa: E402
+from support.image_mutations import FORMATS, MUTATIONS, case  # noqa: E402
 
 
 def _child(requests, answers, memory_mb: int) -> None:

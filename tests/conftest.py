@@ -1,12 +1,9 @@
-from pathlib import Path
+"""Session fixtures for every test. Shared constants and helpers are in tests/support/
+(`from support.photos import DATA`); tests never import this file or another test module."""
 
 import pytest
 
-DATA = Path(__file__).parent / "data"
-
-# scikit-image's photos; the class sets are what any ImageNet model should put on top.
-CAT_CLASSES = set(range(281, 286))  # tabby, tiger cat, Persian, Siamese, Egyptian Mau
-PHOTOS = sorted(p for p in DATA.iterdir() if p.suffix in (".jpg", ".png"))
+from support.photos import PHOTOS
 
 
 def _session_environment(name: str, value: str):

@@ -15,7 +15,7 @@ embedding / ``model.temperature`` @ text embeddings, softmax. ``modelscope/prepr
 multi_modal.py`` is not imported (it imports decord, timm and torchvision for its video and
 training paths); its image transform is re-implemented here from torchvision's code for a PIL
 image (``Resize`` on a PIL image is ``img.resize((R, R), BICUBIC)``; ``ToTensor`` is
-``from_numpy(array).permute(2, 0, 1).float().div(255)``), as ``tests/test_clip_preprocess.py``
+``from_numpy(array).permute(2, 0, 1).float().div(255)``), as ``tests/models/test_clip_preprocess.py``
 does. The script checks that these input tensors equal shiwu's.
 
 shiwu: ``Recognizer(DIR, labels=..., prompt=..., backend=..., precision=..., batch_size=1)``,

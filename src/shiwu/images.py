@@ -132,7 +132,7 @@ def load_image(source: ImageSource, *, min_size: int | None = None,
     except (OSError, SyntaxError, ValueError, EOFError, RuntimeError) as exc:
         # Pillow reports corrupt data as OSError ("image file is truncated", "broken data
         # stream"), SyntaxError (bad PNG chunks) or ValueError, depending on the codec; its AVIF
-        # decoder as RuntimeError ("Failed to decode frame 0", found by tests/test_image_fuzz.py).
+        # decoder as RuntimeError ("Failed to decode frame 0", found by tests/images/test_image_fuzz.py).
         raise ImageError(name, f"corrupt or truncated image data ({exc})") from None
     except MemoryError:
         raise ImageError(name, "not enough memory to decode this image") from None

@@ -68,7 +68,7 @@ def run(args) -> int:
 
 def _without_model(args) -> list:
     """exact and near need the files, not embeddings: no model is loaded."""
-    from ..batch import collect_images
+    from ..batch.sources import collect_images
     from ..index.dedupe import tiered_duplicate_groups
     from ..index.rows import IndexRow
 

@@ -42,7 +42,7 @@ def add(commands) -> None:
 
 
 def run(args) -> int:
-    from ..batch import InputError, collect_images
+    from ..batch.sources import InputError, collect_images
     from ..tagging import ExifTool, ExifToolMissing, Journal, TagSettings, tag_photos
 
     try:

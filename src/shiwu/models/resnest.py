@@ -12,7 +12,7 @@ no dilation.
 
 The split-attention sums and the radix softmax are written with views instead of the
 reference's ``torch.split`` + Python ``sum`` + transpose: the same arithmetic, fewer temporaries
-(tests/test_resnest.py checks the logits against the reference to 1e-4).
+(tests/models/test_resnest.py checks the logits against the reference to 1e-4).
 """
 
 from __future__ import annotations

@@ -1,0 +1,186 @@
+"""The accuracy policy: one table of runtimes, verdicts by accuracy, --precision auto, tune --eval."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from shiwu.backends import BACKENDS, PRECISIONS, auto, create_backend, policy, runtimes
+from shiwu.backends.estimate import estimated_drop, measures
+from shiwu.cpu import cpu_flags
+from shiwu.models.registry import get_model
+
+SPEC = get_model("efficientnet-lite0")
+SHIWU = Path(sys.executable).with_name("shiwu")
+HAS_BF16 = runtimes.cpu_lacks("bf16", cpu_flags()) is None
+HAS_VNNI = runtimes.cpu_lacks("int8", cpu_flags()) is None
+
+
+def test_one_table_of_runtimes_is_what_every_part_reads():
+    from shiwu.bench import DEFAULT_BACKENDS
+
+    assert BACKENDS == ("auto", *(r.name for r in runtimes.RUNTIMES))
+    assert PRECISIONS == ("auto", "fp32", "bf16", "int8")
+    for precision in runtimes.PRECISIONS:
+        assert auto.CANDIDATES[precision] == tuple(
+            r.name for r in runtimes.RUNTIMES if precision in r.precisions and r.auto)
+    assert set(DEFAULT_BACKENDS) == {r.name for r in runtimes.RUNTIMES if r.default_bench}
+    for r in runtimes.RUNTIMES:   # int8 has a quantizer, every row names what it reads
+        assert (r.calibration is not None) == ("int8" in r.precisions) and r.export_format
+    assert runtimes.cpu_lacks("bf16", {"avx2", "fma"}) and runtimes.cpu_lacks("int8", {"avx2"})
+    assert runtimes.cpu_lacks("bf16", {"avx512_bf16"}) is None
+    assert runtimes.cpu_lacks("int8", {"avx512_vnni"}) is None
+
+
+def test_the_label_free_estimate_weighs_a_change_by_fp32s_confidence():
+    sure = np.array([[9.0, 0, 0], [0, 9.0, 0]])
+    unsure = np.array([[1.0, 0.99, 0], [0.99, 1.0, 0]])
+    swapped = np.array([[0, 9.0, 0], [9.0, 0, 0]])
+    assert estimated_drop(sure, sure) == 0.0
+    assert estimated_drop(sure, swapped) > 0.99          # sure answers changed: everything lost
+    assert estimated_drop(unsure, swapped) < 0.01        # coin flips changed: nothing lost
+    m = measures(unsure, swapped)
+    assert m["agreement"] == 0.0 and m["fp32_top1_in_top5"] == 1.0 and m["photos"] == 2
+
+
+def test_verdicts_follow_mlperfs_rule():
+    def verdict(**numbers):
+        return policy.Verdict("m", "openvino", "int8", 224, "labelled photos", 0.01, **numbers)
+
+    assert verdict(drop=0.0099).accepted and not verdict(drop=0.0101).accepted
+    assert not verdict(drop=0.0, reproduced=0.5).accepted      # the machine computes something else
+    assert "reproduced 50%" in verdict(drop=0.0, reproduced=0.5).reason()
+    assert policy.Verdict("m", "x", "bf16", 224, "label-free estimate", 0.01, estimated_drop=0.002).accepted
+    assert policy.Verdict("m", "x", "fp32", 224, "reference").accepted
+
+
+def test_shipped_figures_cover_the_default_model_and_are_consistent():
+    data = json.loads(policy.SHIPPED.read_text(encoding="utf-8"))
+    assert data["measured_on"]["versions"]["onnxruntime"] and data["measured_on"]["flags"]
+    found = {(e["runtime"], e["precision"]): e for e in data["settings"]
+             if e["model"] == SPEC.name and e["size"] == 224}
+    assert {("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "fp32"), ("openvino", "int8")} <= set(found)
+    for e in data["settings"]:
+        assert len(e["answers"]) == 9 * policy.CHECK_VIEWS_PER_PHOTO
+        assert e["drop"] == pytest.approx(1 - e["top1"] / e["fp32_top1"], abs=1e-4)
+        assert e["photos"] == 500
+    assert policy.shipped_entry(SPEC, "onnxruntime", "int8", 224) is found["onnxruntime", "int8"]
+
+
+class Broken:
+    """A runtime that computes something else (a wrong kernel, a missing instruction)."""
+    name, precision = "openvino", "bf16"
+
+    def run(self, batch):
+        return np.random.default_rng(len(batch)).standard_normal((len(batch), 1000)).astype(np.float32)
+
+
+def test_a_runtime_that_does_not_reproduce_the_shipped_answers_is_refused():
+    assert policy.shipped_entry(SPEC, "openvino", "bf16", 224) is not None or not HAS_BF16
+    entry = policy.shipped_entry(SPEC, "openvino", "bf16", 224) or policy.shipped_entry(SPEC, "openvino", "int8", 224)
+    found = policy._measure(SPEC, "openvino", entry["precision"], 224, max_drop=1.0, backend=Broken(),
+                            threads=2, calibration=None)
+    assert found.basis == "labelled photos" and found.reproduced < 0.2 and not found.accepted
+    assert "computes something else" in found.reason()
+
+
+def test_a_verdict_from_another_cpu_or_runtime_is_measured_again(monkeypatch):
+    here = policy._verdict_path(SPEC, "onnxruntime", "int8", 224, "bundled-x")
+    monkeypatch.setattr(policy, "machine", lambda: {"cpu": "another", "flags": [], "versions": {}})
+    elsewhere = policy._verdict_path(SPEC, "onnxruntime", "int8", 224, "bundled-x")
+    assert here != elsewhere
+    monkeypatch.undo()
+    assert here != policy._verdict_path(SPEC, "onnxruntime", "int8", 224, "user-y")   # calibration set
+
+
+def test_auto_times_the_runtimes_in_interleaved_rounds():
+    calls = []
+
+    class Fake:
+        def __init__(self, name, seconds):
+            self.name, self.seconds = name, seconds
+
+        def run(self, batch):
+            calls.append(self.name)
+            import time
+            time.sleep(self.seconds)
+
+    measured = auto.interleaved_medians({"a": Fake("a", 0.002), "b": Fake("b", 0.001)},
+                                        np.zeros((1, 3, 8, 8), np.float32), rounds=4, seconds=0.005)
+    assert len(measured["a"]["rounds_ms"]) == 4 and measured["b"]["median_ms"] < measured["a"]["median_ms"]
+    timed = calls[6:]                                   # after 3 warm-up calls each
+    switches = sum(1 for x, y in zip(timed, timed[1:]) if x != y)
+    assert switches >= 7                                # a b a b ..., not a a a a b b b b
+
+
+def test_precision_auto_runs_the_fastest_accepted_setting_and_names_it(monkeypatch, capfd):
+    from shiwu import Recognizer
+
+    monkeypatch.setenv("SHIWU_PRECISION", "auto")
+    recognizer = Recognizer(backend="openvino", threads=2)
+    err = capfd.readouterr().err
+    assert recognizer.backend.precision in ("fp32", "bf16", "int8")
+    if HAS_BF16:   # this CPU can: bf16 was judged (figures reproduced here), int8 refused by its drop
+        assert "openvino int8 skipped: drop" in err
+        bf16 = policy.verdict(SPEC, "openvino", "bf16", 224)
+        assert bf16.accepted and bf16.reproduced >= policy.REPRODUCE_FLOOR
+    else:
+        assert recognizer.backend.precision == "fp32"
+    out = subprocess.run([str(SHIWU), "predict", "--backend", "openvino", "--json",
+                          str(Path(__file__).parents[1] / "data" / "coffee.jpg")],
+                         capture_output=True, text=True, timeout=600, env={**os.environ})
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["precision"] == recognizer.backend.precision
+
+
+def test_precision_auto_is_fp32_on_a_cpu_without_bf16_or_vnni(monkeypatch):
+    from shiwu import Recognizer
+    from shiwu.backends import runtimes as table
+
+    monkeypatch.setattr(table, "cpu_lacks", lambda precision, flags: None if precision == "fp32" else "no")
+    recognizer = Recognizer(backend="onnxruntime", precision="auto", size=192, threads=1)
+    assert recognizer.backend.precision == "fp32"
+
+
+def _photo(path: Path, colour=(200, 30, 30)) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (64, 64), colour).save(path)
+
+
+@pytest.mark.parametrize("layout, message", [
+    ({"espresso/a.jpg": 1, "not_a_class/b.jpg": 1}, "'not_a_class' is not a class"),
+    ({"espresso/a.jpg": 1, "tabby_cat/": 0}, "'tabby_cat' has no photos"),
+    ({"espresso/a.jpg": 1}, "at least two"),
+    ({"espresso/a.jpg": 1, "tabby_cat/b.jpg": "broken"}, "unreadable photo tabby_cat/b.jpg"),
+])
+def test_tune_eval_refuses_a_folder_that_cannot_measure_accuracy(tmp_path, layout, message):
+    for name, kind in layout.items():
+        path = tmp_path / "eval" / name
+        if kind == 0:
+            path.mkdir(parents=True)
+        elif kind == "broken":
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"\xff\xd8 not a jpeg")
+        else:
+            _photo(path)
+    out = subprocess.run([str(SHIWU), "tune", "--eval", str(tmp_path / "eval"), "--dry-run", "-q"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2, out.stderr
+    assert message in out.stderr and str(tmp_path / "eval") in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_doctor_shows_each_verdict_with_its_numbers():
+    policy.verdict(SPEC, "onnxruntime", "fp32", 192, threads=1)
+    out = subprocess.run([str(SHIWU), "doctor"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    line = next(x for x in out.stdout.splitlines() if "onnxruntime fp32 192px" in x)
+    assert "label-free estimate" in line and ("accepted" in line or "refused" in line)
+    info = json.loads(subprocess.run([str(SHIWU), "doctor", "--json"], capture_output=True, text=True,
+                                     timeout=300).stdout)
+    assert any(v["size"] == 192 and v["estimated_drop"] is not None for v in info["verdicts"])

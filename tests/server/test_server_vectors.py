@@ -1,0 +1,480 @@
+"""`shiwu serve`'s embedding routes as a user runs them: a real server process on a loopback port,
+an index built by `shiwu index` from real photos and their edited copies, a gallery folder that
+grows by HTTP and survives a restart."""
+
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from support.gallery import RIGHT, make_gallery
+from support.photos import DATA
+from support.serving import FAST, SERVE, shiwu
+
+from shiwu import Recognizer
+from shiwu.calibrate import views
+from shiwu.index import open_index, real_path, row_id
+from shiwu.server.process import ServerProcess, free_port
+
+KEY = "vectors-key-7"
+AUTH = {"X-API-Key": KEY}
+
+
+def upload(path: Path, name: str | None = None):
+    return ("files", (name or path.name, path.read_bytes(), "image/jpeg"))
+
+
+BROKEN = ("files", ("坏的.jpg", b"not an image at all", "image/jpeg"))
+
+
+@pytest.fixture(scope="module")
+def server(index_dir):
+    with ServerProcess([*SERVE, "--index", str(index_dir)]) as process:
+        yield process
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    with httpx.Client(base_url=server.url, timeout=120) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def gallery_root(tmp_path_factory):
+    """A folder holding only the gallery folder: anything written beside it is a traversal."""
+    return tmp_path_factory.mktemp("gallery-root")
+
+
+@pytest.fixture(scope="module")
+def gallery_server(gallery_root):
+    with ServerProcess([*SERVE, "--gallery", str(gallery_root / "我的类别"), "--api-key", KEY]) as process:
+        yield process
+
+
+@pytest.fixture(scope="module")
+def gclient(gallery_server):
+    with httpx.Client(base_url=gallery_server.url, timeout=120) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return Recognizer(backend="onnxruntime", threads=1)
+
+
+# ---------------------------------------------------------------- /v1/embed
+
+
+def test_embed_gives_the_unit_vectors_of_the_library_and_a_reason_for_a_bad_photo(client, reference):
+    response = client.post("/v1/embed", files=[upload(DATA / "coffee.jpg"), BROKEN, upload(DATA / "chelsea.jpg")])
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model"] == "efficientnet-lite0" and body["dimension"] == 1280
+    assert body["backend"] == "onnxruntime" and body["precision"] == "fp32"
+    coffee, broken, cat = body["results"]
+    assert [r["image"] for r in body["results"]] == ["coffee.jpg", "坏的.jpg", "chelsea.jpg"]
+    assert broken["embedding"] is None and broken["error"]["type"] == "ImageError"
+    assert "not a recognised image format" in broken["error"]["message"]
+    want = reference.embed([DATA / "coffee.jpg", DATA / "chelsea.jpg"])
+    got = np.array([coffee["embedding"], cat["embedding"]], np.float32)
+    assert got.shape == (2, 1280) and coffee["error"] is None
+    assert np.allclose(np.linalg.norm(got, axis=1), 1, atol=1e-5)
+    assert np.all(np.sum(got * want, axis=1) > 0.9999)  # the same vectors, through the batcher
+    assert float(got[0] @ got[1]) < 0.6  # and they tell a coffee from a cat
+
+
+def test_embed_of_only_bad_photos_is_the_recognize_status(client):
+    response = client.post("/v1/embed", files=[BROKEN])
+    assert response.status_code == 415
+    assert "not a recognised image format" in response.json()["detail"]
+    truncated = (DATA / "coffee.jpg").read_bytes()[:3000]
+    response = client.post("/v1/embed", content=truncated, headers={"Content-Type": "image/jpeg"})
+    assert response.status_code == 422 and response.json()["results"][0]["embedding"] is None
+
+
+# ---------------------------------------------------------------- /v1/search
+
+
+def test_search_by_photo_finds_its_copies_first(client, index_dir):
+    response = client.post("/v1/search", params={"topk": 3}, files=[upload(DATA / "coffee.jpg", "查询.jpg")])
+    assert response.status_code == 200, response.text
+    body = response.json()
+    with open_index(index_dir) as index:
+        rows = len(index)
+    assert body["model"] == "efficientnet-lite0" and body["index"] == {"rows": rows}
+    (result,) = body["results"]
+    assert result["image"] == "查询.jpg" and result["error"] is None
+    matches = result["matches"]
+    names = [Path(m["image"]).name for m in matches]
+    assert names[0] == "coffee.jpg" and set(names[1:]) == {"咖啡 小.jpg", "coffee_bright.jpg"}
+    scores = [m["score"] for m in matches]
+    assert scores == sorted(scores, reverse=True) and scores[0] > 0.999
+    assert matches[0]["label"] == "浓缩咖啡"
+    for m in matches:  # ids are strings (beyond JavaScript's exact integers) and name the row
+        assert m["id"] == str(row_id(real_path(m["image"]))) and m["thumbnail"] == f"/v1/thumbnails/{m['id']}"
+
+
+def test_search_keeps_a_bad_photo_as_its_own_error(client):
+    response = client.post("/v1/search", params={"topk": 1},
+                           files=[BROKEN, upload(DATA / "rocket.jpg")])
+    assert response.status_code == 200
+    broken, rocket = response.json()["results"]
+    assert broken["matches"] == [] and broken["error"]["type"] == "ImageError"
+    assert Path(rocket["matches"][0]["image"]).name == "rocket.jpg"
+    assert client.post("/v1/search", files=[BROKEN]).status_code == 415
+
+
+def test_words_need_a_chinese_clip_index_and_a_query_is_needed(client):
+    response = client.post("/v1/search", params={"text": "海边的日落"})
+    assert response.status_code == 400 and "Chinese-CLIP" in response.json()["detail"]
+    response = client.post("/v1/search")
+    assert response.status_code == 400 and "nothing to search for" in response.json()["detail"]
+    info = client.get("/v1/index").json()
+    assert info["configured"] and info["ready"] and info["text_search"] is False
+    assert info["model"] == "efficientnet-lite0" and info["dimension"] == 1280 and info["rows"] > 10
+
+
+def test_an_index_of_another_model_is_refused_at_start(index_dir, tmp_path):
+    run = shiwu("serve", "--index", index_dir, "--model", "efficientnet-lite2", "--port", free_port(), timeout=120)
+    assert run.returncode == 2
+    assert "was built with" in run.stderr and "efficientnet-lite0" in run.stderr
+    run = shiwu("serve", "--index", tmp_path / "nothing", "--port", free_port(), timeout=120)
+    assert run.returncode == 2 and "no index at" in run.stderr
+
+
+def test_rows_added_by_shiwu_index_while_serving_are_found_at_once(client, photos, index_dir, tmp_path):
+    """The server reads the index folder as it is now: `shiwu index` may add to it meanwhile."""
+    new = tmp_path / "新的"
+    new.mkdir()
+    Image.open(RIGHT).convert("RGB").save(new / "右边.jpg", quality=90)
+    before = client.get("/v1/index").json()["rows"]
+    run = shiwu("index", new, "--out", index_dir, *FAST, "-q")
+    assert run.returncode == 0, run.stderr
+    assert client.get("/v1/index").json()["rows"] == before + 1
+    response = client.post("/v1/search", params={"topk": 1}, files=[upload(RIGHT)])
+    (match,) = response.json()["results"][0]["matches"]
+    assert Path(match["image"]).name == "右边.jpg" and match["score"] > 0.99
+    assert client.get(match["thumbnail"]).status_code == 200
+
+
+@pytest.mark.milvus
+def test_the_same_routes_serve_a_milvus_index(photos, tmp_path):
+    store = tmp_path / "milvus.db"  # Milvus Lite: the real Milvus engine, in the server's process
+    run = shiwu("index", photos / "coffee.jpg", photos / "咖啡 小.jpg", photos / "rocket.jpg", "--store", store,
+                *FAST, "-q")
+    assert run.returncode == 0, run.stderr
+    with ServerProcess([*SERVE, "--index", str(store)]) as process:
+        response = httpx.post(process.url + "/v1/search", files=[upload(photos / "coffee_bright.jpg")], timeout=120)
+        assert response.status_code == 200, response.text
+        matches = response.json()["results"][0]["matches"]
+        assert [Path(m["image"]).name for m in matches] == ["coffee.jpg", "咖啡 小.jpg", "rocket.jpg"]
+        thumb = httpx.get(process.url + matches[0]["thumbnail"], timeout=60)
+        assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
+        other = httpx.get(process.url + f"/v1/thumbnails/{row_id(real_path(photos / 'chelsea.jpg'))}", timeout=60)
+        assert other.status_code == 404
+
+
+# ---------------------------------------------------------------- thumbnails
+
+
+def _thumbnail_ids(client, photo="coffee.jpg"):
+    response = client.post("/v1/search", params={"topk": 1}, files=[upload(DATA / photo)])
+    return response.json()["results"][0]["matches"][0]
+
+
+def test_a_match_has_a_small_jpeg_thumbnail_of_its_own_photo(client):
+    match = _thumbnail_ids(client)
+    response = client.get(match["thumbnail"])
+    assert response.status_code == 200 and response.headers["content-type"] == "image/jpeg"
+    thumb = Image.open(io.BytesIO(response.content))
+    assert thumb.format == "JPEG" and max(thumb.size) == 256
+    original = Image.open(match["image"]).convert("RGB").resize(thumb.size)
+    assert np.abs(np.asarray(thumb, float) - np.asarray(original, float)).mean() < 8  # that photo
+    small = client.get(match["thumbnail"], params={"size": 64})
+    assert max(Image.open(io.BytesIO(small.content)).size) == 64
+    assert client.get(match["thumbnail"], params={"size": 5000}).status_code == 422
+
+
+def test_thumbnails_refuse_paths_other_files_and_rows_without_a_photo(client, server, photos):
+    outside = [
+        "/v1/thumbnails/..%2F..%2F..%2Fetc%2Fpasswd", "/v1/thumbnails/%2Fetc%2Fpasswd",
+        "/v1/thumbnails/../../etc/passwd", "/v1/thumbnails//etc/passwd", "/v1/thumbnails/-1",
+        f"/v1/thumbnails/{photos / 'coffee.jpg'}", "/v1/thumbnails/99999999999999999999",
+        # a real photo beside the indexed ones, never indexed: its would-be id is no row
+        f"/v1/thumbnails/{row_id(real_path(DATA / 'horse.png'))}",
+        # the broken file is a row of the index, but an error row: nothing to show
+        f"/v1/thumbnails/{row_id(real_path(photos / '坏的.jpg'))}",
+    ]
+    for path in outside:
+        # raw paths: the client must not tidy the ../ away before the server sees them
+        response = httpx.request("GET", server.url + path, timeout=30)
+        assert response.status_code == 404, (path, response.status_code, response.text[:200])
+        assert b"root:" not in response.content and not response.headers["content-type"].startswith("image/")
+
+
+def test_a_thumbnail_is_refused_once_its_file_is_changed_or_replaced_by_a_link(client, photos):
+    camera = _thumbnail_ids(client, "camera.jpg")
+    coins = _thumbnail_ids(client, "coins.jpg")
+    assert client.get(camera["thumbnail"]).status_code == 200
+    Image.open(DATA / "rocket.jpg").save(photos / "camera.jpg")  # another photo under that name
+    response = client.get(camera["thumbnail"])
+    assert response.status_code == 404 and "changed since it was indexed" in response.json()["detail"]
+    link = photos / "coins.link"
+    link.symlink_to("/etc/passwd")
+    os.replace(link, photos / "coins.jpg")
+    response = client.get(coins["thumbnail"])
+    assert response.status_code == 404 and b"root:" not in response.content
+
+
+# ---------------------------------------------------------------- the gallery
+
+
+def test_a_server_without_a_gallery_or_index_says_how_to_get_one(client, gclient):
+    response = client.post("/v1/gallery/猫", files=[upload(DATA / "chelsea.jpg")])
+    assert response.status_code == 409 and "--gallery DIR" in response.json()["detail"]
+    assert client.get("/v1/gallery").json() == {"configured": False, "classes": []}
+    response = gclient.post("/v1/search", files=[upload(DATA / "chelsea.jpg")], headers=AUTH)
+    assert response.status_code == 409 and "--index INDEX" in response.json()["detail"]
+    assert gclient.get("/v1/index").json() == {"configured": False, "ready": False, "text_search": False}
+
+
+def test_with_an_api_key_every_embedding_route_but_the_listings_needs_it(gclient):
+    photo = [upload(DATA / "chelsea.jpg")]
+    for method, path in (("POST", "/v1/embed"), ("POST", "/v1/search"), ("GET", "/v1/thumbnails/1"),
+                         ("POST", "/v1/gallery/猫")):
+        response = gclient.request(method, path, files=photo if method == "POST" else None)
+        assert response.status_code == 401, (path, response.text)
+    assert gclient.post("/v1/embed", files=photo, headers=AUTH).status_code == 200
+    assert gclient.get("/v1/thumbnails/1", headers=AUTH).status_code == 409  # the key, then: no index
+    assert gclient.get("/v1/gallery").status_code == 200 and gclient.get("/v1/index").status_code == 200
+
+
+def _views(photo: Path, count: int, seed: int = 0) -> list:
+    rng = np.random.default_rng(seed)
+    out = []
+    for i, view in enumerate(views(Image.open(photo).convert("RGB"), count + 1, rng)[1:]):
+        buffer = io.BytesIO()
+        view.save(buffer, format="JPEG", quality=90)
+        out.append(("files", (f"view{i}.jpg", buffer.getvalue(), "image/jpeg")))
+    return out
+
+
+def test_class_names_that_are_paths_are_refused_and_nothing_is_written(gclient, gallery_server, gallery_root):
+    before = sorted(p.name for p in gallery_root.rglob("*"))
+    photo = [upload(DATA / "chelsea.jpg")]
+    for label in ["..", ".", ".hidden", "a/b", "a%2Fb", "..%2F..%2Fescaped", "%2E%2E", "a%5Cb", "x%00y",
+                  "%E2%80%AEgnp.exe", "%20padded", "x" * 65, "%2Ftmp%2Fabsolute"]:
+        response = httpx.post(gallery_server.url + "/v1/gallery/" + label, files=photo, headers=AUTH, timeout=60)
+        assert response.status_code in (400, 404, 405), (label, response.status_code, response.text)
+        if response.status_code == 400:
+            assert "class name" in response.json()["detail"] or "outside" in response.json()["detail"]
+    # the client-normalised spelling of ../ too: it never reaches a gallery route
+    response = gclient.post("/v1/gallery/../escaped", files=photo, headers=AUTH)
+    assert response.status_code in (400, 404, 405)
+    assert sorted(p.name for p in gallery_root.rglob("*")) == before
+    assert gclient.get("/v1/gallery").json()["classes"] == []
+
+
+def test_teaching_a_class_needs_the_key_and_skips_bad_photos(gclient, gallery_root):
+    folder = gallery_root / "我的类别"
+    examples = _views(DATA / "motorcycle_left.jpg", 3)
+    assert gclient.post("/v1/gallery/我的摩托", files=examples).status_code == 401
+    assert gclient.post("/v1/gallery/我的摩托", files=examples, headers={"X-API-Key": "wrong"}).status_code == 401
+    # only unreadable photos: a clear error, and no empty class folder left behind
+    response = gclient.post("/v1/gallery/我的摩托", files=[BROKEN], headers=AUTH)
+    assert response.status_code == 415 and "nothing was added" in response.json()["detail"]
+    assert not (folder / "我的摩托").exists()
+
+    response = gclient.post("/v1/gallery/我的摩托", files=[*examples, BROKEN], headers=AUTH)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["label"] == "我的摩托" and body["examples"] == 3
+    assert [a["image"] for a in body["added"]] == ["view0.jpg", "view1.jpg", "view2.jpg"]
+    assert body["skipped"] == [{"image": "坏的.jpg", "error": body["skipped"][0]["error"]}]
+    assert "not a recognised image format" in body["skipped"][0]["error"]
+    stored = sorted(p.name for p in (folder / "我的摩托").iterdir())
+    assert stored == sorted(a["file"] for a in body["added"]) and all(n.endswith(".jpg") for n in stored)
+    assert (folder / "我的摩托" / body["added"][0]["file"]).read_bytes() == examples[0][1][1]  # as uploaded
+    # the same photo again is not a second example
+    again = gclient.post("/v1/gallery/我的摩托", files=[examples[0]], headers=AUTH).json()
+    assert again["added"] == [] and "already" in again["skipped"][0]["error"] and again["examples"] == 3
+    listing = gclient.get("/v1/gallery").json()
+    assert listing["configured"] and listing["mode"] == "merge" and listing["min_similarity"] == 0.5
+    assert listing["classes"] == [{"label": "我的摩托", "examples": 3}]
+
+
+def test_recognize_then_names_a_photo_never_shown_by_its_examples(gclient):
+    taught = gclient.get("/v1/gallery").json()["classes"]
+    if not taught:  # run alone: teach it first (the test above does the same and checks it)
+        gclient.post("/v1/gallery/我的摩托", files=_views(DATA / "motorcycle_left.jpg", 3), headers=AUTH)
+    # a second class, from a PNG this time
+    buffer = io.BytesIO()
+    Image.open(DATA / "coffee.jpg").save(buffer, format="PNG")
+    response = gclient.post("/v1/gallery/咖啡杯", headers=AUTH,
+                            files=[("files", ("cup.png", buffer.getvalue(), "image/png"))])
+    assert response.status_code == 200 and response.json()["added"][0]["file"].endswith(".png")
+    response = gclient.post("/v1/recognize", params={"topk": 3}, headers=AUTH,
+                            files=[upload(RIGHT), upload(DATA / "rocket.jpg")])
+    assert response.status_code == 200, response.text
+    moto, rocket = response.json()["results"]
+    first = moto["predictions"][0]
+    assert first["label"] == "我的摩托" and first["source"] == "gallery" and first["similarity"] > 0.5
+    assert all(p.get("source") != "gallery" for p in moto["predictions"][1:])
+    assert all("source" not in p for p in rocket["predictions"])  # like no example: the model's labels
+
+
+def test_teaching_while_photos_are_recognised_breaks_no_request(gclient):
+    """Examples are added (files, then a new gallery swapped in) while batches run. (Not the
+    rocket: the test above checks that it stays the model's.)"""
+    import concurrent.futures
+
+    def recognise(_):
+        return gclient.post("/v1/recognize", files=[upload(DATA / "astronaut.jpg")], headers=AUTH).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        busy = [pool.submit(recognise, i) for i in range(12)]
+        added = gclient.post("/v1/gallery/宇航员", files=_views(DATA / "astronaut.jpg", 2, seed=3), headers=AUTH)
+        codes = [f.result() for f in busy]
+    assert added.status_code == 200 and added.json()["examples"] == 2
+    assert codes == [200] * 12
+    top = gclient.post("/v1/recognize", files=[upload(DATA / "astronaut.jpg")], headers=AUTH).json()
+    assert top["results"][0]["predictions"][0]["label"] == "宇航员"
+
+
+def test_the_gallery_survives_a_restart_without_embedding_again(gclient, gallery_root):
+    folder = gallery_root / "我的类别"
+    if not (folder / "我的摩托").exists():
+        gclient.post("/v1/gallery/我的摩托", files=_views(DATA / "motorcycle_left.jpg", 3), headers=AUTH)
+    counts = {c["label"]: c["examples"] for c in gclient.get("/v1/gallery").json()["classes"]}
+    with ServerProcess([*SERVE, "--gallery", str(folder)]) as again:
+        listing = httpx.get(again.url + "/v1/gallery").json()
+        assert {c["label"]: c["examples"] for c in listing["classes"]} == counts
+        assert "(0 embedded now)" in again.log()  # every example came from the cache
+        response = httpx.post(again.url + "/v1/recognize", files=[upload(RIGHT)], timeout=60)
+        assert response.json()["results"][0]["predictions"][0]["label"] == "我的摩托"
+    # and the folder is what `shiwu predict --gallery` reads
+    run = shiwu("predict", RIGHT, "--gallery", folder, *FAST, "--json")
+    assert run.returncode == 0 and json.loads(run.stdout)["predictions"][0]["label"] == "我的摩托"
+
+
+def test_a_gallery_with_an_empty_or_unreadable_class_is_refused_at_start(tmp_path):
+    folder = make_gallery(tmp_path / "g", {"猫": "chelsea.jpg"}, count=1)
+    (folder / "空的").mkdir()
+    run = shiwu("serve", "--gallery", folder, "--port", free_port(), *FAST, timeout=120)
+    assert run.returncode == 2 and "空的" in run.stderr and "has no photos" in run.stderr
+    # --gallery with --workers N is served now: tests/server/test_server_gallery_workers.py
+    (folder / "空的" / "broken.jpg").write_bytes(b"not a photo")
+    # photos there, none readable: found once the model is loaded; /readyz says why
+    process = ServerProcess([*SERVE, "--gallery", str(folder)])
+    with pytest.raises(RuntimeError, match="no readable photo"):
+        _start_expecting_failure(process)
+
+
+def _start_expecting_failure(process: ServerProcess, timeout: float = 120):
+    command = [sys.executable, "-m", "shiwu", "serve", "--port", str(process.port), *process.args]
+    with open(process.log_path, "wb") as log:
+        process.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                response = httpx.get(process.url + "/readyz", timeout=2)
+                if response.json()["status"] == "failed":
+                    raise RuntimeError(response.json()["detail"])
+                assert response.status_code != 200, "ready with a class that has no readable photo"
+            except httpx.TransportError:
+                pass
+            time.sleep(0.3)
+        raise AssertionError("no answer from /readyz")
+    finally:
+        process.stop()
+
+
+# ---------------------------------------------------------------- Chinese-CLIP: words
+
+
+def test_words_find_photos_in_a_chinese_clip_index(photos, tmp_path, clip_dir):
+    model = clip_dir("ViT-B-16")
+    index = tmp_path / "clip"
+    files = [photos / n for n in ("coffee.jpg", "rocket.jpg", "chelsea.jpg")]
+    run = shiwu("index", *files, "--out", index, "--model", model, *FAST, "-q")
+    assert run.returncode == 0, run.stderr
+    with ServerProcess([*SERVE, "--model", str(model), "--index", str(index)]) as process:
+        assert httpx.get(process.url + "/v1/index").json()["text_search"] is True
+        response = httpx.post(process.url + "/v1/search", params={"text": ["一张猫的照片", "火箭"], "topk": 3},
+                              timeout=120)
+        assert response.status_code == 200, response.text
+        cat, rocket = response.json()["results"]
+        too_long = httpx.post(process.url + "/v1/search", params={"text": "猫" * 201}, timeout=60)
+        assert too_long.status_code == 400 and "200 characters" in too_long.json()["detail"]
+    # the answer is the text embedding's own ranking of the indexed image embeddings
+    recognizer = Recognizer(str(model), backend="onnxruntime")
+    images = recognizer.embed(files)
+    for result, words in ((cat, "一张猫的照片"), (rocket, "火箭")):
+        text = recognizer.spec.text_encoder([words])[0]
+        assert result["text"] == words and result["error"] is None
+        assert [Path(m["image"]).name for m in result["matches"]] == [files[i].name for i in np.argsort(-(images @ text))]
+        assert np.allclose([m["score"] for m in result["matches"]], np.sort(images @ text)[::-1], atol=1e-4)
+
+
+# ---------------------------------------------------------------- docs, metrics, the pieces
+
+
+def test_the_routes_and_their_fields_are_in_the_api_docs(client):
+    spec = client.get("/openapi.json").json()
+    paths = spec["paths"]
+    for path in ("/v1/embed", "/v1/search", "/v1/index", "/v1/thumbnails/{row_id}", "/v1/gallery",
+                 "/v1/gallery/{label}"):
+        assert path in paths, sorted(paths)
+    search = paths["/v1/search"]["post"]
+    assert {p["name"] for p in search["parameters"]} == {"topk", "text"}
+    assert "multipart/form-data" in search["requestBody"]["content"]
+    assert '"thumbnail"' in search["description"] and '"score"' in search["description"]
+    assert '"embedding"' in paths["/v1/embed"]["post"]["description"]
+    assert "skipped" in paths["/v1/gallery/{label}"]["post"]["description"]
+    assert client.get("/docs").status_code == 200
+    client.get("/v1/index")
+    client.get("/v1/thumbnails/12")
+    client.get("/v1/thumbnails/../../etc/passwd")
+    metrics = client.get("/metrics").text
+    # requests are counted under their route's template, never the path the client sent
+    assert 'path="/v1/index"' in metrics and 'path="/v1/thumbnails/{row_id}"' in metrics
+    assert "etc/passwd" not in metrics and 'path="/v1/thumbnails/12"' not in metrics
+
+
+def test_class_names_are_checked_before_they_become_folders(tmp_path):
+    from shiwu.gallery import GalleryError, check_label, class_folder
+
+    assert check_label("快递柜") == "快递柜" and check_label("Café ☕ 2") == "Café ☕ 2"
+    assert check_label("e\u0301") == "é"  # NFC: the same name typed two ways is one class
+    for bad in ["", " ", "..", ".", ".x", "a/b", "a\\b", "/etc", "x\x00", "x\n", "\u202egnp", " x", "x" * 65]:
+        with pytest.raises(GalleryError):
+            check_label(bad)
+    (tmp_path / "g").mkdir()
+    (tmp_path / "g" / "link").symlink_to(tmp_path)
+    with pytest.raises(GalleryError, match="link"):
+        class_folder(tmp_path / "g", "link")
+    assert class_folder(tmp_path / "g", "猫") == (tmp_path / "g").resolve() / "猫"
+
+
+def test_a_grown_gallery_keeps_its_old_examples_under_their_classes():
+    from shiwu.gallery import Gallery, GalleryError, extend
+
+    eye = np.eye(4, dtype=np.float32)
+    first = extend(None, "g", "猫", eye[:2], ["a", "b"])
+    grown = first.with_examples("狗", eye[2:3], ["c"]).with_examples("猫", eye[3:], ["d"])
+    assert first.counts() == {"猫": 2}  # the old one is left as it was (queries in flight use it)
+    assert grown.counts() == {"狗": 1, "猫": 3} and grown.labels == ["狗", "猫"]
+    top = grown.classify(eye)
+    assert [p[0].label for p in top] == ["猫", "猫", "狗", "猫"]
+    with pytest.raises(GalleryError, match="another model"):
+        grown.with_examples("鸟", np.ones((1, 8), np.float32) / np.sqrt(8), ["e"])
+    assert isinstance(grown, Gallery)

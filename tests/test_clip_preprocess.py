@@ -37,7 +37,7 @@ def official(image: Image.Image, resolution: int = 224) -> torch.Tensor:
 
 def _photos(photos):
     # RGB and grayscale photos. Images with alpha are left out: shiwu's loader puts them on white
-    # (DESIGN.md), the official load_image drops the alpha channel.
+    # (docs/architecture.md), the official load_image drops the alpha channel.
     chosen = [p for p in photos if Image.open(p).mode in ("RGB", "L")]
     assert {Image.open(p).mode for p in chosen} == {"RGB", "L"} and len(chosen) >= 8
     return chosen

@@ -5,7 +5,7 @@ run killed at any moment loses at most the batch in flight. Opening with ``resum
 back which images are already done, and cuts off an incomplete last row that a kill left behind,
 so the resumed run adds exactly the missing rows.
 
-Rows are the JSON of DESIGN.md. CSV and Parquet flatten them into columns: ``image``, then
+Rows are the result JSON of docs/architecture.md. CSV and Parquet flatten them into columns: ``image``, then
 ``label_1, label_en_1, index_1, score_1`` ... up to ``topk``, then ``model, backend, precision,
 error_type, error_message``.
 
@@ -115,7 +115,7 @@ def columns(topk: int, with_path: bool = True) -> list[str]:
 
 
 def flatten(row: dict, topk: int) -> dict:
-    """One DESIGN.md JSON row as flat columns; missing ranks and fields are None."""
+    """One result JSON row as flat columns; missing ranks and fields are None."""
     flat: dict = {"image": row["image"]}
     predictions = row.get("predictions") or []
     for rank in range(1, topk + 1):

@@ -3,7 +3,7 @@
 One request flows like this, and no step blocks the event loop:
 
     read body (bounded: 413, 408) ─▶ decode + preprocess (thread pool) ─▶ micro-batcher
-    ─▶ one inference thread ─▶ top-k ─▶ DESIGN.md JSON per image
+    ─▶ one inference thread ─▶ top-k ─▶ the result JSON per image
 
 Endpoints: ``POST /v1/recognize``, ``GET /v1/models``, ``/healthz``, ``/readyz``, ``/metrics``,
 ``/docs`` (served from local files when ``fastapi-offline`` is installed), and the web page at
@@ -613,7 +613,7 @@ def create_app(settings: ServerSettings | None = None, *, recognizer=None) -> Fa
                          504: {"description": "no answer within the request timeout"}})
     async def recognize(request: Request, _auth: None = Depends(check_api_key)):
         """Upload images as `multipart/form-data` (any field names, one or more files) or one image
-        as the raw body. Answers `{"results": [...]}`, one DESIGN.md JSON object per image in
+        as the raw body. Answers `{"results": [...]}`, one result object (docs/architecture.md) per image in
         upload order. When every image failed the status is the first failure's (415 not an
         image, 422 corrupt or too many pixels) and `detail` gives its reason. """ + accepted_query
         topk = parse_topk(request)

@@ -364,6 +364,13 @@ class EmbeddingCache:
         folder = cache_dir() / "gallery"
         folder.mkdir(parents=True, exist_ok=True)
         self.path = folder / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.sqlite"
+        try:
+            self._create()
+        except sqlite3.DatabaseError:  # damaged ("file is not a database"): only a cache, rebuild it
+            self.path.unlink(missing_ok=True)
+            self._create()
+
+    def _create(self) -> None:
         with self._connect() as db:
             db.execute("CREATE TABLE IF NOT EXISTS embedding (content TEXT PRIMARY KEY, vector BLOB NOT NULL)")
 

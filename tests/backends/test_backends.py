@@ -108,7 +108,7 @@ def test_concurrent_exports_leave_one_complete_file(tmp_path):
     import onnxruntime as ort
     session = ort.InferenceSession(outputs[0], providers=["CPUExecutionProvider"])
     assert session.get_inputs()[0].shape[1:] == [3, 160, 160]
-    leftovers = [p for p in (tmp_path / "onnx").iterdir() if p.suffix == ".tmp"]
+    leftovers = [p for p in (tmp_path / "onnx").iterdir() if p.name.startswith(".tmp-") or p.suffix == ".tmp"]
     assert leftovers == []
 
 

@@ -54,7 +54,7 @@ class ModelOptions:
 
 def rows_for(paths: Sequence[str], decoded: Decoded, recognizer, topk: int,
              embed: bool = False) -> list[dict]:
-    """DESIGN.md JSON rows for one batch, in input order. ``embed``: each good row also has its
+    """Result JSON rows (docs/architecture.md) for one batch, in input order. ``embed``: each good row also has its
     ``embedding`` (an L2-normalised float32 array, from the same inference), for shiwu index."""
     from ..postprocess import top_k
     from ..recognizer import Result

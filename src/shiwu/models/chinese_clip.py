@@ -110,7 +110,7 @@ def zero_shot_labels(labels, directory: Path, prompt: str = DEFAULT_PROMPT) -> L
         return LabelSet.imagenet()
     if isinstance(labels, (tuple, list)):
         texts = [str(t) for t in labels]
-    elif Path(labels).expanduser().is_file():
+    elif _names_a_file(labels):
         try:
             lines = Path(labels).expanduser().read_text(encoding="utf-8-sig").splitlines()
         except (OSError, UnicodeDecodeError) as exc:
@@ -137,6 +137,13 @@ def zero_shot_labels(labels, directory: Path, prompt: str = DEFAULT_PROMPT) -> L
         log.warning(f"{len(too_long)} label(s) longer than the model's {tokenizer.context_length} "
                     f"tokens are cut there, e.g. {too_long[0][:30]!r}")
     return LabelSet(tuple(unique), ("",) * len(unique))
+
+
+def _names_a_file(text) -> bool:
+    try:
+        return Path(text).expanduser().is_file()
+    except (OSError, ValueError):  # a comma list longer than a file name can be, or with a NUL
+        return False
 
 
 def _refuse_labels_cut_alike(tokenizer, labels: list[str], prompt: str, room: int) -> None:

@@ -32,6 +32,7 @@ def add(commands) -> None:
 
 def run(args) -> int:
     from ..batch import InputError
+    from ..display import printable
     from ..index import IndexFormatError, IndexMismatchError
     from ..indexing import IndexingError, duplicate_groups
 
@@ -51,9 +52,9 @@ def run(args) -> int:
         print(json.dumps({"groups": paths}, ensure_ascii=False))
     else:
         for number, group in enumerate(paths, 1):
-            print(f"group {number}: {group[0]}")
+            print(f"group {number}: {printable(group[0])}")
             for path in group[1:]:
-                print(f"  duplicate: {path}")
+                print(f"  duplicate: {printable(path)}")
         print(f"shiwu: {len(groups)} groups of near-duplicates, {sum(len(g) - 1 for g in groups)} "
               "duplicates", file=sys.stderr)
     if args.csv:

@@ -99,8 +99,12 @@ class Vectors:
             self.dimension = int(recognizer.logits_and_embeddings(probe)[1].shape[1])
         if s.index:
             from ..index import IndexMismatchError, open_index
+            from ..indexing import preprocessing_identity
 
-            index = open_index(s.index, model=recognizer.spec.key, weights_hash=recognizer.spec.fingerprint())
+            # vectors made another way (size, preprocessing, precision) are refused at start
+            index = open_index(s.index, model=recognizer.spec.key, weights_hash=recognizer.spec.fingerprint(),
+                               preprocessing=preprocessing_identity(recognizer.preprocessing),
+                               precision=recognizer.backend.precision)
             if index.manifest.dimension != self.dimension:
                 index.close()
                 raise IndexMismatchError(f"index {s.index} holds {index.manifest.dimension}-d vectors; "
@@ -209,7 +213,7 @@ class Vectors:
             return "this row of the index is a file that could not be read when it was indexed"
         try:
             # O_NOFOLLOW: the indexed real path had no link at its end; one there now is refused
-            fd = os.open(row.real_path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+            fd = os.open(row.os_path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
         except OSError:
             return "the indexed file is no longer there (run `shiwu index ... --prune`)"
         with os.fdopen(fd, "rb") as file:

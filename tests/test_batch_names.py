@@ -49,6 +49,7 @@ def test_the_two_forms_of_a_name():
     assert os_path("/data/照片.jpg") == "/data/照片.jpg"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
 def test_batch_writes_every_row_and_resume_matches_the_name(photos, tmp_path, suffix):
     out = tmp_path / f"out{suffix}"
@@ -77,6 +78,7 @@ def _read(out: Path) -> list[dict]:
     return pq.read_table(out).to_pylist()
 
 
+@pytest.mark.slow
 def test_index_search_and_dedupe_take_the_name_and_a_second_run_finds_it_done(photos, tmp_path):
     index = tmp_path / "索引"
     run = shiwu("index", photos, "--out", index, *FAST)
@@ -99,6 +101,7 @@ def test_index_search_and_dedupe_take_the_name_and_a_second_run_finds_it_done(ph
     assert dupes.returncode == 0 and "groups" in json.loads(dupes.stdout), dupes.stderr
 
 
+@pytest.mark.slow
 def test_the_http_search_route_serialises_the_name_and_serves_its_thumbnail(photos, tmp_path):
     from shiwu.server.process import ServerProcess
 
@@ -123,6 +126,7 @@ def test_terminal_controls_in_names_and_labels_are_escaped():
     assert printable("照片 (1).jpg") == "照片 (1).jpg" and printable(GBK) == GBK_READABLE
 
 
+@pytest.mark.slow
 def test_batch_and_search_text_output_escape_a_name_with_controls(tmp_path):
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -140,3 +144,18 @@ def test_batch_and_search_text_output_escape_a_name_with_controls(tmp_path):
     found = shiwu("search", folder / "ok.jpg", "--index", index, "--backend", "torch", "--threads", "1")
     assert found.returncode == 0 and "\x1b" not in found.stdout, found.stderr
     assert "y\\x1b[31mred\\n.jpg" in found.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_the_ray_engine_carries_the_name_through_arrow(photos, tmp_path):
+    from test_batch_cli import RAY_ENV
+
+    out = tmp_path / "out.jsonl"
+    run = subprocess.run([SHIWU, "batch", str(photos), "--out", str(out), "--engine", "ray", "--batch-size", "4",
+                          "--backend", "torch", "--threads", "1", "-q"], capture_output=True, text=True,
+                         encoding="utf-8", errors="replace", timeout=900, env={**ENV, **RAY_ENV})
+    assert run.returncode == 0, run.stderr
+    rows = _read(out)
+    assert len(rows) == 6 and sum(r["image"].endswith(GBK_READABLE) for r in rows) == 1
+    assert all(r["error"] is None for r in rows)

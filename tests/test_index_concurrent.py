@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 import threading
+
+import pytest
 from pathlib import Path
 
 from index_helpers import make_files, random_vectors, rows_for
@@ -19,6 +21,7 @@ FAST = ["--backend", "torch", "--threads", "1", "-q", "--workers", "0", "--batch
 DIM = 8
 
 
+@pytest.mark.slow
 def test_two_first_runs_into_one_new_index_both_store_their_rows(tmp_path):
     sets = []
     for name, photos in (("a", PHOTOS[:2]), ("b", PHOTOS[2:4])):

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # real model runs in subprocesses
+
 from conftest import PHOTOS
 
 SHIWU = str(Path(sys.executable).parent / "shiwu")

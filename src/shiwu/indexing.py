@@ -18,12 +18,27 @@ from typing import Sequence
 
 import numpy as np
 
+from .display import printable
+from .filenames import readable, readable_values
 from .images import DEFAULT_MAX_PIXELS
 from .models.spec import ModelNotFound, ModelRef
 
 
 class IndexingError(RuntimeError):
     """An index cannot be built or searched as asked; the message says what to do."""
+
+
+def preprocessing_identity(preprocessing) -> dict:
+    """Everything in ``preprocessing`` that changes a vector, as the manifest records it."""
+    return {"size": int(preprocessing.size), "resize": preprocessing.resize,
+            "crop_ratio": float(preprocessing.crop_ratio),
+            "mean": [float(v) for v in preprocessing.mean], "std": [float(v) for v in preprocessing.std],
+            "interpolation": int(preprocessing.resample), "full_decode": bool(preprocessing.full_decode)}
+
+
+def _stored_ref(ref: ModelRef) -> dict:
+    """What the manifest keeps to rebuild the model: never trust (see index.manifest)."""
+    return {k: v for k, v in ref.to_dict().items() if k != "trust_model_code"}
 
 
 @dataclass
@@ -84,7 +99,7 @@ def build_index(inputs: Sequence[str], location: str, *, recursive: bool = False
     from .batch.local import ModelOptions
     from .batch.sources import collect_images
     from .config import resolve
-    from .index import IndexRow, Manifest, create_index
+    from .index import IndexRow, Manifest, create_or_join
     from .models.registry import get_model
 
     started = time.perf_counter()
@@ -96,19 +111,38 @@ def build_index(inputs: Sequence[str], location: str, *, recursive: bool = False
         raise IndexingError(f"no images found in {', '.join(map(str, inputs))}"
                             + ("" if recursive else " (add --recursive to look into sub-folders)"))
     index = _open_existing(location, spec)  # another model's index: refused before any work
+    if index is not None:
+        # an existing index is added to as it was built: its size and precision win over
+        # tuned settings; ones given explicitly must match (checked below)
+        size = size or index.manifest.preprocessing.get("size")
+        precision = precision or index.manifest.precision or None
+    settings = resolve(spec.key, backend=backend, precision=precision, size=size)
+    size = settings.size
+    identity = preprocessing_identity(spec.preprocessing if size is None
+                                      else spec.preprocessing.with_size(size))
+    if index is not None:
+        try:  # vectors made another way (size, preprocessing, precision) are not mixed in
+            index.manifest.check_compatible(location, preprocessing=identity, precision=settings.precision)
+        except Exception:
+            index.close()
+            raise
     summary = IndexSummary(location)
     todo = index.rows_needing(paths) if index is not None else _distinct_files(paths)
     summary.total = len(_distinct_files(paths))
     summary.up_to_date = summary.total - len(todo)
     if prune and index is not None:
         summary.pruned = index.prune()
-    size = resolve(spec.key, backend=backend, precision=precision, size=size).size
     options = ModelOptions(ref, backend, precision, threads, size, max_pixels, calibration)
     say = lambda message: tqdm.write(message, file=sys.stderr)  # noqa: E731
     stop = StopFlag(say)
     bar = tqdm(total=len(todo), unit="img", desc="shiwu index", file=sys.stderr, disable=not progress,
                dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30)
     pending: list[tuple] = []  # error rows seen before the first vector told the dimension
+
+    def manifest(dimension: int, made_at: str) -> Manifest:
+        return Manifest(model=spec.key, dimension=dimension, weights_hash=spec.fingerprint(),
+                        model_ref=_stored_ref(ref), preprocessing=identity,
+                        precision=made_at or settings.precision)
 
     def store(rows: list[dict]) -> None:
         nonlocal index
@@ -121,13 +155,13 @@ def build_index(inputs: Sequence[str], location: str, *, recursive: bool = False
                                            score=top and top["score"], error_type=error and error["type"],
                                            error_message=error and error["message"])
             except OSError as exc:  # vanished while we worked: no row for a file that is not there
-                summary.failures.append((row["image"], str(exc)))
+                summary.failures.append((readable(row["image"]), readable(str(exc))))
                 continue
             if error:
                 summary.failed += 1
                 if len(summary.failures) < 10:
-                    summary.failures.append((row["image"], error["message"]))
-                    say(f"shiwu: {row['image']}: {error['message']}")
+                    summary.failures.append((record.path, record.error_message))
+                    say(f"shiwu: {printable(record.path)}: {printable(record.error_message)}")
             records.append(record)
             vectors.append(row.get("embedding"))
         if index is None:
@@ -135,8 +169,7 @@ def build_index(inputs: Sequence[str], location: str, *, recursive: bool = False
             if dimension is None:
                 pending.append((records, vectors))
                 return
-            index = create_index(location, Manifest(model=spec.key, dimension=dimension,
-                                                    weights_hash=spec.fingerprint(), model_ref=ref.to_dict()))
+            index = create_or_join(location, manifest(dimension, rows[0]["precision"] if rows else ""))
             for earlier in pending:
                 index.upsert(*earlier)
             pending.clear()
@@ -177,8 +210,7 @@ def build_index(inputs: Sequence[str], location: str, *, recursive: bool = False
             recognizer = Recognizer(ref, backend=backend, precision=precision, size=size)
             probe = np.zeros((1, 3, recognizer.preprocessing.size, recognizer.preprocessing.size), np.float32)
             dimension = recognizer.logits_and_embeddings(probe)[1].shape[1]
-            index = create_index(location, Manifest(model=spec.key, dimension=dimension,
-                                                    weights_hash=spec.fingerprint(), model_ref=ref.to_dict()))
+            index = create_or_join(location, manifest(dimension, recognizer.backend.precision))
             for earlier in pending:
                 index.upsert(*earlier)
         if index is not None:
@@ -205,15 +237,20 @@ def _distinct_files(paths: Sequence[str]) -> list[str]:
 # ----------------------------------------------------------------------------- searching
 
 def _match(score: float, row) -> dict:
+    # row.path is readable text (shiwu.filenames): every match serialises as JSON
     return {"image": row.path, "score": round(float(score), 6), "label": row.label}
 
 
-def index_model(index):
+def index_model(index, *, trust_model_code: bool = False):
     """(ModelRef, ModelSpec) of the model that built ``index``, as it resolves here; raises
-    IndexingError when the name now means another model."""
+    IndexingError when the name now means another model. Trust to unpickle the model comes
+    from the caller (``--trust-model-code``), never from the index's files."""
+    import dataclasses
+
     from .models.registry import get_model
 
     ref = ModelRef.of(index.manifest.model_ref or index.manifest.model)
+    ref = dataclasses.replace(ref, trust_model_code=bool(trust_model_code))
     spec = get_model(ref)
     if spec.key != index.manifest.model:
         raise IndexingError(f"index {index.location} was built with {index.manifest.model}, which "
@@ -236,24 +273,35 @@ def search_vectors(index, vectors: np.ndarray, topk: int) -> list[list[dict]]:
 
 
 def search(location: str, *, images: Sequence[str] = (), texts: Sequence[str] = (), topk: int = 10,
-           backend: str | None = None, precision: str | None = None, threads: int | None = None) -> list[dict]:
+           backend: str | None = None, precision: str | None = None, threads: int | None = None,
+           trust_model_code: bool = False) -> list[dict]:
     """Per query (each image, then each text), ``{"image" | "text", "matches": [{"image",
-    "score", "label"}], "error"}``: the index's rows closest to it, best first."""
+    "score", "label"}], "error"}``: the index's rows closest to it, best first.
+
+    Query photos are embedded as the index's were: at its input size and preprocessing, and at
+    its precision unless ``precision`` says otherwise (then refused if that differs)."""
     from .index import open_index
 
     index = open_index(location)
     try:
-        ref, spec = index_model(index)
+        ref, spec = index_model(index, trust_model_code=trust_model_code)
         results = []
         if images:
             from .recognizer import Recognizer
 
-            recognizer = Recognizer(ref, backend=backend, precision=precision, threads=threads)
+            built = index.manifest
+            size = built.preprocessing.get("size") if built.preprocessing else None
+            precision = precision or built.precision or None
+            built.check_compatible(location, precision=precision)
+            recognizer = Recognizer(ref, backend=backend, precision=precision, threads=threads, size=size)
+            built.check_compatible(location, precision=recognizer.backend.precision,
+                                   preprocessing=preprocessing_identity(recognizer.preprocessing))
             for result in recognizer.iter_recognize(images, topk=1, embed=True):
                 if result.error is not None:
-                    results.append({"image": result.image, "matches": [], "error": result.to_dict()["error"]})
+                    results.append({"image": readable(result.image), "matches": [],
+                                    "error": readable_values(result.to_dict()["error"])})
                     continue
-                results.append({"image": result.image,
+                results.append({"image": readable(result.image),
                                 "matches": search_vectors(index, result.embedding, topk)[0], "error": None})
         if texts:
             vectors = text_queries(spec, texts, location)
@@ -277,6 +325,8 @@ def duplicate_groups(*, location: str | None = None, inputs: Sequence[str] = (),
     find = near_duplicate_groups if tier is None else partial(tiered_duplicate_groups, tier=tier)
 
     threshold = DEFAULT_DUPLICATE_THRESHOLD if threshold is None else threshold
+    if not 0.0 <= threshold <= 1.0:  # NaN too: every comparison with it is False (0 groups)
+        raise IndexingError(f"--threshold must be a cosine similarity between 0 and 1, not {threshold}")
     if location is not None:
         with open_index(location) as index:
             return find(index, threshold)

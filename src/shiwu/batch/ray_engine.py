@@ -27,6 +27,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from ..filenames import lossless, os_path, readable
 from .local import Decoded, ModelOptions, decode_batch, rows_for
 from .sources import InputError
 
@@ -196,16 +197,17 @@ def preprocessing_of(options: ModelOptions):
 
 
 def _decode(batch: dict, preprocessing, max_pixels: int) -> dict:
-    paths = [str(p) for p in batch["image"]]
+    # names travel through Arrow as lossless text (a name that is not UTF-8 would stop it)
+    paths = [os_path(str(p)) for p in batch["image"]]
     decoded = decode_batch(paths, preprocessing, max_pixels)
     size = preprocessing.size
     pixels = np.zeros((len(paths), 3, size, size), np.float32)
     if decoded.ok:
         pixels[decoded.ok] = decoded.pixels
     errors = [decoded.errors.get(i, ("", "")) for i in range(len(paths))]
-    return {"image": np.array(paths, dtype=object), "pixels": pixels,
+    return {"image": np.array([lossless(p) for p in paths], dtype=object), "pixels": pixels,
             "error_type": np.array([e[0] for e in errors], dtype=object),
-            "error_message": np.array([e[1] for e in errors], dtype=object)}
+            "error_message": np.array([readable(e[1]) for e in errors], dtype=object)}
 
 
 class _Predictor:
@@ -223,7 +225,7 @@ class _Predictor:
         self.pid = os.getpid()
 
     def __call__(self, batch: dict) -> dict:
-        paths = [str(p) for p in batch["image"]]
+        paths = [os_path(str(p)) for p in batch["image"]]
         kinds, messages = list(batch["error_type"]), list(batch["error_message"])
         ok = [i for i, kind in enumerate(kinds) if not kind]
         errors = {i: (str(kinds[i]), str(messages[i])) for i, kind in enumerate(kinds) if kind}
@@ -235,7 +237,8 @@ class _Predictor:
             width = next((len(v) for v in vectors if v is not None), 0)
             out["embedding"] = np.stack([v if v is not None else np.zeros(width, np.float32) for v in vectors])
             out["has_embedding"] = np.array([v is not None for v in vectors])
-        out["row"] = np.array([json.dumps(r, ensure_ascii=False) for r in rows], dtype=object)
+        # ASCII JSON: a name that is not UTF-8 comes back to the driver as the same str
+        out["row"] = np.array([json.dumps(r) for r in rows], dtype=object)
         out["actor_pid"] = np.full(len(rows), self.pid, dtype=np.int64)
         out["actor_restarted"] = np.full(len(rows), self.restarted)
         return out
@@ -301,7 +304,7 @@ def _run_started(ray, paths, options, preprocessing, *, topk, batch_size, worker
         threads, actors = plan(ray.cluster_resources().get("CPU", 1), options.threads, actors)
         actor_options = dataclasses.replace(options, threads=threads)
 
-        dataset = ray.data.from_items([{"image": p} for p in paths])
+        dataset = ray.data.from_items([{"image": lossless(p)} for p in paths])
         # Decoding runs as tasks. Asking for memory (a decoded 12-megapixel PNG is 36 MB) also
         # keeps Ray Data from fusing this stage into the inference actors, where decoding would
         # stall the model instead of overlapping with it.

@@ -19,6 +19,7 @@ from .summary import BatchSummary
 ENGINES = ("local", "ray")
 MAX_ERRORS_SHOWN = 10
 
+
 def run_batch(inputs: Sequence[str], out: str, *, recursive: bool = False, resume: bool = False,
               overwrite: bool = False, model: str | None = None, backend: str | None = None,
               precision: str | None = None, threads: int | None = None, size: int | None = None,

@@ -44,6 +44,7 @@ def add(commands) -> None:
 
 def run(args) -> int:
     from ..batch import InputError
+    from ..display import printable
     from ..index import IndexFormatError, IndexMismatchError
     from ..indexing import IndexingError, duplicate_groups
 
@@ -82,15 +83,17 @@ def _without_model(args) -> list:
 
 
 def _report(groups, args) -> None:
+    from ..display import printable
+
     paths = [[row.path for row in group.members] for group in groups]
     if args.json:
         print(json.dumps({"groups": paths, "tiers": [g.tier for g in groups],
                           "matches": [g.matches for g in groups]}, ensure_ascii=False))
     else:
         for number, group in enumerate(groups, 1):
-            print(f"group {number} ({group.tier}): {group.members[0].path}")
+            print(f"group {number} ({group.tier}): {printable(group.members[0].path)}")
             for row, match in zip(group.members[1:], group.matches[1:]):
-                print(f"  {match}: {row.path}")
+                print(f"  {match}: {printable(row.path)}")
         print(f"shiwu: {len(groups)} groups of duplicates, {sum(len(g) - 1 for g in paths)} "
               "duplicates", file=sys.stderr)
     if args.csv:

@@ -23,6 +23,8 @@ def add(commands) -> None:
 
 
 def run(args) -> int:
+    from ..display import printable
+    from ..filenames import readable_values
     from ..recognizer import Recognizer
 
     recognizer = Recognizer(model_ref(args), backend=args.backend, precision=args.precision,
@@ -33,9 +35,9 @@ def run(args) -> int:
     for result in recognizer.iter_recognize(args.images, topk=args.topk):
         if result.error is not None:
             failed += 1
-            print(f"shiwu: {result.error}", file=sys.stderr)
-        if args.json:
-            print(json.dumps(result.to_dict(), ensure_ascii=False), flush=True)
+            print(f"shiwu: {printable(result.error)}", file=sys.stderr)
+        if args.json:  # a file name that is not UTF-8: readable text (shiwu.filenames)
+            print(json.dumps(readable_values(result.to_dict()), ensure_ascii=False), flush=True)
         elif result.ok:
             print(format_predictions(result), flush=True)
     if failed:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from ..display import display_width, pad
+from ..display import display_width, pad, printable
 from .options import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, positive_int
 
 
@@ -26,6 +26,9 @@ def add(commands) -> None:
     search.add_argument("--backend", "-b", default=None, choices=BACKENDS, help="runtime for the query photos")
     search.add_argument("--precision", "-p", default=None, choices=PRECISIONS)
     search.add_argument("--threads", "-t", type=positive_int, default=None)
+    search.add_argument("--trust-model-code", action="store_true",
+                        help="allow unpickling the index's model if it is a whole pickled model "
+                             "(runs code from that file; an index's own files never grant this)")
     search.set_defaults(run=run)
 
 
@@ -38,7 +41,8 @@ def run(args) -> int:
         return EXIT_USAGE
     try:
         results = search(args.index, images=args.queries, texts=args.text, topk=args.topk,
-                         backend=args.backend, precision=args.precision, threads=args.threads)
+                         backend=args.backend, precision=args.precision, threads=args.threads,
+                         trust_model_code=args.trust_model_code)
     except (IndexingError, IndexFormatError, IndexMismatchError, FileNotFoundError) as exc:
         print(f"shiwu: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -46,7 +50,8 @@ def run(args) -> int:
     for result in results:
         if result["error"]:
             failed += 1
-            print(f"shiwu: {result['image']}: {result['error']['message']}", file=sys.stderr)
+            print(f"shiwu: {printable(result['image'])}: {printable(result['error']['message'])}",
+                  file=sys.stderr)
         if args.json:
             print(json.dumps(result, ensure_ascii=False), flush=True)
         elif not result["error"]:
@@ -55,11 +60,12 @@ def run(args) -> int:
 
 
 def format_matches(result: dict) -> str:
-    query = result.get("image") or f"“{result.get('text')}”"
+    query = printable(result.get("image") or f"“{result.get('text')}”")
     lines = [query]
-    width = max((display_width(m["label"] or "") for m in result["matches"]), default=0)
-    for rank, match in enumerate(result["matches"], 1):
-        lines.append(f"  {rank:>2}. {match['score']:.3f}  {pad(match['label'] or '', width)}  {match['image']}")
+    labels = [printable(m["label"] or "") for m in result["matches"]]
+    width = max((display_width(label) for label in labels), default=0)
+    for rank, (match, label) in enumerate(zip(result["matches"], labels), 1):
+        lines.append(f"  {rank:>2}. {match['score']:.3f}  {pad(label, width)}  {printable(match['image'])}")
     if not result["matches"]:
         lines.append("  (the index is empty)")
     return "\n".join(lines)

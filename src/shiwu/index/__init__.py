@@ -20,7 +20,7 @@ import os
 
 from .base import Index, Match
 from .dedupe import DEFAULT_DUPLICATE_THRESHOLD, near_duplicate_groups
-from .errors import IndexFormatError, IndexMismatchError
+from .errors import IndexExistsError, IndexFormatError, IndexMismatchError
 from .faiss_engine import FaissEngine, FaissSettings
 from .local import LocalIndex
 from .manifest import FORMAT_VERSION, Manifest
@@ -30,10 +30,11 @@ from .rows import IndexRow, real_path, row_id
 
 def open_index(location: str | os.PathLike, *, model: str | None = None,
                dimension: int | None = None, weights_hash: str | None = None,
-               engine: dict | None = None) -> Index:
-    """Open an existing index; with ``model``/``dimension``/``weights_hash`` given, raise
-    IndexMismatchError unless it was built with them. ``engine`` overrides search settings
-    of a local index for this session (e.g. ``{"nprobe": 64}``)."""
+               engine: dict | None = None, preprocessing: dict | None = None,
+               precision: str | None = None) -> Index:
+    """Open an existing index; with ``model``/``dimension``/``weights_hash``/``preprocessing``/
+    ``precision`` given, raise IndexMismatchError unless it was built with them. ``engine``
+    overrides search settings of a local index for this session (e.g. ``{"nprobe": 64}``)."""
     location = os.fspath(location)
     if is_milvus_location(location):
         index = MilvusIndex.open(location)
@@ -41,7 +42,8 @@ def open_index(location: str | os.PathLike, *, model: str | None = None,
         index = LocalIndex.open(location, engine=engine)
     try:
         index.manifest.check_compatible(location, model=model, dimension=dimension,
-                                        weights_hash=weights_hash)
+                                        weights_hash=weights_hash, preprocessing=preprocessing,
+                                        precision=precision)
     except IndexMismatchError:
         index.close()
         raise
@@ -69,14 +71,29 @@ def index_exists(location: str | os.PathLike) -> bool:
 
 def open_or_create_index(location: str | os.PathLike, manifest: Manifest) -> Index:
     """What ``shiwu index --out`` needs: the existing index (checked against ``manifest``'s
-    model, weights and dimension) or a new one."""
+    model, weights, dimension, preprocessing and precision) or a new one."""
     if index_exists(location):
-        return open_index(location, model=manifest.model, dimension=manifest.dimension,
-                          weights_hash=manifest.weights_hash)
-    return create_index(location, manifest)
+        return _open_like(location, manifest)
+    return create_or_join(location, manifest)
+
+
+def create_or_join(location: str | os.PathLike, manifest: Manifest) -> Index:
+    """A new index, or, when another process has just created it (two first runs into one
+    new folder), that one, if it holds the same kind of vectors: the second writer adds its
+    rows instead of failing after all its work."""
+    try:
+        return create_index(location, manifest)
+    except IndexExistsError:
+        return _open_like(location, manifest)
+
+
+def _open_like(location, manifest: Manifest) -> Index:
+    return open_index(location, model=manifest.model, dimension=manifest.dimension,
+                      weights_hash=manifest.weights_hash, preprocessing=manifest.preprocessing,
+                      precision=manifest.precision)
 
 
 __all__ = ["Index", "Match", "LocalIndex", "MilvusIndex", "Manifest", "IndexRow",
-           "FaissEngine", "FaissSettings", "IndexFormatError", "IndexMismatchError",
+           "FaissEngine", "FaissSettings", "IndexFormatError", "IndexMismatchError", "IndexExistsError",
            "FORMAT_VERSION", "DEFAULT_DUPLICATE_THRESHOLD", "open_index", "create_index",
-           "open_or_create_index", "index_exists", "near_duplicate_groups", "real_path", "row_id"]
+           "open_or_create_index", "create_or_join", "index_exists", "near_duplicate_groups", "real_path", "row_id"]

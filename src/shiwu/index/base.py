@@ -13,6 +13,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from ..filenames import os_path
 from .errors import IndexMismatchError
 from .manifest import Manifest
 from .rows import IndexRow, real_path, row_id
@@ -126,7 +127,7 @@ class Index(ABC):
             if identity in wanted:
                 continue
             try:
-                stat = os.stat(real)
+                stat = os.stat(os_path(real))
                 state = (stat.st_size, stat.st_mtime_ns)
             except OSError:
                 state = None
@@ -139,7 +140,7 @@ class Index(ABC):
         """Drop rows whose file is gone: not among ``existing_paths`` (any spelling) when they
         are given, else no longer on disk. Returns how many rows were dropped."""
         if existing_paths is None:
-            gone = [row.id for row in self.all_rows() if not os.path.exists(row.real_path)]
+            gone = [row.id for row in self.all_rows() if not os.path.exists(row.os_path)]
         else:
             keep = {row_id(real_path(p)) for p in existing_paths}
             gone = [row.id for row in self.all_rows() if row.id not in keep]

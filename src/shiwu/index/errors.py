@@ -11,3 +11,7 @@ class IndexFormatError(ValueError):
 class IndexMismatchError(IndexFormatError):
     """The index was built with another model, weights or dimension than the vectors offered:
     scores between the two would mean nothing, so nothing is mixed."""
+
+
+class IndexExistsError(IndexFormatError):
+    """``create`` found an index already there (another process may just have made it)."""

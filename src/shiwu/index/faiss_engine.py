@@ -67,6 +67,12 @@ class FaissSettings:
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"unknown faiss index kind {self.kind!r}: choose one of {KINDS}")
+        # faiss aborts the whole process (no exception) on some of these, e.g. HNSW with M=0
+        for name, low in (("hnsw_m", 2), ("nprobe", 1), ("ef_construction", 1), ("ef_search", 1),
+                          ("nlist", 1), ("threads", 1), ("flat_max_values", 0)):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+                raise ValueError(f"faiss setting {name} must be an integer of at least {low}, not {value!r}")
 
     @classmethod
     def from_dict(cls, data: dict | None) -> "FaissSettings":
@@ -209,6 +215,9 @@ class FaissEngine:
         _require_faiss()
         if not record or record.get("generation") != generation or not os.path.exists(path):
             return None
+        structure = record.get("structure")
+        if not isinstance(structure, dict) or structure.get("kind") not in ("flat", "ivf", "hnsw"):
+            return None  # a damaged record vouches for nothing: rebuilt from the table
         if _sha256(path) != record.get("sha256"):
             return None
         index = faiss.read_index(os.fspath(path))

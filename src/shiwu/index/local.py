@@ -15,7 +15,9 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from .base import Index, Match
-from .errors import IndexFormatError
+from ..fsutil import TEMP_PREFIX
+from .errors import IndexExistsError, IndexFormatError
+from .folder import clean_strays, folder_lock
 from .faiss_engine import FaissEngine, FaissSettings
 from .manifest import Manifest
 from .rows import IndexRow
@@ -42,22 +44,32 @@ class LocalIndex(Index):
 
     @classmethod
     def create(cls, folder: str | os.PathLike, manifest: Manifest) -> "LocalIndex":
+        """A new index in ``folder`` (new or empty). Two processes creating the same folder
+        take turns (a lock on the folder): the second finds the index made and gets
+        IndexExistsError, which ``index.create_or_join`` turns into opening it."""
         folder = os.fspath(folder)
         if os.path.exists(os.path.join(folder, MANIFEST)):
-            raise IndexFormatError(f"{folder} is already an index: open it instead "
+            raise IndexExistsError(f"{folder} is already an index: open it instead "
                                    "(`shiwu index ... --out` adds to it)")
-        if os.path.exists(folder) and (not os.path.isdir(folder) or os.listdir(folder)):
+        if os.path.exists(folder) and not os.path.isdir(folder):
             raise IndexFormatError(f"{folder} exists and is not an empty folder: an index "
                                    "needs a folder of its own (give a new --out name)")
         os.makedirs(folder, exist_ok=True)
-        settings = FaissSettings.from_dict(manifest.engine)
-        manifest.engine = {"engine": "faiss", **settings.to_dict()}
-        table = SqliteTable(os.path.join(folder, TABLE), manifest.dimension, create=True,
-                            identity=manifest.identity())
-        index = cls(folder, manifest, table, settings)
-        # the manifest last: a folder without one is not an index yet, so a kill during
-        # creation leaves something `create` refuses loudly instead of a half index
-        index._write_manifest()
+        with folder_lock(folder):
+            if os.path.exists(os.path.join(folder, MANIFEST)):
+                raise IndexExistsError(f"{folder} is already an index: open it instead "
+                                       "(`shiwu index ... --out` adds to it)")
+            if any(not name.startswith(TEMP_PREFIX) for name in os.listdir(folder)):
+                raise IndexFormatError(f"{folder} exists and is not an empty folder: an index "
+                                       "needs a folder of its own (give a new --out name)")
+            settings = FaissSettings.from_dict(manifest.engine)
+            manifest.engine = {"engine": "faiss", **settings.to_dict()}
+            table = SqliteTable(os.path.join(folder, TABLE), manifest.dimension, create=True,
+                                identity=manifest.identity())
+            index = cls(folder, manifest, table, settings)
+            # the manifest last: a folder without one is not an index yet, so a kill during
+            # creation leaves something `create` refuses loudly instead of a half index
+            index._write_manifest()
         return index
 
     @classmethod
@@ -71,6 +83,7 @@ class LocalIndex(Index):
             raise IndexFormatError(f"{folder} is not a shiwu index (no {MANIFEST}): give the "
                                    "folder that `shiwu index --out` made")
         manifest = Manifest.read(path, folder)
+        clean_strays(folder)
         table = SqliteTable(os.path.join(folder, TABLE), manifest.dimension)
         if table.identity() != manifest.identity():
             table.close()

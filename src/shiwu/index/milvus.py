@@ -22,7 +22,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from .base import Index, Match
-from .errors import IndexFormatError
+from .errors import IndexExistsError, IndexFormatError
 from .manifest import Manifest
 from .rows import FIELDS, IndexRow
 
@@ -90,7 +90,7 @@ class MilvusIndex(Index):
 
         client, collection = cls._client(location)
         if client.has_collection(collection):
-            raise IndexFormatError(f"collection {collection} already exists at {location}: "
+            raise IndexExistsError(f"collection {collection} already exists at {location}: "
                                    "open it instead, or drop it first")
         # FLAT is exact (what Lite is for); a cluster may prefer AUTOINDEX or HNSW here
         manifest.engine = {"engine": "milvus", "index_type": "FLAT", "params": {},

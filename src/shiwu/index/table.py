@@ -98,10 +98,19 @@ class SqliteTable:
         if version != FORMAT_VERSION:
             raise IndexFormatError(f"index table {self.path} has format version {version}; this "
                                    f"shiwu reads {FORMAT_VERSION}: rebuild it or upgrade shiwu")
+        self.generation  # noqa: B018 - a damaged generation is refused at open, not mid-search
 
     def identity(self) -> dict:
         with self._errors():
-            return json.loads(self._get("identity") or "{}")
+            text = self._get("identity") or "{}"
+        try:
+            identity = json.loads(text)
+        except ValueError:
+            identity = None
+        if not isinstance(identity, dict):
+            raise IndexFormatError(f"index table {self.path} has a damaged identity record: "
+                                   "rebuild the index with `shiwu index ... --out` into a new folder")
+        return identity
 
     def close(self) -> None:
         self.db.close()
@@ -117,9 +126,14 @@ class SqliteTable:
                         "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
 
     def get_meta(self, key: str) -> dict | None:
+        """A derived file's record; a damaged one is no record (the file is rebuilt)."""
         with self._errors():
             value = self._get(key)
-        return None if value is None else json.loads(value)
+        try:
+            record = None if value is None else json.loads(value)
+        except ValueError:
+            return None
+        return record if isinstance(record, dict) else None
 
     def set_meta(self, key: str, value: dict) -> None:
         """A derived file's record: not a change of the rows, so the generation stays."""
@@ -129,7 +143,12 @@ class SqliteTable:
     @property
     def generation(self) -> int:
         with self._errors():
-            return int(self._get("generation"))
+            value = self._get("generation")
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise IndexFormatError(f"index table {self.path} has a damaged generation record "
+                                   f"({value!r}): rebuild the index into a new folder") from None
 
     @contextlib.contextmanager
     def transaction(self, *, bump: bool = True):

@@ -41,9 +41,13 @@ class ServedIndex:
     def load(self, recognizer, dimension: int) -> None:
         """On the loading thread, before /readyz says ready: open the index for this model."""
         from ..index import IndexMismatchError, open_index
+        from ..indexing import preprocessing_identity
 
         s = self.settings
-        index = open_index(s.index, model=recognizer.spec.key, weights_hash=recognizer.spec.fingerprint())
+        # vectors made another way (size, preprocessing, precision) are refused at start
+        index = open_index(s.index, model=recognizer.spec.key, weights_hash=recognizer.spec.fingerprint(),
+                           preprocessing=preprocessing_identity(recognizer.preprocessing),
+                           precision=recognizer.backend.precision)
         if index.manifest.dimension != dimension:
             index.close()
             raise IndexMismatchError(f"index {s.index} holds {index.manifest.dimension}-d vectors; "
@@ -92,7 +96,7 @@ class ServedIndex:
             return "no such row in the index"
         if not row.ok:
             return "this row of the index is a file that could not be read when it was indexed"
-        data = read_indexed_file(row.real_path, row.size, row.mtime_ns)
+        data = read_indexed_file(row.os_path, row.size, row.mtime_ns)
         if isinstance(data, str):
             return data
         try:

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Iterable
 
-from ...fsutil import atomic_output
+from ...fsutil import atomic_output, stray_temporaries
 from .errors import OutputError, OutputWriteError
 from .lock import lock_exclusively
 
@@ -29,6 +29,17 @@ def refuse_existing(path: Path, *, resume: bool, overwrite: bool, what: str = ""
                           "or --overwrite to start again")
 
 
+def remove_stale_temporaries(path: Path) -> None:
+    """The temporary files (fsutil's ``.tmp-*-NAME``, and the ``.NAME.PID.tmp`` of earlier
+    versions) of a run killed while rewriting ``path``. Called with the lock held, so no live
+    run is writing them."""
+    for stale in stray_temporaries(path.parent):
+        if stale.name.endswith(f"-{path.name}"[-64:]):
+            stale.unlink(missing_ok=True)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        stale.unlink(missing_ok=True)
+
+
 class AppendFile:
     """An append-only, locked file whose damaged tail (from a kill) is cut off on resume."""
 
@@ -43,6 +54,7 @@ class AppendFile:
         except OSError as exc:
             raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
         lock_exclusively(self.handle, path)
+        remove_stale_temporaries(path)
         # --overwrite empties the file at the first write, not now: if the run never gets that
         # far (the model failed to load, Ctrl-C during start-up), the old results stay.
         self.truncate_first = overwrite

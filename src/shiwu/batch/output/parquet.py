@@ -13,8 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
-from ...fsutil import TEMP_PREFIX, atomic_output, stray_temporaries
-from .appendfile import refuse_existing
+from ...fsutil import atomic_output
+from .appendfile import refuse_existing, remove_stale_temporaries
 from .errors import OutputError, OutputWriteError
 from .jsonl import JsonlWriter, scan_jsonl
 from .resume import ResumeState
@@ -31,16 +31,6 @@ def import_pyarrow():
         raise OutputError("writing Parquet needs pyarrow: pip install 'shiwu[parquet]'") from None
 
 
-def _remove_stale_temporaries(path: Path) -> None:
-    """Temporary Parquet files of a run killed while writing one (we hold the journal's lock,
-    so no live run is writing them): fsutil's, and the ``.OUT.PID.tmp`` of earlier versions."""
-    for stale in stray_temporaries(path.parent):
-        if stale.name.endswith(f"-{path.name}"[-64:]) and stale.name.startswith(TEMP_PREFIX):
-            stale.unlink(missing_ok=True)
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):
-        stale.unlink(missing_ok=True)
-
-
 class ParquetWriter(ResumeState):
     kind = "parquet"
 
@@ -55,7 +45,7 @@ class ParquetWriter(ResumeState):
         refuse_existing(path, resume=resume, overwrite=overwrite)
         self.journal = JsonlWriter(self.journal_path, topk=topk, resume=resume, overwrite=overwrite,
                                    what=" (rows of an interrupted run)")
-        _remove_stale_temporaries(path)
+        remove_stale_temporaries(path)
         self.keep_old = resume and path.exists()
         self.old_has_path = True
         self.old_images: set[str] = set()

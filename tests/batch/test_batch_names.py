@@ -149,7 +149,7 @@ def test_batch_and_search_text_output_escape_a_name_with_controls(tmp_path):
 @pytest.mark.slow
 @pytest.mark.ray
 def test_the_ray_engine_carries_the_name_through_arrow(photos, tmp_path):
-    from test_batch_cli import RAY_ENV
+    from support.batch import RAY_ENV
 
     out = tmp_path / "out.jsonl"
     run = subprocess.run([SHIWU, "batch", str(photos), "--out", str(out), "--engine", "ray", "--batch-size", "4",

@@ -185,9 +185,9 @@ def shiwu_side(model_dir: Path, labels: list[str], prompt: str, threads: int | N
     from shiwu import Recognizer
 
     if refused:  # the int8 model is built and cached, but below shiwu's agreement floor: time it anyway
-        from shiwu.backends import quantize
+        from shiwu.backends import acceptance
 
-        quantize._enforce = lambda *args, **kwargs: None
+        acceptance.accept_int8 = lambda *args, **kwargs: {}
 
     recognizer = Recognizer(str(model_dir), labels=labels, prompt=prompt, backend=backend,
                             precision=precision, threads=threads, batch_size=1)

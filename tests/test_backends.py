@@ -139,7 +139,7 @@ def test_auto_measures_once_then_remembers(capfd):
 
 def test_int8_is_checked_against_fp32_before_it_is_offered(photo_batch, eager_logits):
     """int8 either agrees with fp32 on >= 99% of photo views, or is refused with the figure."""
-    from shiwu.backends import quantize
+    from shiwu.backends import acceptance
 
     for name in ("openvino", "onnxruntime"):
         try:
@@ -148,12 +148,12 @@ def test_int8_is_checked_against_fp32_before_it_is_offered(photo_batch, eager_lo
             message = str(exc)
             assert "int8 is not offered" in message and "photo views" in message, message
             continue
-        verdict = quantize._verdict(backend.model_path)
-        assert verdict["agreement"] >= quantize.AGREEMENT_FLOOR
+        verdict = acceptance.cache.read_json(acceptance.verdict_path(backend.model_path))
+        assert verdict["agreement"] >= acceptance.AGREEMENT_FLOOR
         assert backend.precision == "int8"
         agreement = np.mean(backend.run(photo_batch).argmax(1) == eager_logits.argmax(1))
         assert agreement >= 0.8
-    verdicts = list((quantize.cache.cache_dir()).rglob("*.verdict.json"))
+    verdicts = list((acceptance.cache.cache_dir()).rglob("*.verdict.json"))
     assert len(verdicts) == 2
     for path in verdicts:
         verdict = json.loads(path.read_text())
@@ -205,23 +205,3 @@ def test_auto_skips_a_runtime_that_breaks_and_says_why(monkeypatch, capfd):
     recognizer = Recognizer(backend="auto", size=176, threads=1)
     assert recognizer.backend.name in ("onnxruntime", "torchscript", "torch")
     assert "openvino     skipped: RuntimeError: simulated export failure" in capfd.readouterr().err
-
-
-def test_onnx_runtime_calibration_memory_is_bounded(tmp_path, monkeypatch):
-    """ONNX Runtime's Percentile calibration holds every activation of every view (8 GB for
-    Lite0's 128 views): it gets only as many views as fit the budget, and never fewer than 8."""
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    from shiwu.backends import export, quantize
-
-    prepared = tmp_path / "prepared.onnx"
-    quant_pre_process(str(export.cached_onnx(SPEC, 224)), str(prepared))
-    per_view = quantize._activation_bytes(prepared)
-    # Lite0 at 224: the stem alone is 32 x 112 x 112 floats (1.6 MB); 62 MB measured in all
-    assert 40e6 < per_view < 90e6
-    assert quantize._ort_calibration_views(prepared, 128) == quantize.CALIBRATION_MEMORY // per_view < 128
-    monkeypatch.setattr(quantize, "CALIBRATION_MEMORY", 10 * per_view)
-    assert quantize._ort_calibration_views(prepared, 128) == 10
-    assert quantize._ort_calibration_views(prepared, 6) == 6
-    monkeypatch.setattr(quantize, "CALIBRATION_MEMORY", per_view)
-    assert quantize._ort_calibration_views(prepared, 128) == quantize.MIN_CALIBRATION_VIEWS

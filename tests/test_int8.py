@@ -45,6 +45,30 @@ def test_the_calibration_reader_gives_each_stride_its_views():
     assert seen == [4, 5, 6, 7]
 
 
+def _graph(tmp_path, last_op: str):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.ones((4, 2), np.float32), "w")
+    b = numpy_helper.from_array(np.ones((2,), np.float32), "b")
+    nodes = [helper.make_node("Relu", ["x"], ["h"], name="relu")]
+    if last_op == "MatMul+Add":
+        nodes += [helper.make_node("MatMul", ["h", "w"], ["m"], name="fc_matmul"),
+                  helper.make_node("Add", ["m", "b"], ["logits"], name="fc_bias")]
+    else:
+        nodes += [helper.make_node("Sigmoid", ["h"], ["logits"], name="squash")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, None)], [w, b])
+    path = tmp_path / f"{last_op}.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+    return path
+
+
+def test_the_classifier_is_found_in_the_graph_and_kept_in_float(tmp_path):
+    assert list(quantize_onnx.classifier_layers(_graph(tmp_path, "MatMul+Add"))) == ["fc_matmul"]
+    assert quantize_onnx.classifier_layers(_graph(tmp_path, "Sigmoid")) == {}  # no classifier: nothing kept
+
+
 @pytest.mark.slow
 def test_int8_is_made_with_a_record_and_the_decision_is_acceptances_alone(monkeypatch):
     model = quantize.onnx_int8(SPEC, 224)
@@ -53,6 +77,14 @@ def test_int8_is_made_with_a_record_and_the_decision_is_acceptances_alone(monkey
     assert record["calibration"]["views"] == quantize.CALIBRATION_IMAGES  # every view, not those that fit
     assert record["calibration"]["method"] == quantize_onnx.METHOD and "per output channel" in record["weights"]
     assert model.reference.exists() and model.path.exists()
+    classifier = quantize_onnx.classifier_layers(model.reference)
+    assert classifier and record["float_layers"] == classifier
+    import onnx
+
+    quantized = onnx.load(str(model.path))
+    (fc,) = [n for n in quantized.graph.node if n.name in classifier]
+    weights = {i.name: i for i in quantized.graph.initializer}
+    assert fc.input[1] in weights and weights[fc.input[1]].data_type == onnx.TensorProto.FLOAT  # float weights
     # the same entry is reused, not rebuilt
     assert quantize.onnx_int8(SPEC, 224).path == model.path
 

@@ -35,7 +35,7 @@ CALIBRATION_IMAGES = 128
 SMOOTH_QUANT_ALPHA = 0.95
 # Everything that changes the file besides model, size, calibration set and runtime versions:
 # a change here makes new cache entries instead of reusing models made the old way.
-SETTINGS = {"onnxruntime": "qdq-w8-perchannel-a8u-entropy-strided-v2",
+SETTINGS = {"onnxruntime": "qdq-w8-perchannel-a8u-minmax-strided-float-classifier-v3",
             "openvino": f"nncf-perchannel-sq{SMOOTH_QUANT_ALPHA}-v2"}
 
 

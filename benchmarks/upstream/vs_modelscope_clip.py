@@ -175,10 +175,10 @@ def shiwu_side(model_dir: Path, labels: list[str], prompt: str, threads: int | N
                backend: str, precision: str, refused: bool = False):
     from shiwu import Recognizer
 
-    if refused:  # the int8 model is built and cached, but below shiwu's agreement floor: time it anyway
-        from shiwu.backends import quantize
+    if refused:  # the int8 model is built and cached, but refused by the accuracy policy: time it anyway
+        from shiwu.backends import policy
 
-        quantize._enforce = lambda *args, **kwargs: None
+        policy.require = lambda *args, **kwargs: None
 
     recognizer = Recognizer(str(model_dir), labels=labels, prompt=prompt, backend=backend,
                             precision=precision, threads=threads, batch_size=1)

@@ -53,6 +53,12 @@ class Preprocessing:
         """One RGB image to a (3, size, size) float32 array."""
         return to_chw(self.crop(image), self.mean, self.std)
 
+    def pixels(self, image: Image.Image) -> np.ndarray:
+        """One RGB image to its cropped (size, size, 3) uint8 pixels, for runtimes that
+        normalise inside the graph (backends.pixel_input): the same values ``__call__``
+        would normalise, without the float copy."""
+        return np.asarray(self.crop(image))
+
     def crop(self, image: Image.Image) -> Image.Image:
         """Resize the short side to ``resize_short``, then cut the centre ``size`` square
         (or, for "squash", resize the whole image to the square)."""
@@ -71,6 +77,13 @@ class Preprocessing:
         # without computing the ones the crop throws away.
         box = (left / sx, top / sy, (left + self.size) / sx, (top + self.size) / sy)
         return image.resize((self.size, self.size), self.resample, box=box)
+
+    def normalise(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 (N, size, size, 3) pixels to the (N, 3, size, size) float32 batch."""
+        out = np.empty((len(pixels), 3) + pixels.shape[1:3], dtype=np.float32)
+        for i, image in enumerate(pixels):
+            out[i] = to_chw(image, self.mean, self.std)
+        return out
 
     def batch(self, images) -> np.ndarray:
         """Several RGB images to one contiguous (N, 3, size, size) float32 batch."""

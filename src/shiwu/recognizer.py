@@ -180,7 +180,13 @@ class Recognizer:
 
         # Read once: a server swaps in a grown gallery while batches run on another thread.
         gallery = self.gallery
-        if embed or gallery is not None:
+        want_embedding = embed or gallery is not None
+        if batch.dtype == np.uint8 and not getattr(self.backend, "pixels_in", False):
+            batch = self.preprocessing.normalise(batch)  # pixels for a runtime that wants floats
+        if batch.dtype == np.uint8:  # cropped pixels, normalised inside the graph
+            logits, features = self.backend.run_pixels(batch, want_embedding)
+            embeddings = l2_normalize(features) if want_embedding else None
+        elif want_embedding:
             logits, embeddings = self.logits_and_embeddings(batch)
         else:
             logits, embeddings = self.logits(batch), None
@@ -216,12 +222,14 @@ class Recognizer:
             self.backend.require_embedding()  # before any image: a model without one says why
         waiting: list[Result] = []  # results not yet yielded, in input order
         pending: list[tuple[Result, np.ndarray]] = []
+        # uint8 pixels where the runtime normalises them in its graph, else float CHW arrays
+        prepare = self.preprocessing.pixels if getattr(self.backend, "pixels_in", False) else self.preprocessing
         for source in sources:
             result = Result(describe(source), model=self.spec.name, backend=self.backend.name,
                             precision=self.backend.precision)
             waiting.append(result)
             try:
-                pending.append((result, self.preprocessing(self.load(source))))
+                pending.append((result, prepare(self.load(source))))
             except ImageError as exc:
                 result.error = exc
             if len(pending) == self.batch_size:
@@ -234,7 +242,8 @@ class Recognizer:
         yield from waiting
 
     def _infer(self, pending: list[tuple[Result, np.ndarray]], topk: int, embed: bool) -> None:
-        batch = np.stack([array for _, array in pending])
+        # one photo: a view with a batch axis, no copy
+        batch = pending[0][1][None] if len(pending) == 1 else np.stack([array for _, array in pending])
         predictions, embeddings = self._answer(batch, topk, embed)
         for i, ((result, _), answer) in enumerate(zip(pending, predictions)):
             result.predictions = answer

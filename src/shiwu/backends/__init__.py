@@ -42,13 +42,25 @@ class BatchedRun:
 
     fixed_batch: int | None = None
     has_embedding: bool = False
+    # Runtimes that can also take the cropped photos' uint8 pixels (N, H, W, 3) and normalise
+    # them inside the graph (see pixel_input) set this and implement ``_infer_pixels``.
+    pixels_in: bool = False
     no_embedding_reason: str = "this model has no linear classifier layer whose input could be the embedding"
 
     def _infer(self, batch: np.ndarray, embedding: bool) -> tuple[np.ndarray, np.ndarray | None]:
         raise NotImplementedError
 
+    def _infer_pixels(self, pixels: np.ndarray, embedding: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        raise NotImplementedError
+
     def run(self, batch: np.ndarray) -> np.ndarray:
         return self._batched(batch, False)[0]
+
+    def run_pixels(self, pixels: np.ndarray, embedding: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """(logits, embedding or None) for uint8 (N, H, W, 3) pixels, where ``pixels_in``."""
+        if embedding:
+            self.require_embedding()
+        return self._batched(pixels, embedding, self._infer_pixels)
 
     def run_with_embedding(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         self.require_embedding()
@@ -58,17 +70,18 @@ class BatchedRun:
         if not self.has_embedding:
             raise BackendUnavailable(f"no embedding from {self.name}: {self.no_embedding_reason}")
 
-    def _batched(self, batch: np.ndarray, embedding: bool):
+    def _batched(self, batch: np.ndarray, embedding: bool, infer=None):
+        infer = infer or self._infer
         if self.fixed_batch is None and len(batch) > 1:
             try:
-                return self._infer(batch, embedding)
+                return infer(batch, embedding)
             except Exception:  # noqa: BLE001 - each runtime raises its own type for a shape clash
                 self.fixed_batch = 1
         if self.fixed_batch is None or len(batch) == self.fixed_batch:
-            return self._infer(batch, embedding)
+            return infer(batch, embedding)
         if self.fixed_batch != 1:
             raise BackendUnavailable(f"this graph takes batches of exactly {self.fixed_batch} images")
-        parts = [self._infer(batch[i:i + 1], embedding) for i in range(len(batch))]
+        parts = [infer(batch[i:i + 1], embedding) for i in range(len(batch))]
         return (np.concatenate([p[0] for p in parts]),
                 np.concatenate([p[1] for p in parts]) if embedding else None)
 

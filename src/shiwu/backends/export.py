@@ -12,11 +12,13 @@ file is copied once into that shape (see graph_outputs).
 from __future__ import annotations
 
 import importlib.metadata
-import sys
+import logging
 import warnings
 from pathlib import Path
 
 from .. import cache
+
+log = logging.getLogger(__name__)
 
 ONNX_OPSET = 17
 INPUT_NAME, OUTPUT_NAME, EMBEDDING_NAME = "input", "logits", "embedding"
@@ -61,8 +63,7 @@ def export_onnx(spec, size: int, target: Path) -> Path:
     """Write an fp32 ONNX model with a dynamic batch axis to ``target`` (atomically)."""
     import torch
 
-    print(f"shiwu: exporting {spec.name} ({size}px) to ONNX once; later runs reuse {target}",
-          file=sys.stderr)
+    log.info("exporting %s (%dpx) to ONNX once; later runs reuse %s", spec.name, size, target)
     from ..models.embedding import LogitsAndEmbedding, exportable_attention, with_outputs
 
     network = spec.build(size)

@@ -6,6 +6,8 @@ torch is not imported here: with the ONNX file already cached, this backend star
 from __future__ import annotations
 
 import importlib.metadata
+import logging
+import threading
 
 import numpy as np
 
@@ -13,6 +15,7 @@ from . import BackendUnavailable, BatchedRun, export
 from ..cache import discard
 
 PRECISIONS = ("fp32", "int8")
+log = logging.getLogger(__name__)
 
 
 def _import():
@@ -51,6 +54,7 @@ class OnnxRuntimeBackend(BatchedRun):
         def load(path):
             return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
+        self._load = load
         path = locate(False)
         try:
             self.session = load(path)
@@ -68,10 +72,39 @@ class OnnxRuntimeBackend(BatchedRun):
         self.has_embedding = len(outputs) > 1
         self.output_names = outputs[:2]
         self.fixed_batch = spec.fixed_batch
+        self.pixels_in = True
+        self._normalisation = (spec.preprocessing.mean, spec.preprocessing.std)
+        self._pixel_session = None
+        self._pixel_lock = threading.Lock()
 
     def _infer(self, batch: np.ndarray, embedding: bool):
         names = self.output_names if embedding else self.output_names[:1]
         values = self.session.run(names, {self.input_name: batch})
+        return values[0], values[1] if embedding else None
+
+    def _pixels_session(self):
+        """The same graph taking uint8 pixels, opened at the first call that brings them
+        (None, and float batches from then on, for a graph that cannot be given a uint8 front)."""
+        if self._pixel_session is None:
+            from .pixel_input import cached_pixel_onnx
+
+            with self._pixel_lock:
+                if self._pixel_session is None:
+                    try:
+                        self._pixel_session = self._load(cached_pixel_onnx(self.model_path, *self._normalisation))
+                    except Exception as exc:  # noqa: BLE001 - a user's graph ONNX Runtime or onnx rejects
+                        log.debug("no uint8 input for %s (%s): normalising in numpy", self.model_path, exc)
+                        self._pixel_session = False
+        return self._pixel_session or None
+
+    def _infer_pixels(self, pixels: np.ndarray, embedding: bool):
+        from .pixel_input import PIXELS_NAME, normalise
+
+        session = self._pixels_session()
+        if session is None:
+            return self._infer(normalise(pixels, *self._normalisation), embedding)
+        names = self.output_names if embedding else self.output_names[:1]
+        values = session.run(names, {PIXELS_NAME: pixels})
         return values[0], values[1] if embedding else None
 
 

@@ -13,6 +13,7 @@ import numpy as np
 from . import BackendUnavailable, BatchedRun, export
 from ..cache import cache_dir, discard, is_cached
 from .graph_outputs import openvino_embedding_port
+from .pixel_input import normalise, openvino_with_pixel_input
 
 HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8 layers are fixed by the model itself
 
@@ -94,10 +95,32 @@ class OpenVINOBackend(BatchedRun):
         self.request = compiled.create_infer_request()
         self.fixed_batch = spec.fixed_batch
         self._lock = threading.Lock()  # one infer request: calls from several threads take turns
+        # shiwu's own graphs also take uint8 pixels (normalised by OpenVINO's PrePostProcessor),
+        # compiled at the first call that brings them
+        self.pixels_in = spec.openvino_file is None
+        self._pixel_request = None
+        self._normalisation = (spec.preprocessing.mean, spec.preprocessing.std)
+        self._compile_pixels = lambda: core.compile_model(openvino_with_pixel_input(
+            core.read_model(str(path)), spec.preprocessing.mean, spec.preprocessing.std), "CPU", config)
 
     def _infer(self, batch: np.ndarray, embedding: bool):
+        return self._answer(self.request, batch, embedding)
+
+    def _infer_pixels(self, pixels: np.ndarray, embedding: bool):
+        if self._pixel_request is None:
+            with self._lock:
+                if self._pixel_request is None:
+                    try:
+                        self._pixel_request = self._compile_pixels().create_infer_request()
+                    except RuntimeError:  # a graph the PrePostProcessor cannot front: numpy, as before
+                        self._pixel_request = False
+        if self._pixel_request is False:
+            return self._infer(normalise(pixels, *self._normalisation), embedding)
+        return self._answer(self._pixel_request, pixels, embedding)
+
+    def _answer(self, request, batch: np.ndarray, embedding: bool):
         with self._lock:
-            result = self.request.infer({0: batch})
+            result = request.infer({0: batch})
             # copies: the request's output buffers are reused by the next call
             logits = np.array(result[self.logits_at], copy=True)
             return logits, np.array(result[self.embedding_at], copy=True) if embedding else None

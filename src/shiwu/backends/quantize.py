@@ -1,81 +1,72 @@
-"""int8 that is worth having: calibrate, quantize, then prove agreement with fp32 — or refuse.
+"""int8 models, made once: calibrated on real photos, weights per output channel, and a record
+of how each was made.
 
-Post-training quantization is calibrated on real photos (shiwu's bundled ones, or a folder the
-user gives). The quantized model is then checked against fp32 on *other* views of the
-photos; if its top-1 agrees on fewer than ``AGREEMENT_FLOOR`` of them, int8 is not offered for
-that model and the error says what was measured. The verdict is cached with the model, so the
-check runs once per model, size, calibration set and runtime version.
+Post-training quantization is calibrated on views of real photos (shiwu's bundled ones, or a
+folder the user gives). Whether a quantized model may then be *used* is not decided here but by
+the accuracy policy (``backends.policy``: top-1 on labelled photos, or the label-free estimate);
+``acceptance.record_agreement`` only records, beside the ``QuantizedModel`` this module returns (its path, the fp32 model it came from and ``record``: calibration set, views,
+method, the layers kept in float and why). The model and its record are cached under a key
+that covers the model, size, calibration set, runtime versions and ``SETTINGS``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import json
+import logging
 import shutil
-import sys
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
-from .. import cache
+from .. import cache, fsutil
 from . import BackendUnavailable, export
+from .quantize_onnx import quantize_onnx
 
-AGREEMENT_FLOOR = 0.99
+log = logging.getLogger(__name__)
+
 CALIBRATION_IMAGES = 128
-CHECK_VIEWS_PER_PHOTO = 12
+# NNCF on transformers (Chinese-CLIP's ViT): SmoothQuant moves the activation outliers of each
+# MatMul's input into its weights (alpha: how much), so per-tensor int8 activations keep them.
+SMOOTH_QUANT_ALPHA = 0.95
+# Everything that changes the file besides model, size, calibration set and runtime versions:
+# a change here makes new cache entries instead of reusing models made the old way.
+SETTINGS = {"onnxruntime": "qdq-w8-perchannel-a8u-minmax-strided-float-classifier-v3",
+            "openvino": f"nncf-perchannel-sq{SMOOTH_QUANT_ALPHA}-v2"}
 
 
-def _version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        raise BackendUnavailable(f"int8 needs {dist}: pip install 'shiwu[int8]'") from None
+@dataclass(frozen=True)
+class QuantizedModel:
+    """An int8 model in the cache: ``path`` (.onnx, or .xml with its .bin beside it), the runtime
+    that reads it, the fp32 model it was quantized from, and how it was made."""
 
+    path: Path
+    runtime: str  # "onnxruntime" or "openvino"
+    reference: Path
+    record: dict = field(default_factory=dict)
 
-def _check_batch(spec, size: int) -> np.ndarray:
-    from ..calibrate import bundled_photos, view_batch
+    def logits_of(self, precision: str, spec) -> Callable[[np.ndarray], np.ndarray]:
+        """batch -> logits of this int8 model ("int8") or of its fp32 source ("fp32"), in fp32
+        arithmetic, fed in chunks of 16 (or one at a time for a fixed-batch graph)."""
+        path = self.path if precision == "int8" else self.reference
+        if self.runtime == "openvino":
+            import openvino as ov
 
-    # seed differs from calibration's, so these views are not the ones the quantizer saw
-    return view_batch(bundled_photos(), spec.preprocessing.with_size(size), CHECK_VIEWS_PER_PHOTO, seed=99)
+            core = ov.Core()
+            compiled = core.compile_model(core.read_model(str(path)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+            at = (spec.output_index or 0) if spec.openvino_file is not None else 0  # see openvino.py
+            run = lambda batch: compiled(batch)[at]  # noqa: E731
+        else:
+            import onnxruntime as ort
 
-
-def _verdict(path: Path) -> dict:
-    return cache.read_json(path.with_suffix(".verdict.json"))
-
-
-def _enforce(spec, precision_name: str, verdict: dict) -> None:
-    """Nothing is refused here any more: whether an int8 model is acceptable is decided by the
-    accuracy policy (backends.policy.require / verdict), which every reduced precision goes
-    through in create_backend. This module builds the model; the policy judges it."""
-    return None
-
-
-def _record(path: Path, reference: np.ndarray, quantized: np.ndarray, calibration_id: str) -> dict:
-    from ..calibrate import top1_agreement
-
-    verdict = {"agreement": top1_agreement(reference, quantized), "views": int(len(reference)),
-               "calibration": calibration_id, "floor": AGREEMENT_FLOOR}
-    cache.atomic_write_text(path.with_suffix(".verdict.json"), json.dumps(verdict, indent=2))
-    print(f"shiwu: int8 top-1 agreement with fp32: {verdict['agreement']:.1%} on {verdict['views']} "
-          "photo views", file=sys.stderr)
-    return verdict
-
-
-def _int8_entry(spec, size: int, calibration, *, kind: str, runtime: str, suffix: str) -> tuple[Path, str]:
-    from ..calibrate import calibration_id
-
-    calib_id = calibration_id(calibration, CALIBRATION_IMAGES)
-    path = cache.entry_path(model=spec.name, fingerprint=spec.fingerprint(),
-                            size=size, precision="int8", kind=kind,
-                            runtime_version=f"{runtime}-{calib_id}-{export.GRAPH_OUTPUTS}", suffix=suffix)
-    return path, calib_id
-
-
-def _calibration(spec, size: int, calibration) -> np.ndarray:
-    from ..calibrate import calibration_batch
-
-    return calibration_batch(spec.preprocessing.with_size(size), calibration, CALIBRATION_IMAGES)
+            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            name = session.get_inputs()[0].name  # a user's own graph names its input as it likes
+            run = lambda batch: session.run(None, {name: batch})[0]  # noqa: E731 - logits first
+        return lambda batch: _run_in_chunks(spec, run, batch)
 
 
 def _run_in_chunks(spec, run, batch: np.ndarray, chunk: int = 16) -> np.ndarray:
@@ -85,131 +76,132 @@ def _run_in_chunks(spec, run, batch: np.ndarray, chunk: int = 16) -> np.ndarray:
                            for i in range(0, len(batch), chunk)])
 
 
-def cached_openvino_int8(spec, size: int, *, calibration=None, rebuild: bool = False) -> Path:
-    """An NNCF-quantized OpenVINO IR (.xml + .bin), built once and checked against fp32."""
-    path, calib_id = _int8_entry(spec, size, calibration, kind="openvino-int8", suffix=".xml",
-                                 runtime=f"ov-{_version('openvino')}-nncf-{_version('nncf')}")
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        raise BackendUnavailable(f"int8 needs {dist}: pip install 'shiwu[int8]'") from None
+
+
+def record_path(model_path: Path) -> Path:
+    return model_path.with_suffix(".build.json")
+
+
+def _entry(spec, size: int, calibration, *, runtime: str, version: str, suffix: str) -> tuple[Path, str]:
+    from ..calibrate import calibration_id
+
+    calib_id = calibration_id(calibration, CALIBRATION_IMAGES)
+    settings = hashlib.sha256(SETTINGS[runtime].encode()).hexdigest()[:8]
+    kind = {"onnxruntime": "onnx-int8", "openvino": "openvino-int8"}[runtime]
+    path = cache.entry_path(model=spec.name, fingerprint=spec.fingerprint(),
+                            size=size, precision="int8", kind=kind,
+                            runtime_version=f"{version}-{calib_id}-{export.GRAPH_OUTPUTS}-{settings}",
+                            suffix=suffix)
+    return path, calib_id
+
+
+def _cached(path: Path, runtime: str, reference: Path, rebuild: bool) -> QuantizedModel | None:
     if rebuild:
-        cache.discard(path)
-        cache.discard(path.with_suffix(".bin"))
-    if path.exists() and _verdict(path):
-        _enforce(spec, "OpenVINO", _verdict(path))
-        return path
+        for stale in (path, path.with_suffix(".bin"), record_path(path)):
+            cache.discard(stale)
+        return None
+    record = cache.read_json(record_path(path))
+    return QuantizedModel(path, runtime, reference, record) if path.exists() and record else None
+
+
+def _calibration(spec, size: int, calibration) -> np.ndarray:
+    from ..calibrate import calibration_batch
+
+    return calibration_batch(spec.preprocessing.with_size(size), calibration, CALIBRATION_IMAGES)
+
+
+def _write_record(model: QuantizedModel) -> QuantizedModel:
+    fsutil.atomic_write(record_path(model.path), json.dumps(model.record, indent=2, ensure_ascii=False))
+    kept = model.record.get("float_layers", {})
+    log.info("int8 %s model ready: %d layers quantized, %d kept in float", model.runtime,
+             model.record.get("quantized_layers", 0), len(kept))
+    return model
+
+
+def onnx_int8(spec, size: int, *, calibration=None, rebuild: bool = False) -> QuantizedModel:
+    """An ONNX Runtime static-quantized (QDQ) model of ``spec`` at ``size``, built once."""
+    _version("onnx")  # the quantizer's own dependency
+    reference = export.cached_onnx(spec, size)
+    path, calib_id = _entry(spec, size, calibration, runtime="onnxruntime", suffix=".onnx",
+                            version=f"ort-{_version('onnxruntime')}")
+    if (model := _cached(path, "onnxruntime", reference, rebuild)) is not None:
+        return model
+    calib = _calibration(spec, size, calibration)
+    log.info("quantizing %s to int8 for ONNX Runtime on %d calibration views (once)", spec.name, len(calib))
+    with cache.atomic_output(path) as out:  # the entry's record is written before the rename
+        made = quantize_onnx(reference, out, calib)
+    record = {"runtime": f"onnxruntime {_version('onnxruntime')}", "settings": SETTINGS["onnxruntime"],
+              "calibration": {"set": calib_id, **made.pop("calibration")}, **made}
+    return _write_record(QuantizedModel(path, "onnxruntime", reference, record))
+
+
+def _is_transformer(model) -> bool:
+    """Attention found in the graph: a Softmax and MatMuls between activations."""
+    types = {op.get_type_name() for op in model.get_ops()}
+    return "Softmax" in types and "MatMul" in types
+
+
+def openvino_int8(spec, size: int, *, calibration=None, rebuild: bool = False) -> QuantizedModel:
+    """An NNCF-quantized OpenVINO IR (.xml + .bin) of ``spec`` at ``size``, built once."""
+    reference = export.openvino_source(spec, size)
+    path, calib_id = _entry(spec, size, calibration, runtime="openvino", suffix=".xml",
+                            version=f"ov-{_version('openvino')}-nncf-{_version('nncf')}")
+    if (model := _cached(path, "openvino", reference, rebuild)) is not None:
+        return model
 
     import nncf
     import openvino as ov
+    from nncf.quantization.advanced_parameters import (AdvancedQuantizationParameters,
+                                                       AdvancedSmoothQuantParameters)
 
     calib = _calibration(spec, size, calibration)
-    print(f"shiwu: quantizing {spec.name} to int8 with NNCF on {len(calib)} calibration views (once)",
-          file=sys.stderr)
-    core = ov.Core()
-    fp32_model = core.read_model(str(export.openvino_source(spec, size)))
+    log.info("quantizing %s to int8 with NNCF on %d calibration views (once)", spec.name, len(calib))
+    fp32_model = ov.Core().read_model(str(reference))
+    transformer = _is_transformer(fp32_model)
+    options = {}
+    if transformer:
+        options = {"model_type": nncf.ModelType.TRANSFORMER, "advanced_parameters": AdvancedQuantizationParameters(
+            smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=SMOOTH_QUANT_ALPHA))}
     quantized = nncf.quantize(fp32_model, nncf.Dataset([calib[i:i + 1] for i in range(len(calib))]),
-                              subset_size=len(calib))
+                              subset_size=len(calib), **options)
     # IR is two files: write both into a private folder, move the .bin first, the .xml last,
     # so an .xml in the cache always has its weights beside it.
-    with tempfile.TemporaryDirectory(dir=path.parent if path.parent.exists() else None) as tmp:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         ov.save_model(quantized, str(Path(tmp) / "model.xml"), compress_to_fp16=False)
-        path.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(Path(tmp) / "model.bin"), path.with_suffix(".bin"))
         cache.seal(path, written=[Path(tmp) / "model.xml", path.with_suffix(".bin")])  # its record first
         shutil.move(str(Path(tmp) / "model.xml"), path)
-
-    check = _check_batch(spec, size)
-    config = {"INFERENCE_PRECISION_HINT": "f32"}
-    reference = core.compile_model(fp32_model, "CPU", config)
-    int8 = core.compile_model(core.read_model(str(path)), "CPU", config)
-    logits_at = (spec.output_index or 0) if spec.openvino_file is not None else 0  # see openvino.py
-    verdict = _record(path, _run_in_chunks(spec, lambda b: reference(b)[logits_at], check),
-                      _run_in_chunks(spec, lambda b: int8(b)[logits_at], check), calib_id)
-    _enforce(spec, "OpenVINO", verdict)
-    return path
-
-
-# What ONNX Runtime's calibration may hold of activations at once. Its Percentile (histogram)
-# calibrator keeps every intermediate tensor of every calibration view until the end: measured
-# here 62 MB a view for Lite0 at 224 (8 GB for 128 views), 176 MB for ViT-B/16 (22.6 GB, killed
-# for lack of memory). Its MinMax option that merges every N views (CalibMaxIntermediateOutputs)
-# drops the views instead of merging them in onnxruntime 1.32, so fewer views it is.
-CALIBRATION_MEMORY = 2 << 30
-MIN_CALIBRATION_VIEWS = 8
-
-
-def _activation_bytes(model_path: Path) -> int:
-    """Bytes of float activations one image produces, from the shapes that ONNX Runtime's
-    pre-processing (symbolic shape inference) wrote into the graph; unknown dims count as 1."""
-    import onnx
-
-    model = onnx.load(str(model_path), load_external_data=False)
-    total = 0
-    for info in model.graph.value_info:
-        tensor = info.type.tensor_type
-        if tensor.elem_type != onnx.TensorProto.FLOAT:
-            continue
-        count = 1
-        for dim in tensor.shape.dim:
-            count *= dim.dim_value if dim.HasField("dim_value") and dim.dim_value > 0 else 1
-        total += 4 * count
-    return total
-
-
-def _ort_calibration_views(prepared: Path, views: int) -> int:
-    """How many of ``views`` calibration views ONNX Runtime may see within CALIBRATION_MEMORY
-    (at least MIN_CALIBRATION_VIEWS; the agreement gate judges the result either way)."""
-    per_view = _activation_bytes(prepared)
-    fits = max(MIN_CALIBRATION_VIEWS, CALIBRATION_MEMORY // max(per_view, 1))
-    if fits >= views:
-        return views
-    print(f"shiwu: calibrating on {fits} of the {views} views: each holds {per_view / 2**20:.0f} MiB of "
-          f"activations in ONNX Runtime's calibration", file=sys.stderr)
-    return fits
+    record = {"runtime": f"openvino {_version('openvino')}, nncf {_version('nncf')}",
+              "settings": SETTINGS["openvino"],
+              "calibration": {"set": calib_id, "views": int(len(calib)), "method": "NNCF MinMax + bias correction"},
+              "weights": "int8, per output channel", "activations": "int8/uint8, per tensor",
+              "smooth_quant_alpha": SMOOTH_QUANT_ALPHA if transformer else None,
+              "quantized_layers": sum(op.get_type_name() == "FakeQuantize" for op in quantized.get_ops()),
+              "float_layers": {}}
+    return _write_record(QuantizedModel(path, "openvino", reference, record))
 
 
 def cached_onnx_int8(spec, size: int, *, calibration=None, rebuild: bool = False) -> Path:
-    """An ONNX Runtime static-quantized (QDQ, per-channel) model, built once and checked."""
-    _version("onnx")  # the quantizer's own dependency
-    path, calib_id = _int8_entry(spec, size, calibration, kind="onnx-int8", suffix=".onnx",
-                                 runtime=f"ort-{_version('onnxruntime')}")
-    if rebuild:
-        cache.discard(path)
-    if path.exists() and _verdict(path):
-        _enforce(spec, "ONNX Runtime", _verdict(path))
-        return path
+    """The ONNX Runtime int8 model's path, its agreement with fp32 recorded beside it. Whether it
+    may be used is the accuracy policy's decision (backends.policy, in create_backend)."""
+    from .acceptance import record_agreement
 
-    import onnxruntime as ort
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
-                                          QuantType, quantize_static)
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+    model = onnx_int8(spec, size, calibration=calibration, rebuild=rebuild)
+    record_agreement(spec, size, model)
+    return model.path
 
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.items = iter([{input_name: calib[i:i + 1]} for i in range(len(calib))])
 
-        def get_next(self):
-            return next(self.items, None)
+def cached_openvino_int8(spec, size: int, *, calibration=None, rebuild: bool = False) -> Path:
+    """The OpenVINO int8 IR's path, its agreement with fp32 recorded beside it (the accuracy
+    policy decides whether it is used)."""
+    from .acceptance import record_agreement
 
-    calib = _calibration(spec, size, calibration)
-    print(f"shiwu: quantizing {spec.name} to int8 for ONNX Runtime on {len(calib)} calibration views (once)",
-          file=sys.stderr)
-    fp32_path = export.cached_onnx(spec, size)
-    providers = ["CPUExecutionProvider"]
-    reference = ort.InferenceSession(str(fp32_path), providers=providers)
-    input_name = reference.get_inputs()[0].name  # a user's own graph names its input as it likes
-    with tempfile.TemporaryDirectory() as tmp:
-        prepared = Path(tmp) / "prepared.onnx"
-        quant_pre_process(str(fp32_path), str(prepared))
-        calib = calib[:_ort_calibration_views(prepared, len(calib))]
-        with cache.atomic_output(path) as out:
-            # Percentile calibration: of MinMax, Entropy and Percentile it kept the most top-1
-            # agreement on EfficientNet-Lite0 (73%, 86%, 87%).
-            quantize_static(str(prepared), str(out), Reader(), quant_format=QuantFormat.QDQ,
-                            per_channel=True, activation_type=QuantType.QUInt8,
-                            weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.Percentile)
-
-    check = _check_batch(spec, size)
-    int8 = ort.InferenceSession(str(path), providers=providers)
-    verdict = _record(  # shiwu's graphs have the logits first
-        path, _run_in_chunks(spec, lambda b: reference.run(None, {input_name: b})[0], check),
-        _run_in_chunks(spec, lambda b: int8.run(None, {input_name: b})[0], check), calib_id)
-    _enforce(spec, "ONNX Runtime", verdict)
-    return path
+    model = openvino_int8(spec, size, calibration=calibration, rebuild=rebuild)
+    record_agreement(spec, size, model)
+    return model.path

@@ -1,0 +1,106 @@
+"""int8: made by backends.quantize (with a record of how), admitted or refused by the accuracy
+policy (backends.policy.require) alone; ONNX Runtime calibration sees every view within bounded memory."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from shiwu.backends import BackendUnavailable, create_backend, policy, quantize, quantize_onnx
+from shiwu.models.registry import get_model
+
+SPEC = get_model(None)
+
+
+def test_calibration_uses_every_view_in_strides_that_fit_memory(tmp_path, monkeypatch):
+    """ORT's calibrators hold every activation of the views they are given (62 MB a view for
+    Lite0): views are fed in strides within the budget, and all of them are used."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from shiwu.backends import export
+
+    prepared = tmp_path / "prepared.onnx"
+    quant_pre_process(str(export.cached_onnx(SPEC, 224)), str(prepared))
+    per_view = quantize_onnx.activation_bytes(prepared)
+    assert 40e6 < per_view < 90e6  # Lite0 at 224: the stem alone is 32 x 112 x 112 floats
+    stride = quantize_onnx.stride_within_memory(prepared, 128)
+    assert stride * per_view <= quantize_onnx.CALIBRATION_MEMORY and 128 % stride == 0 and stride >= 16
+    monkeypatch.setattr(quantize_onnx, "CALIBRATION_MEMORY", 10 * per_view)
+    assert quantize_onnx.stride_within_memory(prepared, 128) == 8
+    assert quantize_onnx.stride_within_memory(prepared, 6) == 6
+    monkeypatch.setattr(quantize_onnx, "CALIBRATION_MEMORY", per_view // 2)
+    assert quantize_onnx.stride_within_memory(prepared, 128) == 1
+
+
+def test_the_calibration_reader_gives_each_stride_its_views():
+    calib = np.arange(12, dtype=np.float32).reshape(12, 1)
+    reader = quantize_onnx._reader("x", calib)
+    assert len(reader) == 12
+    reader.set_range(4, 8)
+    seen = []
+    while (item := reader.get_next()) is not None:
+        seen.append(float(item["x"][0, 0]))
+    assert seen == [4, 5, 6, 7]
+
+
+def _graph(tmp_path, last_op: str):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.ones((4, 2), np.float32), "w")
+    b = numpy_helper.from_array(np.ones((2,), np.float32), "b")
+    nodes = [helper.make_node("Relu", ["x"], ["h"], name="relu")]
+    if last_op == "MatMul+Add":
+        nodes += [helper.make_node("MatMul", ["h", "w"], ["m"], name="fc_matmul"),
+                  helper.make_node("Add", ["m", "b"], ["logits"], name="fc_bias")]
+    else:
+        nodes += [helper.make_node("Sigmoid", ["h"], ["logits"], name="squash")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, None)], [w, b])
+    path = tmp_path / f"{last_op}.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+    return path
+
+
+def test_the_classifier_is_found_in_the_graph_and_kept_in_float(tmp_path):
+    assert list(quantize_onnx.classifier_layers(_graph(tmp_path, "MatMul+Add"))) == ["fc_matmul"]
+    assert quantize_onnx.classifier_layers(_graph(tmp_path, "Sigmoid")) == {}  # no classifier: nothing kept
+
+
+@pytest.mark.slow
+def test_int8_is_made_with_a_record_and_the_decision_is_the_policys_alone(monkeypatch):
+    model = quantize.onnx_int8(SPEC, 224)
+    record = json.loads(quantize.record_path(model.path).read_text())
+    assert record == model.record
+    assert record["calibration"]["views"] == quantize.CALIBRATION_IMAGES  # every view, not those that fit
+    assert record["calibration"]["method"] == quantize_onnx.METHOD and "per output channel" in record["weights"]
+    assert model.reference.exists() and model.path.exists()
+    classifier = quantize_onnx.classifier_layers(model.reference)
+    assert classifier and record["float_layers"] == classifier
+    import onnx
+
+    quantized = onnx.load(str(model.path))
+    (fc,) = [n for n in quantized.graph.node if n.name in classifier]
+    weights = {i.name: i for i in quantized.graph.initializer}
+    assert fc.input[1] in weights and weights[fc.input[1]].data_type == onnx.TensorProto.FLOAT  # float weights
+    # the same entry is reused, not rebuilt
+    assert quantize.onnx_int8(SPEC, 224).path == model.path
+
+    seen = []
+
+    def refuse(spec, backend, size, **options):
+        seen.append((spec.name, size, backend.model_path))
+        raise BackendUnavailable("refused by the policy")
+
+    monkeypatch.setattr(policy, "require", refuse)
+    with pytest.raises(BackendUnavailable, match="refused by the policy"):
+        create_backend("onnxruntime", SPEC, size=224, precision="int8", threads=1)
+    assert seen == [(SPEC.name, 224, model.path)]
+    monkeypatch.setattr(policy, "require", lambda *args, **options: None)
+    backend = create_backend("onnxruntime", SPEC, size=224, precision="int8", threads=1)
+    assert backend.model_path == model.path and backend.precision == "int8"
+    fp32 = model.logits_of("fp32", SPEC)
+    views = np.random.default_rng(0).normal(size=(4, 3, 224, 224)).astype(np.float32)
+    assert fp32(views).shape == backend.run(views).shape == (4, 1000)

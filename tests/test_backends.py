@@ -2,6 +2,7 @@
 ONNX Runtime / OpenVINO paths start without torch once cached."""
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -123,13 +124,15 @@ def test_cached_runtimes_start_without_torch(name):
     assert torch_loaded == "False"
 
 
-def test_auto_measures_once_then_remembers(capfd):
+def test_auto_measures_once_then_remembers(caplog):
+    caplog.set_level(logging.INFO, logger="shiwu")
     first = Recognizer(backend="auto", precision="fp32", size=200, threads=1)
-    err = capfd.readouterr().err
+    err = caplog.text
+    caplog.clear()
     assert "measuring backends" in err and f"using {first.backend.name}" in err
     assert first.backend.name in ("openvino", "onnxruntime", "torchscript", "torch")
     second = Recognizer(backend="auto", precision="fp32", size=200, threads=1)
-    assert "measuring" not in capfd.readouterr().err
+    assert "measuring" not in caplog.text
     assert second.backend.name == first.backend.name
     doctor = subprocess.run([sys.executable, "-m", "shiwu", "doctor", "--json"], capture_output=True,
                             text=True, timeout=300)
@@ -188,9 +191,10 @@ def test_export_command_writes_a_deployable_model(tmp_path):
     assert len(labels) == 1000 and labels[967].startswith("967\t浓缩咖啡")
 
 
-def test_auto_skips_a_runtime_that_breaks_and_says_why(monkeypatch, capfd):
+def test_auto_skips_a_runtime_that_breaks_and_says_why(monkeypatch, caplog):
     from shiwu.backends import auto
 
+    caplog.set_level(logging.INFO, logger="shiwu")
     real = auto.backend_class
 
     def flaky(name):
@@ -203,7 +207,7 @@ def test_auto_skips_a_runtime_that_breaks_and_says_why(monkeypatch, capfd):
     monkeypatch.setattr(auto, "backend_class", flaky)
     recognizer = Recognizer(backend="auto", precision="fp32", size=176, threads=1)
     assert recognizer.backend.name in ("onnxruntime", "torchscript", "torch")
-    assert "openvino     skipped: RuntimeError: simulated export failure" in capfd.readouterr().err
+    assert "openvino     skipped: RuntimeError: simulated export failure" in caplog.text
 
 
 def test_onnx_runtime_calibration_memory_is_bounded(tmp_path, monkeypatch):

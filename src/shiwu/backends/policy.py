@@ -84,8 +84,9 @@ class Verdict:
             return "fp32 at the model's own size: the reference"
         parts = []
         if self.top1 is not None:
-            parts.append(f"top-1 {self.top1:.1%} vs fp32 {self.fp32_top1:.1%} on {self.photos} labelled photos "
-                         f"({self.basis}), drop {self.drop:.2%}")
+            where = "" if self.basis == "labelled photos" else f" ({self.basis})"
+            parts.append(f"top-1 {self.top1:.1%} vs fp32 {self.fp32_top1:.1%} on {self.photos} labelled "
+                         f"photos{where}, drop {self.drop:.2%}")
         if self.estimated_drop is not None:
             parts.append(f"label-free estimated drop {self.estimated_drop:.2%}")
         if self.reproduced is not None:

@@ -246,16 +246,15 @@ def measure_model(name: str, args, photos, labels, ceilings) -> list[dict]:
                     reference = {"logits": logits, "check": answers, "top1": row["top1"]}
                 row["fp32_top1"] = reference["top1"]
                 row["drop"] = round(1 - row["top1"] / reference["top1"], 5)
-                if size == native:
-                    dev = measures(reference["logits"], logits)
-                    row["estimate_dev"] = round(dev["estimated_drop"], 5)
-                    row["agreement_dev"] = round(dev["agreement"], 4)
-                    row["kl_dev"] = round(dev["kl"], 5)
-                    row["confident_agreement_dev"] = dev["confident_agreement"]
-                # the same views at every size: always against fp32 at the model's own size
-                bundled = measures(reference["check"], answers)
-                row["estimate_bundled"] = round(bundled["estimated_drop"], 5)
-                row["agreement_bundled"] = round(bundled["agreement"], 4)
+                # label-free measures, on the same photos without their labels and on the bundled
+                # photos' check views, always against fp32 at the model's own size
+                for where, ref, got in (("dev", reference["logits"], logits), ("bundled", reference["check"], answers)):
+                    m = measures(ref, got)
+                    row[f"estimate_{where}"] = round(m["estimated_drop"], 5)
+                    row[f"agreement_{where}"] = round(m["agreement"], 4)
+                    row[f"confident_agreement_{where}"] = m["confident_agreement"]
+                    row[f"top1_in_top5_{where}"] = round(m["fp32_top1_in_top5"], 4)
+                    row[f"kl_{where}"] = round(m["kl"], 5)
                 row["answers"] = [int(a) for a in answers.argmax(1)]
                 row["accuracy_seconds"] = round(time.perf_counter() - started, 1)
                 if not args.no_speed:
@@ -322,6 +321,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="Lite0 at its own size, short speed rounds")
     parser.add_argument("--no-speed", action="store_true", help="accuracy only")
     parser.add_argument("--write-data", action="store_true", help="rewrite the shipped accuracy data")
+    parser.add_argument("--out", default=None, help="results file stem under benchmarks/results/")
     args = parser.parse_args()
     args.threads = args.threads or default_threads()
     args.runtimes = [r for r in args.runtimes.split(",") if r]
@@ -345,7 +345,7 @@ def main() -> None:
               "load_average": os.getloadavg(), "ceilings": ceilings, "isa_peaks": peaks,
               "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
               "rows": [{k: v for k, v in r.items() if k != "answers"} for r in rows]}
-    stem = "precision_accuracy_quick" if args.quick else "precision_accuracy"
+    stem = args.out or ("precision_accuracy_quick" if args.quick else "precision_accuracy")
     (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     (RESULTS / f"{stem}.md").write_text(
         f"`{report['command']}` — {here['cpu']}, {args.threads} threads, load {report['load_average']}\n\n"

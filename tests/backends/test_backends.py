@@ -153,8 +153,12 @@ def test_int8_is_checked_against_fp32_before_it_is_offered(photo_batch, eager_lo
             continue
         assert policy.verdict(SPEC, name, "int8", 224).accepted
         assert backend.precision == "int8"
-        agreement = np.mean(backend.run(photo_batch).argmax(1) == eager_logits.argmax(1))
-        assert agreement >= 0.8
+        # these test photos include scenes no ImageNet class fits (coins, a retina); where fp32
+        # is sure of its answer, int8 must give the same one
+        p = np.exp(eager_logits - eager_logits.max(1, keepdims=True))
+        sure = (p / p.sum(1, keepdims=True)).max(1) >= 0.5
+        assert sure.sum() >= 3
+        assert np.mean(backend.run(photo_batch).argmax(1)[sure] == eager_logits.argmax(1)[sure]) >= 0.8
     verdicts = list((quantize.cache.cache_dir()).rglob("*.verdict.json"))
     assert len(verdicts) == 2
     for path in verdicts:
@@ -193,7 +197,9 @@ def test_export_command_writes_a_deployable_model(tmp_path):
 
 def test_auto_skips_a_runtime_that_breaks_and_says_why(monkeypatch, capfd):
     from shiwu.backends import auto
+    from shiwu.logs import configure
 
+    configure()  # the library logs; show its records on stderr as the command line does
     real = auto.backend_class
 
     def flaky(name):

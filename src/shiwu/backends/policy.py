@@ -37,6 +37,10 @@ from .runtimes import BY_NAME, distributions
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_DROP = 0.01          # MLPerf: at least 99% of fp32's top-1
+# The label-free estimate on the bundled views is off by 1.9 points on average on imagenet-dev
+# and once said 0.96% for a true 2.04% (docs/en/precision.md): without labels a setting must stay
+# within half the limit, which on imagenet-dev accepted no setting that truly failed.
+LABEL_FREE_SHARE = 0.5
 REPRODUCE_FLOOR = 0.95           # share of recorded answers this machine must give again
 CHECK_VIEWS_PER_PHOTO = 12       # 9 bundled photos x 12 views = 108 inputs
 CHECK_SEED = 99                  # not the calibration views' seed: the quantizer never saw these
@@ -72,20 +76,24 @@ class Verdict:
             return True
         if self.reproduced is not None and self.reproduced < REPRODUCE_FLOOR:
             return False
-        return self.judged_drop is not None and self.judged_drop <= self.max_drop + 1e-9
+        if self.drop is not None:
+            return self.drop <= self.max_drop + 1e-9
+        return self.estimated_drop is not None and self.estimated_drop <= self.max_drop * LABEL_FREE_SHARE + 1e-9
 
     def reason(self) -> str:
         if self.basis == "reference":
             return "fp32 at the model's own size: the reference"
         parts = []
         if self.top1 is not None:
-            parts.append(f"top-1 {self.top1:.1%} vs fp32 {self.fp32_top1:.1%} on {self.photos} labelled photos "
-                         f"({self.basis}), drop {self.drop:.2%}")
+            where = "" if self.basis == "labelled photos" else f" ({self.basis})"
+            parts.append(f"top-1 {self.top1:.1%} vs fp32 {self.fp32_top1:.1%} on {self.photos} labelled "
+                         f"photos{where}, drop {self.drop:.2%}")
         if self.estimated_drop is not None:
             parts.append(f"label-free estimated drop {self.estimated_drop:.2%}")
         if self.reproduced is not None:
             parts.append(f"this machine reproduced {self.reproduced:.0%} of the recorded answers")
-        limit = f"limit {self.max_drop:.1%}"
+        limit = (f"limit {self.max_drop:.1%}" if self.drop is not None else
+                 f"limit {self.max_drop * LABEL_FREE_SHARE:.2%} without labels (half of {self.max_drop:.1%})")
         if self.reproduced is not None and self.reproduced < REPRODUCE_FLOOR:
             limit = (f"below the {REPRODUCE_FLOOR:.0%} needed: this runtime or CPU computes "
                      "something else than the one measured")

@@ -7,7 +7,10 @@ import shutil
 import pytest
 from playwright import sync_api
 
-from test_server_duplicates import KEY, dupes_index, dupes_server, library  # noqa: F401  (fixtures)
+import httpx
+
+from shiwu.server.process import ServerProcess
+from test_server_duplicates import KEY, SERVE, dupes_index, dupes_server, library  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.browser
 
@@ -18,19 +21,25 @@ PHONE = {"width": 390, "height": 844}
 
 
 @pytest.fixture(scope="module")
-def page(dupes_server):  # noqa: F811
+def browser():
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=[
             "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        context = browser.new_context(viewport=PHONE, device_scale_factor=2, is_mobile=True,
-                                      has_touch=True, locale="zh-CN")
-        page = context.new_page()
-        page.goto(dupes_server.url + "/")
-        page.wait_for_selector("#key-row.show")  # the server wants a key: the page asks for it
-        page.fill("#key", KEY)
-        page.click("#tab-dupes")
-        yield page
+        yield browser
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser, dupes_server):  # noqa: F811
+    context = browser.new_context(viewport=PHONE, device_scale_factor=2, is_mobile=True,
+                                  has_touch=True, locale="zh-CN")
+    page = context.new_page()
+    page.goto(dupes_server.url + "/")
+    page.wait_for_selector("#key-row.show")  # the server wants a key: the page asks for it
+    page.fill("#key", KEY)
+    page.click("#tab-dupes")
+    yield page
+    context.close()
 
 
 def _groups(page) -> dict[frozenset, str]:
@@ -65,3 +74,18 @@ def test_choosing_the_exact_tier_leaves_only_identical_files(page):
     page.click("#dupes-form button[type=submit]")
     page.wait_for_function("() => document.querySelectorAll('#dupes .dup-group').length === 1", timeout=60_000)
     assert _groups(page) == {frozenset({"coffee.jpg", "coffee copy.jpg"}): "精确 exact"}
+
+
+def test_without_an_index_the_tab_says_how_to_get_one_and_the_route_is_409(browser):
+    with ServerProcess(SERVE) as server:
+        answer = httpx.get(server.url + "/v1/duplicates", timeout=30)
+        assert answer.status_code == 409 and "shiwu serve --index" in answer.json()["detail"]
+        context = browser.new_context(locale="zh-CN")
+        try:
+            page = context.new_page()
+            page.goto(server.url + "/")
+            page.click("#tab-dupes")
+            page.wait_for_selector("#dupes-off", state="visible")
+            assert not page.is_visible("#dupes-form") and "shiwu index" in page.inner_text("#dupes-off")
+        finally:
+            context.close()

@@ -66,3 +66,10 @@ def test_an_answer_is_reused_until_the_index_changes(served):
     os.remove(served.photos / "b.png")  # gone: a new search would leave it out
     assert asyncio.run(finder.groups("near", 0.92, 4, timeout=30)) is first
     assert asyncio.run(finder.groups("near", 0.92, 3, timeout=30)) == []  # other row count: computed again
+
+
+def test_the_route_default_threshold_is_dedupes():
+    from shiwu.index.dedupe import DEFAULT_DUPLICATE_THRESHOLD
+    from shiwu.server.routes.duplicates import DEFAULT_THRESHOLD
+
+    assert DEFAULT_THRESHOLD == DEFAULT_DUPLICATE_THRESHOLD

@@ -17,9 +17,6 @@ import stat
 import threading
 import time
 
-from ..index import Index
-from ..index.dedupe import tiered_duplicate_groups
-
 log = logging.getLogger(__name__)
 
 MAX_ROWS = 20_000         # at ~10 ms a photo on two threads, about two minutes of hashing
@@ -54,8 +51,13 @@ class _LockedIndex:
             return self._index.search_ids(queries, k)
 
 
-# tiered_duplicate_groups tells an index (vectors, similar tier) from a list of rows by type
-Index.register(_LockedIndex)
+def _locked_index(index, lock: threading.Lock) -> _LockedIndex:
+    from ..index import Index
+
+    # tiered_duplicate_groups tells an index (vectors, similar tier) from a list of rows by type;
+    # registered here, not at import, so that a server without --index never loads faiss
+    Index.register(_LockedIndex)
+    return _LockedIndex(index, lock)
 
 
 def _unchanged(row) -> bool:
@@ -104,10 +106,12 @@ class DuplicateFinder:
         return future
 
     def _run(self, future: concurrent.futures.Future, tier: str, threshold: float) -> None:
+        from ..index.dedupe import tiered_duplicate_groups
+
         served = self._served
         started = time.monotonic()
         try:
-            found = tiered_duplicate_groups(_LockedIndex(served.index, served.lock), threshold, tier,
+            found = tiered_duplicate_groups(_locked_index(served.index, served.lock), threshold, tier,
                                             threads=HASH_THREADS)
             answer = [_group(g) for g in found]
         except BaseException as exc:  # the waiting request reports it (500) and the next one retries

@@ -8,7 +8,6 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
-from ...index.dedupe import DEFAULT_DUPLICATE_THRESHOLD
 from ..deps import ApiKeyDep, ServiceDep
 from ..duplicates import MAX_ROWS, Busy
 from ..errors import BUSY_HEADERS, fail
@@ -17,6 +16,8 @@ from ..served_index import NO_INDEX
 
 router = APIRouter(tags=["embeddings"])
 
+# index.dedupe.DEFAULT_DUPLICATE_THRESHOLD, spelled out: importing it would load faiss at start
+DEFAULT_THRESHOLD = 0.92
 RETRY_SECONDS = 5  # a search still running: the page asks again after this
 
 
@@ -33,7 +34,7 @@ async def duplicates(service: ServiceDep, _auth: ApiKeyDep,
                                      "resized, re-encoded, re-lit or grey copies: perceptual hash), similar "
                                      "(also embeddings at least `threshold` alike: crops, bursts)")] = "similar",
                      threshold: Annotated[float, Query(ge=0.0, le=1.0, description="cosine similarity for "
-                                                       "the similar tier")] = DEFAULT_DUPLICATE_THRESHOLD):
+                                                       "the similar tier")] = DEFAULT_THRESHOLD):
     """Reads every indexed file once (its perceptual hash) on a background thread; an answer is
     reused for a minute while the index keeps its rows. Files changed or gone since they were
     indexed take no part. Each group: `{"tier", "images": [{"path", "size", "match", "id",

@@ -24,7 +24,7 @@ from .access import AccessMiddleware
 from .metrics import Metrics
 from .middleware import JSONCORSMiddleware, MetricsMiddleware, SecurityMiddleware
 from .protocol import install_log_filters, resource_exception_handler
-from .routes import gallery, info, recognize, search
+from .routes import duplicates, gallery, info, recognize, search
 from .schemas import UPLOAD_BODY
 from .service import Service
 from .settings import ServerSettings
@@ -76,7 +76,7 @@ def create_app(settings: ServerSettings | None = None, *, recognizer=None) -> Fa
     app.add_middleware(SecurityMiddleware)  # inside metrics: its JSON 500 is counted as a 500
     app.add_middleware(MetricsMiddleware, metrics=service.metrics)
 
-    for module in (recognize, search, gallery, info):
+    for module in (recognize, search, duplicates, gallery, info):
         app.include_router(module.router)
     _document_topk_limit(app, settings.max_topk)
     return app

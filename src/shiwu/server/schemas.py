@@ -91,6 +91,28 @@ class IndexInfo(BaseModel):
     rows: int | None = Field(None, description="once ready")
 
 
+class DuplicateImage(BaseModel):
+    path: str = Field(description="the path as it was indexed")
+    size: int = Field(description="bytes")
+    match: str | None = Field(description="how it is tied to the group's first photo: exact, near or "
+                                          "similar; null for that first photo (the largest file)")
+    id: str = Field(description="row id (a string: row ids exceed JavaScript's exact integers)")
+    thumbnail: str = Field(description="URL of its small JPEG")
+
+
+class DuplicateGroup(BaseModel):
+    tier: str = Field(description="the loosest tie in the group: exact, near or similar")
+    images: list[DuplicateImage]
+
+
+class DuplicatesAnswer(BaseModel):
+    model: str
+    index: IndexRows
+    tier: str = Field(description="the loosest tier asked for")
+    threshold: float
+    groups: list[DuplicateGroup] = Field(description="by the first photo's path")
+
+
 class GalleryClass(BaseModel):
     label: str
     examples: int

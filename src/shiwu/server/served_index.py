@@ -12,6 +12,7 @@ import threading
 import numpy as np
 
 from ..images import ImageError
+from .duplicates import DuplicateFinder
 from .thumbnails import ThumbnailThreads, read_indexed_file
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ class ServedIndex:
         self.lock = threading.Lock()
         self.text_lock = threading.Lock()  # the text tower is one torch module
         self.thumbnail_threads = ThumbnailThreads() if settings.index else None
+        self.duplicates = DuplicateFinder(self)  # GET /v1/duplicates
 
     @property
     def configured(self) -> bool:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from index_helpers import random_vectors, rows_for
+from support.index_helpers import random_vectors, rows_for
 from shiwu.index import Manifest, create_index
 from shiwu.server.duplicates import Busy, DuplicateFinder
 

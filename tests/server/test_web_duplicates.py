@@ -10,7 +10,7 @@ from playwright import sync_api
 import httpx
 
 from shiwu.server.process import ServerProcess
-from test_server_duplicates import KEY, SERVE, dupes_index, dupes_server, library  # noqa: F401  (fixtures)
+from support.duplicates import KEY, SERVE, dupes_index, dupes_server, library  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.browser
 

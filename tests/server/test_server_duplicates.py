@@ -2,59 +2,12 @@
 grayscale copy and crops, `shiwu serve --index --api-key` on a loopback port, and the groups'
 tiers (exact / near / similar) in the JSON, with thumbnails for every photo of a group."""
 
-import shutil
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
-from PIL import Image, ImageOps
 
-from conftest import DATA
-
-from shiwu.server.process import ServerProcess
-
-SHIWU = str(Path(sys.executable).parent / "shiwu")
-KEY = "dupes-key-3"
-AUTH = {"X-API-Key": KEY}
-FAST = ["--backend", "onnxruntime", "--threads", "1"]
-SERVE = [*FAST, "--max-batch-size", "4", "--warmup-seconds", "0", "--no-access-log"]
-
-
-def _crop(name: str, folder: Path) -> None:
-    """A 90% crop: 10-14 bits of pHash from its photo (not `near`), 0.91-0.94 alike in Lite0."""
-    photo = Image.open(DATA / f"{name}.jpg").convert("RGB")
-    w, h = photo.size
-    photo.crop((w // 20, h // 20, w - w // 20, h - h // 20)).save(folder / f"{name}_crop.jpg", quality=90)
-
-
-@pytest.fixture(scope="module")
-def library(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("library")
-    for name in ("coffee", "chelsea", "rocket", "astronaut", "camera"):
-        shutil.copy(DATA / f"{name}.jpg", folder / f"{name}.jpg")
-    shutil.copy(DATA / "coffee.jpg", folder / "coffee copy.jpg")  # the same bytes
-    ImageOps.grayscale(Image.open(DATA / "chelsea.jpg")).save(folder / "chelsea_gray.jpg", quality=90)
-    _crop("rocket", folder)
-    _crop("astronaut", folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def dupes_index(library, tmp_path_factory):
-    import subprocess
-
-    out = tmp_path_factory.mktemp("index") / "索引"
-    run = subprocess.run([SHIWU, "index", str(library), "--out", str(out), *FAST, "-q"],
-                         capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr
-    return out
-
-
-@pytest.fixture(scope="module")
-def dupes_server(dupes_index):
-    with ServerProcess([*SERVE, "--index", str(dupes_index), "--api-key", KEY]) as process:
-        yield process
+from support.duplicates import AUTH, KEY, SERVE, dupes_index, dupes_server, library  # noqa: F401  (fixtures)
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import json
 import logging
 from pathlib import Path
@@ -56,6 +57,8 @@ def number(minimum: float, allow_equal: bool):
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(value):  # nan compares false with every bound; inf is no setting
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
         if value < minimum or (value == minimum and not allow_equal):
             raise argparse.ArgumentTypeError(f"must be {'at least' if allow_equal else 'more than'} "
                                              f"{minimum:g}, got {text}")

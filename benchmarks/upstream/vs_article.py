@@ -78,8 +78,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=Path, default=ROOT / "tests" / "data")
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--backends", default="torch,onnxruntime,openvino,openvino:bf16",
-                        help="comma-separated backend[:precision] list")
+    parser.add_argument("--backends", default="default,torch,onnxruntime,openvino,openvino:bf16,onnxruntime:int8",
+                        help="comma-separated backend[:precision] list; 'default' is what a command "
+                             "with no flags runs (--backend auto --precision auto)")
     parser.add_argument("--model", type=Path, default=None, help="the reader's model.pth or traced .pt")
     parser.add_argument("--labels", default=None, help="its label_map.json")
     parser.add_argument("--also", default="", help="other files of the same model for shiwu rows (.pt, .onnx)")
@@ -102,14 +103,16 @@ def main() -> None:
         for entry in args.backends.split(","):
             backend, _, precision = entry.partition(":")
             model = str(file) if file else None
+            chosen = {} if entry == "default" else {"backend": backend, "precision": precision or "fp32"}
             try:
-                recognizer = Recognizer(model, backend=backend, precision=precision or "fp32", **own)
+                recognizer = Recognizer(model, **chosen, **own)
             except Exception as exc:  # noqa: BLE001 - e.g. torch cannot run an .onnx file: say so
                 print(f"skipped {file.name if file else 'default'} {entry}: {exc}")
                 continue
             times, answers = time_per_image(lambda p: recognizer.predict(p, topk=5)[0].index, paths,
                                             args.repeat)
-            name = f"shiwu {file.name + ' ' if file else ''}({recognizer.backend.name}, {recognizer.backend.precision})"
+            name = (f"shiwu {file.name + ' ' if file else ''}{'default ' if entry == 'default' else ''}"
+                    f"({recognizer.backend.name}, {recognizer.backend.precision})")
             rows.append((name, times, sum(a == r for a, r in zip(answers, reference))))
             # an idle runtime's worker threads slowed the next rows 3x (OpenVINO before ONNX
             # Runtime: 24 ms instead of 8): each row's model goes before the next one loads

@@ -6,7 +6,7 @@ window), to floats (numpy normalise + transpose, float path only), the model on 
 top-5 — and the whole ``Recognizer.predict`` call, once through the float path (numpy
 normalisation, as before) and once through the uint8 graph (as ``predict`` now does). Rounds are
 interleaved across settings; medians are printed. The model alone in a tight loop is the floor.
-Compare with ``benchmarks/vs_article.py`` (the article's recipe, end to end). Usage:
+Compare with ``benchmarks/upstream/vs_article.py`` (the article's recipe, end to end). Usage:
 
     python benchmarks/single_photo.py [--photo ../shared/imagenet-dev/n01440764_tench.JPEG]
         [--settings onnxruntime:fp32,openvino:bf16,onnxruntime:int8] [--rounds 200] [--threads N]

@@ -180,3 +180,26 @@ def record_run(name: str, main, argv: list[str] | None = None) -> int:
                     f"```text\n{tee.copy.getvalue().rstrip()}\n```\n")
     print(f"results written to {path}", file=sys.stderr)
     return status
+
+
+def model_gflop(network, size: int) -> float:
+    """Multiply-adds of convolutions and linear layers, x2, for one image (GFLOP)."""
+    import torch
+
+    total = 0
+
+    def hook(module, inputs, output):
+        nonlocal total
+        if isinstance(module, torch.nn.Conv2d):
+            k = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
+            total += 2 * output[0].numel() * k
+        elif isinstance(module, torch.nn.Linear):
+            total += 2 * module.in_features * module.out_features
+
+    handles = [m.register_forward_hook(hook) for m in network.modules()
+               if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    with torch.inference_mode():
+        network(torch.zeros(1, 3, size, size))
+    for h in handles:
+        h.remove()
+    return total / 1e9

@@ -32,6 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
+import bench_common  # noqa: E402  (benchmarks/, this script's folder)
 from shiwu.backends import BackendUnavailable, backend_class  # noqa: E402
 from shiwu.backends.estimate import measures  # noqa: E402
 from shiwu.backends.policy import SHIPPED, check_batch, machine, run_all  # noqa: E402
@@ -96,27 +97,10 @@ def ms_per_photo(backend, batch: np.ndarray, rounds: int, seconds: float) -> flo
 def model_gflop(spec, size: int) -> float | None:
     """Multiply-adds of convolutions and linear layers, x2, for one image (from the torch model)."""
     try:
-        import torch
         network = spec.build(size)
     except Exception:  # noqa: BLE001 - a graph-only model: no figure
         return None
-    total = 0
-
-    def hook(module, inputs, output):
-        nonlocal total
-        if isinstance(module, torch.nn.Conv2d):
-            k = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
-            total += 2 * output[0].numel() * k
-        elif isinstance(module, torch.nn.Linear):
-            total += 2 * module.in_features * module.out_features
-
-    handles = [m.register_forward_hook(hook) for m in network.modules()
-               if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
-    with torch.inference_mode():
-        network(torch.zeros(1, 3, size, size))
-    for h in handles:
-        h.remove()
-    return total / 1e9
+    return bench_common.model_gflop(network, size)
 
 
 def _best_seconds(call, repeats: int = 10) -> float:

@@ -28,30 +28,9 @@ from shiwu.calibrate import top1_agreement, view_batch  # noqa: E402
 from shiwu.images import load_image  # noqa: E402
 from shiwu.models.registry import get_model  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared helper
-from bench_common import ROOT, print_table, record_run, speedup  # noqa: E402
+from bench_common import ROOT, model_gflop, print_table, record_run, speedup  # noqa: E402
 
 DEFAULT_CONFIGS = "torch,torchscript,onnxruntime,openvino,openvino:bf16,torch:bf16,openvino:int8,onnxruntime:int8"
-
-
-def model_gflop(network, size: int) -> float:
-    """Multiply-adds of convolutions and linear layers, x2, for one image."""
-    total = 0
-
-    def hook(module, inputs, output):
-        nonlocal total
-        if isinstance(module, torch.nn.Conv2d):
-            k = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
-            total += 2 * output[0].numel() * k
-        elif isinstance(module, torch.nn.Linear):
-            total += 2 * module.in_features * module.out_features
-
-    handles = [m.register_forward_hook(hook) for m in network.modules()
-               if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
-    with torch.inference_mode():
-        network(torch.zeros(1, 3, size, size))
-    for h in handles:
-        h.remove()
-    return total / 1e9
 
 
 def matmul_ceiling(dtype, n: int = 2048, rounds: int = 10) -> float:

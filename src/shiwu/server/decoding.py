@@ -83,6 +83,27 @@ def _settle(future: asyncio.Future, result, exc) -> None:
         future.set_result(result)
 
 
+class RunningJobs:
+    """When each worker thread's current job started, so a pool can say how many threads have
+    been stuck in one job for too long (/healthz answers 503 when a whole pool is)."""
+
+    def __init__(self) -> None:
+        self._started: dict[int, float] = {}  # thread id -> when its job started (monotonic)
+
+    def run(self, job: "Job") -> None:
+        ident = threading.get_ident()
+        self._started[ident] = time.monotonic()
+        try:
+            job.run()
+        finally:
+            self._started.pop(ident, None)
+
+    def stuck(self, after: float) -> int:
+        """Threads whose current job has run for more than ``after`` seconds."""
+        now = time.monotonic()
+        return sum(now - started > after for started in list(self._started.values()))
+
+
 class DecodeLanes:
     """Decoding threads in two lanes (small images never wait behind big ones); see the module."""
 
@@ -94,7 +115,7 @@ class DecodeLanes:
         self._small: deque[Job] = deque()
         self._big: OrderedDict[object, deque[Job]] = OrderedDict()  # request -> its big jobs
         self._closed = False
-        self._running: dict[int, float] = {}  # thread id -> when its job started (monotonic)
+        self._running = RunningJobs()
         self._workers = [threading.Thread(target=self._work, args=(i < self.big_threads,),
                                           name=f"shiwu-decode-{'big' if i < self.big_threads else 'small'}-{i}",
                                           daemon=True)
@@ -146,16 +167,11 @@ class DecodeLanes:
                         return
                     self._cond.wait()
                     job = self._next(big_lane)
-            self._running[threading.get_ident()] = time.monotonic()
-            try:
-                job.run()
-            finally:
-                self._running.pop(threading.get_ident(), None)
+            self._running.run(job)
 
     def stuck(self, after: float) -> int:
         """Threads whose current job has run for more than ``after`` seconds."""
-        now = time.monotonic()
-        return sum(now - started > after for started in list(self._running.values()))
+        return self._running.stuck(after)
 
     @property
     def threads(self) -> int:

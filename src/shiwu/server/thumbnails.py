@@ -23,9 +23,8 @@ import os
 import queue
 import stat as stat_module
 import threading
-import time
 
-from .decoding import Job
+from .decoding import Job, RunningJobs
 
 THUMBNAIL_THREADS = 4
 # An indexed photo larger than this is not read for a thumbnail (RAM per request stays bounded).
@@ -95,7 +94,7 @@ class ThumbnailThreads:
 
     def __init__(self, threads: int = THUMBNAIL_THREADS):
         self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
-        self._running: dict[int, float] = {}
+        self._running = RunningJobs()
         self.threads = threads
         for i in range(threads):
             threading.Thread(target=self._work, name=f"shiwu-thumbnail-{i}", daemon=True).start()
@@ -108,15 +107,10 @@ class ThumbnailThreads:
 
     def _work(self) -> None:
         while (job := self._jobs.get()) is not None:
-            self._running[threading.get_ident()] = time.monotonic()
-            try:
-                job.run()
-            finally:
-                self._running.pop(threading.get_ident(), None)
+            self._running.run(job)
 
     def stuck(self, after: float) -> int:
-        now = time.monotonic()
-        return sum(now - started > after for started in list(self._running.values()))
+        return self._running.stuck(after)
 
     def close(self) -> None:
         for _ in range(self.threads):

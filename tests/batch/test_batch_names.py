@@ -24,12 +24,13 @@ FAST = ["--backend", "torch", "--threads", "1", "-q", "--workers", "1"]
 GBK = os.fsdecode("照片".encode("gbk") + b".jpg")  # b'\xd5\xd5\xc6\xac.jpg': not UTF-8
 GBK_READABLE = "\\xd5\\xd5Ƭ.jpg"  # \xc6\xac happens to be UTF-8 (Ƭ)
 # LC_ALL=C.UTF-8: stdout is strict UTF-8, as on a user's terminal (the C locale would hide the bug)
-ENV = {**os.environ, "LC_ALL": "C.UTF-8", "PYTHONIOENCODING": "utf-8"}
+UTF8 = {"LC_ALL": "C.UTF-8", "PYTHONIOENCODING": "utf-8"}
 
 
 def shiwu(*args, timeout=600):
+    # the environment as it is now (the session's fixtures set SHIWU_CACHE and SHIWU_PRECISION)
     return subprocess.run([SHIWU, *map(str, args)], capture_output=True, text=True, encoding="utf-8",
-                          errors="replace", timeout=timeout, env=ENV)
+                          errors="replace", timeout=timeout, env={**os.environ, **UTF8})
 
 
 @pytest.fixture
@@ -154,7 +155,7 @@ def test_the_ray_engine_carries_the_name_through_arrow(photos, tmp_path):
     out = tmp_path / "out.jsonl"
     run = subprocess.run([SHIWU, "batch", str(photos), "--out", str(out), "--engine", "ray", "--batch-size", "4",
                           "--backend", "torch", "--threads", "1", "-q"], capture_output=True, text=True,
-                         encoding="utf-8", errors="replace", timeout=900, env={**ENV, **RAY_ENV})
+                         encoding="utf-8", errors="replace", timeout=900, env={**os.environ, **UTF8, **RAY_ENV})
     assert run.returncode == 0, run.stderr
     rows = _read(out)
     assert len(rows) == 6 and sum(r["image"].endswith(GBK_READABLE) for r in rows) == 1

@@ -41,7 +41,7 @@ def test_nice_lowers_cpu_and_io_priority_and_threads(command):
 
 
 def test_a_nice_tag_run_still_tags(tmp_path):
-    from tag_helpers import keywords, make_photo
+    from support.tag_helpers import keywords, make_photo
 
     photo = make_photo(tmp_path / "a.jpg")
     run = subprocess.run([sys.executable, "-m", "shiwu", "tag", str(photo), "--nice", "--backend", "torch",

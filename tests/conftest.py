@@ -72,3 +72,12 @@ def clip_dir(tmp_path_factory):
         return made[config, small]
 
     return get
+
+
+@pytest.fixture(scope="session", autouse=True)
+def library_logs_on_stderr():
+    """Library modules log; the command line shows their records on stderr. Tests that call the
+    library in this process read stderr as a user of the command line would, whatever ran before."""
+    from shiwu.logs import configure
+
+    configure()

@@ -32,6 +32,7 @@ def eager_logits(photo_batch):
 
 
 @pytest.mark.parametrize("name", FP32_BACKENDS)
+@pytest.mark.slow
 def test_fp32_backends_match_eager(name, photo_batch, eager_logits):
     backend = create_backend(name, SPEC, size=224, precision="fp32", threads=2)
     assert backend.name == name and backend.precision == "fp32"
@@ -87,6 +88,7 @@ def test_cache_key_separates_sizes_and_precisions():
     assert len(paths) == 4
 
 
+@pytest.mark.slow
 def test_corrupt_cache_entry_is_rebuilt(photo_batch, eager_logits):
     path = export.cached_onnx(SPEC, 196)
     path.write_bytes(b"\x00garbage, as after a crash mid-write on another tool" * 10)
@@ -96,6 +98,7 @@ def test_corrupt_cache_entry_is_rebuilt(photo_batch, eager_logits):
     assert path.stat().st_size > 1_000_000
 
 
+@pytest.mark.slow
 def test_concurrent_exports_leave_one_complete_file(tmp_path):
     env = {**os.environ, "SHIWU_CACHE": str(tmp_path)}
     code = ("from shiwu.backends.export import cached_onnx; from shiwu.models.registry import get_model;"
@@ -113,6 +116,7 @@ def test_concurrent_exports_leave_one_complete_file(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["onnxruntime", "openvino"])
+@pytest.mark.slow
 def test_cached_runtimes_start_without_torch(name):
     export.cached_onnx(SPEC, 224)
     code = (f"import sys; from shiwu import Recognizer; r = Recognizer(backend={name!r}); "
@@ -123,10 +127,8 @@ def test_cached_runtimes_start_without_torch(name):
     assert torch_loaded == "False"
 
 
+@pytest.mark.slow
 def test_auto_measures_once_then_remembers(capfd):
-    from shiwu.logs import configure
-
-    configure()  # the library logs; show its records on stderr as the command line does
     first = Recognizer(backend="auto", precision="fp32", size=200, threads=1)
     err = capfd.readouterr().err
     assert "measuring backends" in err and f"using {first.backend.name}" in err
@@ -140,6 +142,7 @@ def test_auto_measures_once_then_remembers(capfd):
     assert any(c["size"] == 200 and c["winner"] == first.backend.name and c["ms_per_image"] for c in choices)
 
 
+@pytest.mark.slow
 def test_int8_is_checked_against_fp32_before_it_is_offered(photo_batch, eager_logits):
     """int8 passes the accuracy policy (top-1 >= 99% of fp32's), or is refused with the figures."""
     from shiwu.backends import policy, quantize
@@ -195,11 +198,10 @@ def test_export_command_writes_a_deployable_model(tmp_path):
     assert len(labels) == 1000 and labels[967].startswith("967\t浓缩咖啡")
 
 
+@pytest.mark.slow
 def test_auto_skips_a_runtime_that_breaks_and_says_why(monkeypatch, capfd):
     from shiwu.backends import auto
-    from shiwu.logs import configure
 
-    configure()  # the library logs; show its records on stderr as the command line does
     real = auto.backend_class
 
     def flaky(name):

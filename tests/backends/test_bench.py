@@ -23,6 +23,7 @@ def test_percentile_interpolates():
     assert percentile([7], 95) == 7
 
 
+@pytest.mark.slow
 def test_bench_measures_every_configuration_in_its_own_process(tmp_path):
     """The real thing, kept small: two runtimes at 160px, one thread, batch 1, short timings."""
     out = tmp_path / "bench.json"
@@ -151,6 +152,7 @@ def test_ctrl_c_keeps_what_was_measured(monkeypatch):
     assert "| onnxruntime | fp32 | 224 | 2 | 8 | not measured |" in text
 
 
+@pytest.mark.slow
 def test_real_ctrl_c_prints_the_partial_table(tmp_path):
     """SIGINT to a running `shiwu bench`: the worker is stopped, the table of the rows measured
     so far is printed, and the exit code is 130."""

@@ -53,6 +53,7 @@ def read_only(folder: Path) -> list[str]:
     return []
 
 
+@pytest.mark.slow
 def test_a_read_only_warm_cache_runs_every_command_with_one_warning(model_and_photos, tmp_path):
     model, photos = model_and_photos
     cache = tmp_path / "cache"
@@ -71,6 +72,7 @@ def test_a_read_only_warm_cache_runs_every_command_with_one_warning(model_and_ph
         "label"] == "红"
 
 
+@pytest.mark.slow
 def test_a_home_that_cannot_hold_a_cache(model_and_photos, tmp_path):
     model, photos = model_and_photos
     env = {"HOME": "/proc/x", "SHIWU_CACHE": "", "XDG_CACHE_HOME": ""}
@@ -104,6 +106,7 @@ def _json_lists(cache: Path) -> None:
 
 @pytest.mark.parametrize("damage", [_damage_slot_into_a_folder, _binary_fingerprints,
                                     _fingerprint_memos_as_folders, _json_lists])
+@pytest.mark.slow
 def test_damaged_cache_entries_are_rebuilt(model_and_photos, tmp_path, damage):
     model, photos = model_and_photos
     env = {"SHIWU_CACHE": str(tmp_path / "cache")}
@@ -116,6 +119,7 @@ def test_damaged_cache_entries_are_rebuilt(model_and_photos, tmp_path, damage):
         assert json.loads(done.stdout)["predictions"][0]["label"] == "红"
 
 
+@pytest.mark.slow
 def test_a_corrupt_gallery_cache_is_rebuilt(model_and_photos, tmp_path):
     model, photos = model_and_photos
     gallery = tmp_path / "gallery"

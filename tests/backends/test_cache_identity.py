@@ -14,6 +14,7 @@ from pathlib import Path
 
 from PIL import Image
 from support.tiny_models import red_and_blue
+import pytest
 
 SHIWU = str(Path(sys.executable).parent / "shiwu")
 
@@ -30,6 +31,7 @@ def the_slot(cache: Path) -> Path:
     return slot
 
 
+@pytest.mark.slow
 def test_a_valid_onnx_of_another_model_in_the_slot_is_rebuilt_with_one_warning(tmp_path):
     red = red_and_blue(tmp_path / "red" / "model.onnx", red_first=True)
     blue = red_and_blue(tmp_path / "blue" / "model.onnx", red_first=False)
@@ -47,6 +49,7 @@ def test_a_valid_onnx_of_another_model_in_the_slot_is_rebuilt_with_one_warning(t
     assert label == "红" and "warning" not in err
 
 
+@pytest.mark.slow
 def test_an_entry_without_its_record_or_changed_in_place_is_rebuilt(tmp_path):
     red = red_and_blue(tmp_path / "red" / "model.onnx", red_first=True)
     photo = tmp_path / "red.png"
@@ -66,6 +69,7 @@ def test_an_entry_without_its_record_or_changed_in_place_is_rebuilt(tmp_path):
     assert label == "红" and "changed since it was written" in err
 
 
+@pytest.mark.slow
 def test_stray_temporary_files_of_killed_writers_are_cleaned(tmp_path):
     red = red_and_blue(tmp_path / "red" / "model.onnx", red_first=True)
     photo = tmp_path / "red.png"

@@ -81,6 +81,7 @@ def test_known_accuracies(labelled, recognizer):
     assert "unreadable images: 1" in text and "broken.jpg" in text
 
 
+@pytest.mark.slow
 def test_cli_json_and_exit_code(labelled, tmp_path):
     out = tmp_path / "eval.json"
     run = subprocess.run([str(SHIWU), "eval", str(labelled), "--backend", "torch", "--threads", "1",
@@ -95,6 +96,7 @@ def test_cli_json_and_exit_code(labelled, tmp_path):
     assert "top-1 accuracy: 83.3%" in run.stdout
 
 
+@pytest.mark.slow
 def test_a_folder_without_classes_is_a_usage_error(tmp_path, recognizer):
     (tmp_path / "cats and dogs").mkdir()
     with pytest.raises(EvalError, match="no sub-folder"):

@@ -83,6 +83,7 @@ class Broken:
         return np.random.default_rng(len(batch)).standard_normal((len(batch), 1000)).astype(np.float32)
 
 
+@pytest.mark.slow
 def test_a_runtime_that_does_not_reproduce_the_shipped_answers_is_refused():
     assert policy.shipped_entry(SPEC, "openvino", "bf16", 224) is not None or not HAS_BF16
     entry = policy.shipped_entry(SPEC, "openvino", "bf16", 224) or policy.shipped_entry(SPEC, "openvino", "int8", 224)
@@ -121,6 +122,7 @@ def test_auto_times_the_runtimes_in_interleaved_rounds():
     assert switches >= 7                                # a b a b ..., not a a a a b b b b
 
 
+@pytest.mark.slow
 def test_precision_auto_runs_the_fastest_accepted_setting_and_names_it(monkeypatch, caplog):
     from shiwu import Recognizer
 
@@ -180,6 +182,7 @@ def test_tune_eval_refuses_a_folder_that_cannot_measure_accuracy(tmp_path, layou
     assert "Traceback" not in out.stderr
 
 
+@pytest.mark.slow
 def test_doctor_shows_each_verdict_with_its_numbers():
     policy.verdict(SPEC, "onnxruntime", "fp32", 192, threads=1)
     out = subprocess.run([str(SHIWU), "doctor"], capture_output=True, text=True, timeout=300)

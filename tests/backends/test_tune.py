@@ -142,6 +142,7 @@ def test_default_sizes_follow_the_article():
     assert default_sizes(260) == [260, 228, 196]
 
 
+@pytest.mark.slow
 def test_tune_writes_settings_that_predict_and_batch_then_use(tmp_path, monkeypatch):
     """A real (tiny) tune at 160px; then `shiwu predict` and `shiwu batch` run with its choice
     without being told, and an option still overrides it."""
@@ -194,6 +195,7 @@ def test_tune_writes_settings_that_predict_and_batch_then_use(tmp_path, monkeypa
     assert np.isclose(row["predictions"][0]["score"], at_160[0].score, atol=2e-3)
 
 
+@pytest.mark.slow
 def test_tuned_settings_that_cannot_run_here_fall_back_with_a_warning(settings_file, capsys):
     from shiwu import Recognizer
 
@@ -206,6 +208,7 @@ def test_tuned_settings_that_cannot_run_here_fall_back_with_a_warning(settings_f
         Recognizer(backend="onnxruntime", precision="bf16", threads=1)
 
 
+@pytest.mark.slow
 def test_serve_uses_the_tuned_settings(tmp_path):
     import urllib.request
 

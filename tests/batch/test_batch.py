@@ -147,6 +147,7 @@ def test_csv_is_excel_friendly_and_resume_cuts_a_torn_quoted_row(tmp_path):
         open_writer(out, topk=3, resume=True)
 
 
+@pytest.mark.slow
 def test_parquet_journal_merges_into_one_file_without_duplicates(tmp_path):
     out = tmp_path / "out.parquet"
     journal = tmp_path / "out.parquet.partial.jsonl"
@@ -196,6 +197,7 @@ def test_decode_batch_matches_the_recognizer_and_reports_bad_files(tmp_path, rec
     assert len(rows[0]["predictions"]) == 3 and rows[1]["predictions"] == []
 
 
+@pytest.mark.slow
 def test_run_batch_gives_the_same_rows_as_recognize(tmp_path):
     from shiwu import Recognizer
 
@@ -263,6 +265,7 @@ class _CrashOn13(Preprocessing):
         return super().__call__(image)
 
 
+@pytest.mark.slow
 def test_a_decoder_crash_costs_only_the_file_that_caused_it(tmp_path):
     from dataclasses import dataclass, fields
 

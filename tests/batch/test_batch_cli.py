@@ -47,6 +47,7 @@ def start_and_wait_for_rows(args, out: Path, rows: int, total: int):
     return run
 
 
+@pytest.mark.slow
 def test_folder_list_and_bad_files_to_all_three_formats(tmp_path):
     (tmp_path / "bad").mkdir()
     bad = make_bad_files(tmp_path / "bad")
@@ -86,6 +87,7 @@ def test_folder_list_and_bad_files_to_all_three_formats(tmp_path):
 
 
 @pytest.mark.parametrize("suffix", ["jsonl", "parquet"])  # CSV's torn rows: test_batch.py
+@pytest.mark.slow
 def test_kill_9_mid_run_then_resume_gives_exactly_one_row_per_image(tmp_path, suffix):
     photos = small_photos(tmp_path / "in", 60)
     out = tmp_path / f"out.{suffix}"
@@ -110,6 +112,7 @@ def test_kill_9_mid_run_then_resume_gives_exactly_one_row_per_image(tmp_path, su
     assert not out.with_name(out.name + ".partial.jsonl").exists()
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_after_the_current_batch_with_a_valid_file(tmp_path):
     photos = small_photos(tmp_path / "in", 60)
     out = tmp_path / "out.parquet"  # the hard case: the Parquet file is written on the way out
@@ -129,6 +132,7 @@ def test_ctrl_c_stops_after_the_current_batch_with_a_valid_file(tmp_path):
     assert sorted(r["image"] for r in read_rows(out)) == sorted(str(p) for p in photos)
 
 
+@pytest.mark.slow
 def test_usage_errors_exit_2_and_leave_results_alone(tmp_path):
     out = tmp_path / "out.jsonl"
     assert shiwu("batch", DATA / "coffee.jpg", "-o", out, *FAST).returncode == 0
@@ -159,6 +163,7 @@ def expected_rows(images, topk):
 
 
 @pytest.mark.ray
+@pytest.mark.slow
 def test_ray_engine_on_a_local_two_cpu_ray_resumes_what_the_local_engine_began(tmp_path):
     """shiwu starts its own Ray (2 CPUs) and finishes a file the local engine began."""
     (tmp_path / "bad").mkdir()
@@ -188,6 +193,7 @@ def test_ray_engine_on_a_local_two_cpu_ray_resumes_what_the_local_engine_began(t
 
 
 @pytest.mark.ray
+@pytest.mark.slow
 def test_ray_engine_joins_a_running_cluster_with_address(tmp_path):
     """--address: a cluster started elsewhere (here by this test, 2 CPUs) runs the job."""
     import ray

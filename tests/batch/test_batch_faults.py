@@ -36,6 +36,7 @@ def real(paths) -> list[str]:
 
 # --- 1. one row per image, however its path is spelled ------------------------------------------
 
+@pytest.mark.slow
 def test_one_row_per_image_however_the_path_is_spelled(tmp_path):
     photos = tmp_path / "photos"
     top = small_photos(photos, 4)
@@ -94,6 +95,7 @@ def _as_unprivileged():
                 os._exit(99)  # the test fails on the exit code: no silent root run
 
 
+@pytest.mark.slow
 def test_unwritable_outputs_are_one_line_and_exit_2_before_decoding():
     base = Path(tempfile.mkdtemp(prefix="shiwu-ro-", dir="/tmp"))
     try:
@@ -143,6 +145,7 @@ def test_unwritable_outputs_are_one_line_and_exit_2_before_decoding():
 
 # --- 3. JSONL --resume with another --topk ---------------------------------------------------------
 
+@pytest.mark.slow
 def test_jsonl_resume_with_another_topk_is_refused(tmp_path):
     out = tmp_path / "out.jsonl"
     assert shiwu("batch", DATA / "coffee.jpg", "-o", out, "-k", "5", *FAST).returncode == 0
@@ -156,6 +159,7 @@ def test_jsonl_resume_with_another_topk_is_refused(tmp_path):
 
 # --- 6. a mistyped command-line input ---------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_missing_command_line_input_is_a_usage_error_and_writes_nothing(tmp_path):
     small_photos(tmp_path / "photos", 2)
     out = tmp_path / "out.jsonl"
@@ -176,6 +180,7 @@ def test_a_missing_command_line_input_is_a_usage_error_and_writes_nothing(tmp_pa
 # --- 7. --retry-failed ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("suffix", ["jsonl", "csv", "parquet"])
+@pytest.mark.slow
 def test_retry_failed_replaces_the_rows_of_fixed_images(tmp_path, suffix):
     photos = small_photos(tmp_path / "in", 3)
     broken = tmp_path / "in" / "broken.jpg"
@@ -208,6 +213,7 @@ def test_retry_failed_replaces_the_rows_of_fixed_images(tmp_path, suffix):
 
 # --- 8. --topk above the class count ----------------------------------------------------------------
 
+@pytest.mark.slow
 def test_topk_above_the_class_count_is_clamped_with_a_warning(tmp_path):
     out = tmp_path / "out.csv"
     run = shiwu("batch", DATA / "coffee.jpg", "-o", out, "-k", "5000", *FAST)
@@ -222,6 +228,7 @@ def test_topk_above_the_class_count_is_clamped_with_a_warning(tmp_path):
 
 # --- 9. file lists: names verbatim, # comments, NUL-separated stdin --------------------------------
 
+@pytest.mark.slow
 def test_file_lists_take_names_verbatim_and_stdin_can_be_nul_separated(tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()
@@ -249,6 +256,7 @@ def test_file_lists_take_names_verbatim_and_stdin_can_be_nul_separated(tmp_path)
 
 # --- 10. small things -------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_address_implies_ray_and_a_fresh_run_says_nothing_about_skipping(tmp_path):
     out = tmp_path / "out.jsonl"
     local = shiwu("batch", DATA / "coffee.jpg", "-o", out, "--engine", "local",
@@ -273,6 +281,7 @@ def _file_size_limit():
 
 
 @pytest.mark.parametrize("suffix", ["jsonl", "csv", "parquet"])
+@pytest.mark.slow
 def test_a_full_disk_stops_with_a_clear_error_and_resume_completes(tmp_path, suffix):
     photos = small_photos(tmp_path / "in", 40)
     out = tmp_path / f"out.{suffix}"
@@ -298,6 +307,7 @@ def test_a_full_disk_stops_with_a_clear_error_and_resume_completes(tmp_path, suf
     assert not journal.exists()
 
 
+@pytest.mark.slow
 def test_no_space_left_is_named_as_such(tmp_path):
     """ENOSPC, the real full disk: /dev/full fails every write with it."""
     out = tmp_path / "full.jsonl"

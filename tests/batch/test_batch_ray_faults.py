@@ -68,6 +68,7 @@ def kill_all(pids) -> None:
             pass
 
 
+@pytest.mark.slow
 def test_an_inference_actor_killed_mid_job_is_restarted_and_every_image_written_once(tmp_path):
     photos = small_photos(tmp_path / "in", 60)
     out = tmp_path / "out.jsonl"
@@ -103,6 +104,7 @@ def test_an_inference_actor_killed_mid_job_is_restarted_and_every_image_written_
     assert all(r["error"] is None and r["predictions"] for r in rows)
 
 
+@pytest.mark.slow
 def test_a_killed_ray_driver_then_resume_gives_every_image_once(tmp_path):
     photos = small_photos(tmp_path / "in", 60)
     out = tmp_path / "out.csv"
@@ -128,6 +130,7 @@ def test_a_killed_ray_driver_then_resume_gives_every_image_once(tmp_path):
     assert sorted(r["image"] for r in rows) == sorted(str(p) for p in photos)
 
 
+@pytest.mark.slow
 def test_an_address_without_a_cluster_fails_fast_in_one_line(tmp_path):
     import socket
 

@@ -28,6 +28,7 @@ def probe(*argv):
 
 @pytest.mark.parametrize("command", [["batch", "photos", "--out", "o.jsonl"], ["index", "photos", "--out", "ix"],
                                      ["tag", "photos"]])
+@pytest.mark.slow
 def test_nice_lowers_cpu_and_io_priority_and_threads(command):
     import psutil
 
@@ -40,6 +41,7 @@ def test_nice_lowers_cpu_and_io_priority_and_threads(command):
     assert probe(*command, "--nice", "--threads", "3")["threads"] == 3
 
 
+@pytest.mark.slow
 def test_a_nice_tag_run_still_tags(tmp_path):
     from support.tag_helpers import keywords, make_photo
 

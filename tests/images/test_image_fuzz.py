@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from support.image_mutations import FORMATS, MUTATIONS, case, originals
 from shiwu.images import ImageError, load_image
+import pytest
 
 BUCKETS = len(FORMATS) * len(MUTATIONS)  # seed % 40 picks the format and the mutation
 # seeds spread over every (format, mutation) pair, the same ones on every run (derandomize)
@@ -39,6 +40,7 @@ def test_mutations_are_reproducible():
 @settings(max_examples=300, derandomize=True, deadline=timedelta(seconds=2), database=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(seed=seeds)
+@pytest.mark.slow
 def test_a_mutated_image_decodes_or_fails_with_image_error_in_time(seed):
     kind, mutation, data = case(seed)
     with warnings.catch_warnings():

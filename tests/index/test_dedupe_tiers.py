@@ -51,6 +51,7 @@ def groups_of(capsys, library, *options):
             for g, tier, matches in zip(result["groups"], result["tiers"], result["matches"])]
 
 
+@pytest.mark.slow
 def test_exact_tier_is_only_identical_files(library, capsys):
     found = groups_of(capsys, library, "--tier", "exact")
     assert sorted(sorted(names) for names, _, _ in found) == [
@@ -74,6 +75,7 @@ def test_near_tier_groups_reencoded_resized_relit_and_grey_copies(library, capsy
         assert set(matches[1:]) <= {"near", "exact"}
 
 
+@pytest.mark.slow
 def test_similar_tier_adds_crops_and_keeps_grayscale_copies(library, capsys, tmp_path):
     csv_file = tmp_path / "groups.csv"
     found = groups_of(capsys, library, "--csv", str(csv_file))
@@ -94,6 +96,7 @@ def test_similar_tier_adds_crops_and_keeps_grayscale_copies(library, capsys, tmp
     assert any(line.endswith(",near") and "_gray.jpg" in line for line in lines)
 
 
+@pytest.mark.slow
 def test_tiers_of_an_index_used_from_another_folder(library, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(library.parent)
     index = tmp_path / "index"

@@ -41,6 +41,7 @@ def photos(tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow
 def test_index_then_search_finds_the_copies_first(photos, tmp_path):
     out = tmp_path / "索引"
     run = shiwu("index", photos, "--out", out, "--json", *FAST)
@@ -65,6 +66,7 @@ def test_index_then_search_finds_the_copies_first(photos, tmp_path):
     assert run.returncode == 1 and json.loads(run.stdout)["error"]["type"] == "ImageError"
 
 
+@pytest.mark.slow
 def test_rerunning_adds_new_files_prunes_vanished_ones_and_skips_the_rest(photos, tmp_path):
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -82,6 +84,7 @@ def test_rerunning_adds_new_files_prunes_vanished_ones_and_skips_the_rest(photos
     assert json.loads(run.stdout)["done"] == 0
 
 
+@pytest.mark.slow
 def test_another_models_index_is_refused(photos, tmp_path, capsys):
     out = tmp_path / "index"
     assert main(["index", str(photos / "coffee.jpg"), "--out", str(out), *FAST]) == 0
@@ -89,6 +92,7 @@ def test_another_models_index_is_refused(photos, tmp_path, capsys):
     assert code == 2 and "was built with" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_kill_9_mid_index_then_run_again_leaves_every_file_once(tmp_path):
     folder = tmp_path / "many"
     folder.mkdir()
@@ -132,6 +136,7 @@ def _index_size_limit():
     resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
 
+@pytest.mark.slow
 def test_a_full_disk_mid_index_is_one_line_and_the_next_run_completes(tmp_path):
     from support.batch import small_photos
 
@@ -157,6 +162,7 @@ def test_a_full_disk_mid_index_is_one_line_and_the_next_run_completes(tmp_path):
     assert not [p.name for p in out.iterdir() if p.name.startswith(".tmp")]
 
 
+@pytest.mark.slow
 def test_dedupe_groups_the_copies_of_a_folder(photos, tmp_path):
     csv_file = tmp_path / "groups.csv"
     run = shiwu("dedupe", photos, "--json", "--csv", csv_file, "--threshold", "0.8", *FAST)
@@ -171,6 +177,7 @@ def test_dedupe_groups_the_copies_of_a_folder(photos, tmp_path):
 
 
 @pytest.mark.milvus
+@pytest.mark.slow
 def test_the_same_index_in_milvus(photos, tmp_path):
     store = tmp_path / "milvus.db"
     run = shiwu("index", photos / "coffee.jpg", photos / "咖啡 小.jpg", photos / "rocket.jpg",
@@ -182,6 +189,7 @@ def test_the_same_index_in_milvus(photos, tmp_path):
     assert names[:2] == ["coffee.jpg", "咖啡 小.jpg"] and names[2] == "rocket.jpg"
 
 
+@pytest.mark.slow
 def test_text_search_needs_a_chinese_clip_index_and_works_with_one(photos, tmp_path, clip_dir, capsys):
     lite = tmp_path / "lite"
     assert main(["index", str(photos / "coffee.jpg"), "--out", str(lite), *FAST]) == 0

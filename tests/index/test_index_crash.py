@@ -13,6 +13,7 @@ import numpy as np
 
 from support.index_helpers import make_files, random_vectors, rows_for
 from shiwu.index import Manifest, create_index, open_index
+import pytest
 
 DIM = 32
 FILES = 10_000  # batches take ~1 ms: enough of them that the kill lands mid-run
@@ -37,6 +38,7 @@ WRITER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_kill_during_upserts_then_resume(tmp_path):
     paths = [str(p) for p in make_files(tmp_path / "photos", FILES)]
     create_index(tmp_path / "index", Manifest(model="test-model", dimension=DIM)).close()

@@ -36,6 +36,7 @@ def built(tmp_path_factory):
     return photos, index
 
 
+@pytest.mark.slow
 def test_the_manifest_records_size_preprocessing_and_precision(built):
     _, index = built
     manifest = json.loads((index / "manifest.json").read_text(encoding="utf-8"))
@@ -55,6 +56,7 @@ def test_adding_vectors_of_another_size_is_refused_with_one_line(built, tmp_path
     assert rows == 3  # nothing was added
 
 
+@pytest.mark.slow
 def test_search_embeds_queries_at_the_index_size_whatever_was_tuned(built, tmp_path):
     photos, index = built
     config = tmp_path / "config.toml"

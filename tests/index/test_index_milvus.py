@@ -37,6 +37,7 @@ def test_locations():
         parse_location("milvus://host:19530/bad-name")
 
 
+@pytest.mark.slow
 def test_same_top_k_as_faiss_flat(tmp_path, data):
     paths, vectors = data
     queries = vectors[::7] + 0.01

@@ -47,6 +47,7 @@ def planted(tmp_path):
     return location, marker
 
 
+@pytest.mark.slow
 def test_search_does_not_unpickle_the_model_a_manifest_trusts(planted):
     location, marker = planted
     run = subprocess.run([SHIWU, "search", str(DATA / "coffee.jpg"), "--index", str(location)],

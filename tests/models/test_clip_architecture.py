@@ -52,6 +52,7 @@ def _references(models):
     return {"modelscope": modelscope, "cn_clip": cn}
 
 
+@pytest.mark.slow
 def test_parameter_names_and_shapes_are_the_references(models):
     _, ours, modelscope, cn = models
     mine = {k: tuple(v.shape) for k, v in ours.state_dict().items()}
@@ -102,6 +103,7 @@ def real_size(clip_dir):
     return directory, load_clip(directory), {"modelscope": modelscope_model(directory).clip_model, "cn_clip": cn}
 
 
+@pytest.mark.slow
 def test_real_size_vit_b16_matches_both_references(real_size):
     directory, ours, references = real_size
     assert 187e6 < sum(p.numel() for p in ours.parameters()) < 190e6  # the 188M of the model card

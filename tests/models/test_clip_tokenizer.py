@@ -124,6 +124,7 @@ def _sweep_code_points():
     return points
 
 
+@pytest.mark.slow
 def test_every_character_in_a_word_as_the_reference(ours, modelscope_reference):
     """Each code point between two letters, "a<c>b": cleaning, CJK spacing, lower-casing, accent
     stripping, punctuation and WordPiece all meet it, in a context that shows what it became."""

@@ -67,6 +67,7 @@ def _ir(folder: Path) -> Path:
     return folder / "model.xml"
 
 
+@pytest.mark.slow
 def test_an_ir_whose_bin_links_outside_its_folder_is_not_read(tmp_path, photo):
     model = _ir(tmp_path / "ir")
     secret = tmp_path / "elsewhere" / "secret.txt"
@@ -113,6 +114,7 @@ def _over_long(model: Path) -> None:
 @pytest.mark.parametrize("damage, says", [(_link_the_weights, "external weights"),
                                           (_point_outside, "outside"),
                                           (_over_long, "external weights")])
+@pytest.mark.slow
 def test_onnx_external_weights_outside_linked_or_over_long_are_refused(tmp_path, photo, backend, damage, says):
     model = _external(tmp_path / "m")
     damage(model)
@@ -121,6 +123,7 @@ def test_onnx_external_weights_outside_linked_or_over_long_are_refused(tmp_path,
     assert "root:" not in error
 
 
+@pytest.mark.slow
 def test_onnx_external_weights_in_the_folder_work_and_are_part_of_its_identity(tmp_path, photo):
     model = _external(tmp_path / "m")
     cache = tmp_path / "cache"

@@ -75,6 +75,7 @@ def reference(request, weights):
     return network.eval()
 
 
+@pytest.mark.slow
 def test_parameter_names_and_shapes_are_the_reference_ones(reference, ours):
     theirs = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
     mine = {k: tuple(v.shape) for k, v in ours.state_dict().items()}

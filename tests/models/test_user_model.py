@@ -66,6 +66,7 @@ def article(tmp_path_factory):
     ("traced_model_cpu.pt", "torchscript"), ("traced_model_cpu.pt", "openvino"),
     ("model.onnx", "onnxruntime"), ("model.onnx", "openvino"),
 ])
+@pytest.mark.slow
 def test_each_article_file_gives_the_article_top1_on_every_photo_in_chinese(article, file, backend):
     recognizer = Recognizer(str(article["folder"] / file), labels=article["labels"], resize="squash",
                             trust_model_code=file.endswith(".pth"), backend=backend, threads=2)
@@ -99,6 +100,7 @@ def test_crop_is_torchvision_resize_then_centre_crop(article):
     assert np.abs(spec.preprocessing(image) - want.transpose(2, 0, 1)).max() < 1e-5
 
 
+@pytest.mark.slow
 def test_untrusted_pickle_is_refused_with_exit_2_naming_the_flag(article):
     run = subprocess.run([SHIWU, "predict", str(DATA / "coffee.jpg"), "--model", str(article["folder"] / "model.pth"),
                           "--labels", article["labels"]], capture_output=True, text=True, encoding="utf-8",
@@ -353,6 +355,7 @@ def test_batch_with_a_user_onnx_model_uses_its_preprocessing(article, tmp_path):
     assert {r["model"] for r in rows.values()} == {"model.onnx"}
 
 
+@pytest.mark.slow
 def test_serve_with_a_user_onnx_model(article):
     import httpx
 
@@ -371,6 +374,7 @@ def test_serve_with_a_user_onnx_model(article):
         assert result["predictions"][0]["label"] == LabelSet.imagenet().zh[article["top1"][photo]]
 
 
+@pytest.mark.slow
 def test_bench_prints_the_resolution_table_for_the_readers_model(article, tmp_path):
     out = tmp_path / "bench.json"
     run = subprocess.run([SHIWU, "bench", "--model", str(article["folder"] / "traced_model_cpu.pt"),
@@ -387,6 +391,7 @@ def test_bench_prints_the_resolution_table_for_the_readers_model(article, tmp_pa
     assert "| onnxruntime | fp32 | 168 |" in run.stdout
 
 
+@pytest.mark.slow
 def test_tune_saves_settings_per_model_file(article, tmp_path):
     import tomllib
 

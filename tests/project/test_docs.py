@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from shiwu.cli import build_parser
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
@@ -49,6 +50,7 @@ def nav_pages(node) -> list[str]:
     return []
 
 
+@pytest.mark.slow
 def test_site_builds_strict(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],

@@ -61,6 +61,7 @@ def metric(text: str, name: str, **labels) -> float:
 # ---------------------------------------------------------------- answers
 
 
+@pytest.mark.slow
 def test_real_photos_get_the_right_chinese_labels(client):
     response = recognize(client, [("files", photo("coffee.jpg")), ("files", photo("chelsea.jpg"))],
                          params={"topk": 3})

@@ -29,6 +29,7 @@ def groups(client, **params) -> dict[frozenset, tuple[str, dict]]:
     return out
 
 
+@pytest.mark.slow
 def test_the_default_similar_tier_tells_exact_near_and_similar_copies_apart(client):
     found = groups(client)
     coffee = found[frozenset({"coffee.jpg", "coffee copy.jpg"})]

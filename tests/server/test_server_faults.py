@@ -134,6 +134,7 @@ def new_log(server, since: int) -> str:
 # ---------------------------------------------------------------- 1. bytes admitted before reading
 
 
+@pytest.mark.slow
 def test_bodies_over_the_byte_budget_get_503_before_they_are_read(server):
     limit = MAX_UPLOAD_MB * MIB
     holders = []
@@ -162,6 +163,7 @@ def test_bodies_over_the_byte_budget_get_503_before_they_are_read(server):
 
 
 @pytest.mark.parametrize("multipart", [True, False], ids=["multipart", "raw"])
+@pytest.mark.slow
 def test_uploads_are_spooled_to_disk_as_they_stream_in(server, multipart):
     data = (DATA / "coffee.jpg").read_bytes() + bytes(3 * MIB)  # a JPEG with trailing bytes
     if multipart:
@@ -187,6 +189,7 @@ def test_uploads_are_spooled_to_disk_as_they_stream_in(server, multipart):
 # ---------------------------------------------------------------- 2. fair decoding
 
 
+@pytest.mark.slow
 def test_small_photos_keep_their_latency_while_huge_images_decode(server, big_png):
     idle = []
     for _ in range(3):
@@ -254,6 +257,7 @@ def test_invented_http_methods_do_not_grow_metrics(server):
 # ---------------------------------------------------------------- 4. connections
 
 
+@pytest.mark.slow
 def test_a_request_head_that_trickles_in_is_cut_off(server):
     head = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 200 + b"\r\n\r\n"
     with connect(server) as sock:
@@ -282,6 +286,7 @@ def test_a_request_head_that_trickles_in_is_cut_off(server):
         assert status == 408 and headers["content-type"] == "application/json"
 
 
+@pytest.mark.slow
 def test_idle_connections_are_closed(server):
     with connect(server) as sock:  # connects, never sends anything
         started = time.monotonic()
@@ -294,6 +299,7 @@ def test_idle_connections_are_closed(server):
         assert reply.startswith(b"HTTP/1.1 200") and time.monotonic() - started < 5
 
 
+@pytest.mark.slow
 def test_connections_over_the_cap_get_503_and_the_server_recovers(server):
     socks = []
     try:
@@ -312,6 +318,7 @@ def test_connections_over_the_cap_get_503_and_the_server_recovers(server):
     assert httpx.get(server.url + "/healthz", timeout=10).status_code == 200
 
 
+@pytest.mark.slow
 def test_running_out_of_file_descriptors_is_logged_once_not_a_flood():
     # 160 descriptors: the process needs ~40 of its own; 300 connections exhaust the rest.
     with ServerProcess(server_args("--max-connections", "5000", "--header-timeout", "6"),
@@ -337,6 +344,7 @@ def test_running_out_of_file_descriptors_is_logged_once_not_a_flood():
 # ---------------------------------------------------------------- 5. drain on SIGTERM
 
 
+@pytest.mark.slow
 def test_sigterm_drains_answers_everything_and_exits_0(big_png):
     graceful = 3.0
     server = ServerProcess(server_args("--max-upload-mb", "8", "--max-images", "8", "--timeout", "90",
@@ -388,6 +396,7 @@ def test_sigterm_drains_answers_everything_and_exits_0(big_png):
 # ---------------------------------------------------------------- 6. client gone mid-body
 
 
+@pytest.mark.slow
 def test_a_client_that_hangs_up_mid_body_is_counted_not_a_500(server):
     before = metrics(server)
     start = len(server.log())
@@ -505,6 +514,7 @@ def test_query_parameters_are_documented(server):
 # ---------------------------------------------------------------- overload
 
 
+@pytest.mark.slow
 def test_overload_gives_only_200_or_503_with_retry_after(server):
     clients = 4 * MAX_QUEUE
     barrier = threading.Barrier(clients)
@@ -539,6 +549,7 @@ def test_overload_gives_only_200_or_503_with_retry_after(server):
 # ---------------------------------------------------------------- several workers
 
 
+@pytest.mark.slow
 def test_workers_use_the_same_guards_and_exit_0():
     # uvicorn spawns workers and pickles its config: the protocol must be importable by name,
     # and each worker reads its limits from the settings in the environment.

@@ -37,6 +37,7 @@ def decodes(data: bytes) -> bool:
     return True
 
 
+@pytest.mark.slow
 def test_mutated_bodies_get_200_or_4xx_never_5xx(server):
     seeds = [7919 * i for i in range(CASES)]  # every (format, mutation) pair twice: 7919 is prime, coprime to BUCKETS
     assert len({s % BUCKETS for s in seeds}) == BUCKETS

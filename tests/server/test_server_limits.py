@@ -26,6 +26,7 @@ def server():
         yield process
 
 
+@pytest.mark.slow
 def test_a_request_that_cannot_be_answered_in_time_is_504(server):
     started = time.monotonic()
     response = httpx.post(server.url + "/v1/recognize", content=(DATA / "coffee.jpg").read_bytes(),

@@ -65,6 +65,7 @@ def row(tree, folder, name):
 # ---------------------------------------------------------------- item 3: Origin and Host
 
 
+@pytest.mark.slow
 def test_another_sites_page_cannot_post(server, tree):
     for origin in (EVIL, "null", "http://127.0.0.1:1"):
         response = httpx.post(server.url + "/v1/gallery/偷偷", files=[photo()], timeout=60,
@@ -96,6 +97,7 @@ def test_only_the_names_it_is_served_as_are_answered(server):
     assert httpx.get(server.url + "/healthz", headers={"Host": "10.0.0.7"}, timeout=30).status_code == 200
 
 
+@pytest.mark.slow
 def test_allowed_hosts_and_cors_origins_open_what_they_name(tree):
     args = [*SERVE, "--allowed-hosts", "photos.lan,*.example.net", "--cors-origin", "https://app.example"]
     with ServerProcess(args, ready_timeout=300) as process:
@@ -151,6 +153,7 @@ def test_a_folder_swapped_for_a_link_after_indexing_is_not_followed(server, tree
 # ---------------------------------------------------------------- item 6: a cut-off first write
 
 
+@pytest.mark.slow
 def test_a_class_with_only_a_temporary_file_does_not_stop_the_start(tmp_path):
     gallery = tmp_path / "gallery"
     (gallery / "半截").mkdir(parents=True)  # a first write cut by kill -9: only its temporary file

@@ -73,6 +73,7 @@ def reference():
 # ---------------------------------------------------------------- /v1/embed
 
 
+@pytest.mark.slow
 def test_embed_gives_the_unit_vectors_of_the_library_and_a_reason_for_a_bad_photo(client, reference):
     response = client.post("/v1/embed", files=[upload(DATA / "coffee.jpg"), BROKEN, upload(DATA / "chelsea.jpg")])
     assert response.status_code == 200, response.text
@@ -166,6 +167,7 @@ def test_rows_added_by_shiwu_index_while_serving_are_found_at_once(client, photo
 
 
 @pytest.mark.milvus
+@pytest.mark.slow
 def test_the_same_routes_serve_a_milvus_index(photos, tmp_path):
     store = tmp_path / "milvus.db"  # Milvus Lite: the real Milvus engine, in the server's process
     run = shiwu("index", photos / "coffee.jpg", photos / "咖啡 小.jpg", photos / "rocket.jpg", "--store", store,
@@ -349,6 +351,7 @@ def test_teaching_while_photos_are_recognised_breaks_no_request(gclient):
     assert top["results"][0]["predictions"][0]["label"] == "宇航员"
 
 
+@pytest.mark.slow
 def test_the_gallery_survives_a_restart_without_embedding_again(gclient, gallery_root):
     folder = gallery_root / "我的类别"
     if not (folder / "我的摩托").exists():
@@ -365,6 +368,7 @@ def test_the_gallery_survives_a_restart_without_embedding_again(gclient, gallery
     assert run.returncode == 0 and json.loads(run.stdout)["predictions"][0]["label"] == "我的摩托"
 
 
+@pytest.mark.slow
 def test_a_gallery_with_an_empty_or_unreadable_class_is_refused_at_start(tmp_path):
     folder = make_gallery(tmp_path / "g", {"猫": "chelsea.jpg"}, count=1)
     (folder / "空的").mkdir()
@@ -401,6 +405,7 @@ def _start_expecting_failure(process: ServerProcess, timeout: float = 120):
 # ---------------------------------------------------------------- Chinese-CLIP: words
 
 
+@pytest.mark.slow
 def test_words_find_photos_in_a_chinese_clip_index(photos, tmp_path, clip_dir):
     model = clip_dir("ViT-B-16")
     index = tmp_path / "clip"

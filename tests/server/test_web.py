@@ -66,6 +66,7 @@ def shoot(page, tmp_path, name):
     return path
 
 
+@pytest.mark.slow
 def test_choosing_a_photo_shows_its_chinese_top1_and_five_bars(page, server, tmp_path):
     page.goto(server.url + "/")
     page.wait_for_selector("#model:has-text('efficientnet-lite0')")
@@ -125,6 +126,7 @@ def test_a_file_that_is_not_an_image_shows_the_reason(page, server, tmp_path):
     shoot(page, tmp_path, "web-error-phone.png")
 
 
+@pytest.mark.slow
 def test_the_page_asks_for_the_api_key_when_the_server_wants_one(browser, keyed_server, tmp_path):
     context = browser.new_context(viewport={"width": 1100, "height": 760}, locale="zh-CN")
     page = context.new_page()
@@ -198,6 +200,7 @@ def _new_page(browser):
     return context, page
 
 
+@pytest.mark.slow
 def test_find_similar_shows_the_copies_of_a_photo_as_thumbnails(browser, vector_server, tmp_path):
     context, page = _new_page(browser)
     try:
@@ -244,6 +247,7 @@ def _views_on_disk(folder, photo, count):
     return paths
 
 
+@pytest.mark.slow
 def test_teach_it_a_class_by_a_few_photos_then_it_recognises_one(browser, vector_server, tmp_path):
     context, page = _new_page(browser)
     try:
@@ -282,6 +286,7 @@ def test_teach_it_a_class_by_a_few_photos_then_it_recognises_one(browser, vector
         context.close()
 
 
+@pytest.mark.slow
 def test_a_chinese_clip_index_gets_a_words_box_that_finds_photos(browser, photos, tmp_path, clip_dir):  # noqa: F811
     model = clip_dir("ViT-B-16")
     index = tmp_path / "clip"
@@ -315,6 +320,7 @@ def httpx_search(url, text):
 
     response = httpx.post(url + "/v1/search", params={"text": text, "topk": 12}, timeout=60)
     return [m["image"] for m in response.json()["results"][0]["matches"]]
+@pytest.mark.slow
 def test_the_api_docs_render_under_their_content_security_policy(page, server):
     # /docs gets a strict CSP now (issue 14): Swagger UI's own files and its one inline start-up
     # script must still run, and no CSP violation may be reported.

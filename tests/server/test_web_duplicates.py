@@ -51,6 +51,7 @@ def _groups(page) -> dict[frozenset, str]:
     return out
 
 
+@pytest.mark.slow
 def test_the_duplicates_tab_shows_each_group_with_its_tier_badge(page, tmp_path):
     assert page.is_visible("#dupes-form") and not page.is_visible("#dupes-off")
     page.click("#dupes-form button[type=submit]")
@@ -76,6 +77,7 @@ def test_choosing_the_exact_tier_leaves_only_identical_files(page):
     assert _groups(page) == {frozenset({"coffee.jpg", "coffee copy.jpg"}): "精确 exact"}
 
 
+@pytest.mark.slow
 def test_without_an_index_the_tab_says_how_to_get_one_and_the_route_is_409(browser):
     with ServerProcess(SERVE) as server:
         answer = httpx.get(server.url + "/v1/duplicates", timeout=30)

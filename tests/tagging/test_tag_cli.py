@@ -28,6 +28,7 @@ def library(tmp_path):
     return folder
 
 
+@pytest.mark.slow
 def test_tag_a_folder_as_a_new_user(library, capsys):
     from shiwu import Recognizer
 

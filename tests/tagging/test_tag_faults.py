@@ -75,6 +75,7 @@ def _limit_file_size(limit):
     return apply
 
 
+@pytest.mark.slow
 def test_a_full_disk_leaves_the_photo_untouched_and_the_run_goes_on(tmp_path):
     originals = _photos(tmp_path / "photos", 2)
     big = tmp_path / "photos" / "big.jpg"

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageEnhance
+from PIL import Image
 
-from support.photos import DATA
+from support.photos import photo_library
 
 from shiwu import Recognizer
 from shiwu.cli import main
@@ -29,16 +29,8 @@ def shiwu(*args, timeout=600):
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
-    """The real photos, a resized + recompressed and a brightened copy of coffee, a grayscale
-    copy of astronaut, and one broken file."""
-    folder = tmp_path_factory.mktemp("photos")
-    for path in sorted(DATA.glob("*.jpg")):
-        (folder / path.name).write_bytes(path.read_bytes())
-    coffee = Image.open(DATA / "coffee.jpg").convert("RGB")
-    coffee.resize((coffee.width // 2, coffee.height // 2)).save(folder / "咖啡 小.jpg", quality=70)
-    ImageEnhance.Brightness(coffee).enhance(1.2).save(folder / "coffee_bright.jpg", quality=75)
-    (folder / "坏的.jpg").write_bytes(b"not an image")
-    return folder
+    """The real photos, a resized + recompressed and a brightened copy of coffee, one broken file."""
+    return photo_library(tmp_path_factory.mktemp("photos"))
 
 
 @pytest.mark.slow

@@ -203,3 +203,68 @@ def model_gflop(network, size: int) -> float:
     for h in handles:
         h.remove()
     return total / 1e9
+
+
+# --- sides in their own processes -------------------------------------------------------------
+
+class JsonWorker:
+    """A long-lived child process answering one JSON line per JSON request line.
+
+    Benchmarks run each side (a runtime, the upstream recipe) in its own process so that one
+    runtime's idle threads cannot slow another (idle OpenVINO threads slowed ONNX Runtime 3x in
+    one process), and ask the sides in turn, round after round, so drift in the machine's load
+    falls on every side alike. The child's first line is its greeting; its stderr is kept for the
+    error a dead child reports."""
+
+    def __init__(self, command: list[str], env=None):
+        import tempfile
+
+        self.stderr = tempfile.TemporaryFile()
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=self.stderr, text=True, encoding="utf-8", env=env)
+        self.hello = self.ask(None)
+
+    def ask(self, request) -> dict:
+        import json
+
+        if request is not None:
+            try:
+                self.process.stdin.write(json.dumps(request, ensure_ascii=False) + "\n")
+                self.process.stdin.flush()
+            except BrokenPipeError:
+                pass
+        line = self.process.stdout.readline()
+        if not line:
+            self.process.wait()
+            self.stderr.seek(0)
+            tail = self.stderr.read().decode("utf-8", "replace")[-3000:]
+            return {"error": f"worker exited ({self.process.returncode}):\n{tail}"}
+        return json.loads(line)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.stdin.close()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.stderr.close()
+
+
+def serve_requests(answer) -> int:
+    """The child's side of JsonWorker: ``answer(request) -> dict`` for each stdin line, each
+    reply one line on stdout (which the side's own prints must not use: they go to stderr)."""
+    import json
+
+    out = sys.stdout
+    sys.stdout = sys.stderr
+
+    def say(message: dict) -> None:
+        out.write(json.dumps(message, ensure_ascii=False) + "\n")
+        out.flush()
+
+    say(answer(None))
+    for line in sys.stdin:
+        say(answer(json.loads(line)))
+    return 0

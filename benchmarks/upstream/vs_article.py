@@ -10,9 +10,12 @@ Without ``--model`` both sides run the embedded EfficientNet-Lite0 (shiwu with i
 preprocessing). With ``--model model.pth --labels label_map.json`` both run the reader's own
 file, shiwu with ``--resize squash`` (the recipe's preprocessing) so the top-1 must agree on
 every photo; ``--also traced_model_cpu.pt,model.onnx`` adds shiwu rows for other saves of the
-same model. Decode is included on both sides and the ratio is measured in this run. Usage:
+same model. Decode is included on both sides and the ratio is measured in this run: every row
+runs in its own long-lived process (one runtime's idle threads cannot slow another's), and the
+rows take turns, round after round, each timing every photo once a round, so a drifting machine
+load falls on all rows alike; medians over all rounds. Usage:
 
-    python benchmarks/upstream/vs_article.py [--repeat 5] [--backends torch,onnxruntime,openvino]
+    python benchmarks/upstream/vs_article.py [--repeat 20] [--backends torch,onnxruntime,openvino]
     python benchmarks/upstream/vs_article.py --model model.pth --labels label_map.json --trust-model-code \\
         --also traced_model_cpu.pt,model.onnx
 """
@@ -20,7 +23,6 @@ same model. Decode is included on both sides and the ratio is measured in this r
 from __future__ import annotations
 
 import argparse
-import gc
 import statistics
 import time
 import sys
@@ -34,7 +36,8 @@ from shiwu import Recognizer
 from shiwu.models.model_files import kind_of
 from shiwu.models.registry import get_model
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared helper
-from bench_common import ROOT, load_note, print_table, record_run, speedup  # noqa: E402
+from bench_common import (ROOT, JsonWorker, load_note, print_table, record_run,  # noqa: E402
+                          serve_requests, speedup)
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -62,22 +65,59 @@ def article_model(path: Path, trusted: bool):
     return getattr(model, "module", model).eval()
 
 
-def time_per_image(predict, paths, repeat: int) -> tuple[list[float], list[int]]:
-    for path in paths[:2]:  # warm-up: first calls allocate and pick kernels
-        predict(path)
-    times, answers = [], []
-    for _ in range(repeat):
-        for path in paths:
+def build_side(entry: str, args) -> tuple[str, object]:
+    """(row name, predict(path) -> top-1 index) for one row: "article" is the recipe, "default"
+    shiwu with no flags, "backend[:precision]" shiwu with those settings (``args.file``: the
+    reader's file that row loads)."""
+    if entry == "article":
+        if args.model:
+            return (f"article recipe ({args.model.name}: torch eager, Resize 224x224)",
+                    article_recipe(article_model(args.model, args.trust_model_code)))
+        return "article recipe (torch eager, Resize 224x224)", article_recipe(get_model().build())
+    own = dict(labels=args.labels, resize="squash", trust_model_code=args.trust_model_code) if args.model else {}
+    backend, _, precision = entry.partition(":")
+    chosen = {} if entry == "default" else {"backend": backend, "precision": precision or "fp32"}
+    recognizer = Recognizer(str(args.file) if args.file else None, **chosen, **own)
+    name = (f"shiwu {args.file.name + ' ' if args.file else ''}{'default ' if entry == 'default' else ''}"
+            f"({recognizer.backend.name}, {recognizer.backend.precision})")
+    return name, lambda path: recognizer.predict(path, topk=5)[0].index
+
+
+def worker(args) -> int:
+    """One row in its own process: load, warm up, then time every photo once per request."""
+    side = {}
+
+    def answer(request):
+        if request is None:
             start = time.perf_counter()
-            answers.append(predict(path))
+            try:
+                side["name"], side["predict"] = build_side(args.worker, args)
+            except Exception as exc:  # noqa: BLE001 - e.g. torch cannot run an .onnx file: say so
+                return {"error": f"{exc}"}
+            load = time.perf_counter() - start
+            for path in args.photos[:2]:  # warm-up: first calls allocate and pick kernels
+                side["predict"](path)
+            return {"name": side["name"], "load_s": load}
+        times, answers = [], []
+        for path in request["photos"]:
+            start = time.perf_counter()
+            answers.append(side["predict"](path))
             times.append(time.perf_counter() - start)
-    return times, answers[:len(paths)]
+        return {"times": times, "answers": answers}
+
+    return serve_requests(answer)
+
+
+def spawn(entry: str, file: Path | None, argv: list[str]) -> JsonWorker:
+    command = [sys.executable, __file__, *argv, "--worker", entry]
+    return JsonWorker(command + (["--file", str(file)] if file else []))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=Path, default=ROOT / "tests" / "data")
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--limit", type=int, default=0, help="at most this many photos (0: all)")
+    parser.add_argument("--repeat", type=int, default=20, help="rounds; every row times every photo once a round")
     parser.add_argument("--backends", default="default,torch,onnxruntime,openvino,openvino:bf16,onnxruntime:int8",
                         help="comma-separated backend[:precision] list; 'default' is what a command "
                              "with no flags runs (--backend auto --precision auto)")
@@ -85,48 +125,51 @@ def main() -> None:
     parser.add_argument("--labels", default=None, help="its label_map.json")
     parser.add_argument("--also", default="", help="other files of the same model for shiwu rows (.pt, .onnx)")
     parser.add_argument("--trust-model-code", action="store_true", help="allow unpickling model.pth")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--file", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     paths = sorted(p for p in args.images.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    args.photos = [str(p) for p in paths[:args.limit or None]]
+    if args.worker:
+        return worker(args)
 
-    default_threads = torch.get_num_threads()
+    shared = ["--images", str(args.images), "--limit", str(args.limit)]
     if args.model:
-        baseline_model = article_model(args.model, args.trust_model_code)
-        files = [args.model] + [Path(f) for f in args.also.split(",") if f]
-        own = dict(labels=args.labels, resize="squash", trust_model_code=args.trust_model_code)
-        title = f"article recipe ({args.model.name}: torch eager, Resize 224x224)"
-    else:
-        baseline_model, files, own = get_model().build(), [None], {}
-        title = "article recipe (torch eager, Resize 224x224)"
-    baseline, reference = time_per_image(article_recipe(baseline_model), paths, args.repeat)
-    rows = [(title, baseline, len(paths))]
+        shared += ["--model", str(args.model)] + (["--labels", args.labels] if args.labels else [])
+        shared += ["--trust-model-code"] if args.trust_model_code else []
+    files = [args.model] + [Path(f) for f in args.also.split(",") if f] if args.model else [None]
+    rows = [spawn("article", args.model, shared)]
     for file in files:
         for entry in args.backends.split(","):
-            backend, _, precision = entry.partition(":")
-            model = str(file) if file else None
-            chosen = {} if entry == "default" else {"backend": backend, "precision": precision or "fp32"}
-            try:
-                recognizer = Recognizer(model, **chosen, **own)
-            except Exception as exc:  # noqa: BLE001 - e.g. torch cannot run an .onnx file: say so
-                print(f"skipped {file.name if file else 'default'} {entry}: {exc}")
-                continue
-            times, answers = time_per_image(lambda p: recognizer.predict(p, topk=5)[0].index, paths,
-                                            args.repeat)
-            name = (f"shiwu {file.name + ' ' if file else ''}{'default ' if entry == 'default' else ''}"
-                    f"({recognizer.backend.name}, {recognizer.backend.precision})")
-            rows.append((name, times, sum(a == r for a, r in zip(answers, reference))))
-            # an idle runtime's worker threads slowed the next rows 3x (OpenVINO before ONNX
-            # Runtime: 24 ms instead of 8): each row's model goes before the next one loads
-            del recognizer
-            gc.collect()
-            torch.set_num_threads(default_threads)
+            rows.append(spawn(entry, file, shared))
+            if "error" in rows[-1].hello:
+                print(f"skipped {file.name if file else 'default'} {entry}: {rows[-1].hello['error']}")
+                rows.pop().close()
+    times = {id(row): [] for row in rows}
+    answers = {}
+    for round_ in range(args.repeat):
+        # each round starts with another row; the pause lets the last row's threads go idle
+        for row in rows[round_ % len(rows):] + rows[:round_ % len(rows)]:
+            time.sleep(0.05)
+            reply = row.ask({"photos": args.photos})
+            if "error" in reply:
+                raise SystemExit(f"{row.hello['name']}: {reply['error']}")
+            times[id(row)] += reply["times"]
+            answers.setdefault(id(row), reply["answers"])
+    for row in rows:
+        row.close()
 
-    base = statistics.median(baseline)
-    print(f"{len(paths)} photos x {args.repeat} rounds, one image per call, decode included; "
-          f"torch {torch.__version__}, {default_threads} default threads{load_note()}\n")
+    reference = answers[id(rows[0])]
+    base = statistics.median(times[id(rows[0])])
+    print(f"{len(args.photos)} photos x {args.repeat} interleaved rounds, each row in its own process, "
+          f"one image per call, decode included; torch {torch.__version__}{load_note()}\n")
     print_table(["path", "median ms", "p95 ms", "speed-up", "same top-1"],
-                [[name, f"{statistics.median(times) * 1e3:.2f}", f"{float(np.percentile(times, 95)) * 1e3:.2f}",
-                  speedup(base, statistics.median(times)), f"{same}/{len(paths)}"]
-                 for name, times, same in rows])
+                [[row.hello["name"], f"{statistics.median(times[id(row)]) * 1e3:.2f}",
+                  f"{float(np.percentile(times[id(row)], 95)) * 1e3:.2f}",
+                  speedup(base, statistics.median(times[id(row)])),
+                  f"{sum(a == r for a, r in zip(answers[id(row)], reference))}/{len(args.photos)}"]
+                 for row in rows])
+
 
 if __name__ == "__main__":
     sys.exit(record_run("vs_article", main))

@@ -246,6 +246,20 @@ def atomic_output(target: Path) -> Iterator[Path]:
         seal(target, written=[tmp])
 
 
+@contextmanager
+def ir_output(target: Path) -> Iterator[Path]:
+    """Like ``atomic_output`` for an OpenVINO IR entry (``target`` the .xml): yields the .xml
+    path to save into, in a private folder beside the entry; the .bin is moved first, the record
+    written, the .xml last, so an .xml in the cache always has its weights and record."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=fsutil.TEMP_PREFIX) as tmp:
+        xml = Path(tmp) / "model.xml"
+        yield xml
+        shutil.move(str(xml.with_suffix(".bin")), target.with_suffix(".bin"))
+        seal(target, written=[xml, target.with_suffix(".bin")])
+        shutil.move(str(xml), target)
+
+
 def is_cached(path: Path) -> bool:
     """Whether ``path`` is one of shiwu's cache entries (never a file of the user's)."""
     try:

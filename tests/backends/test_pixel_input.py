@@ -47,8 +47,21 @@ def test_uint8_graph_gives_the_float_paths_logits_and_embeddings(photos, backend
 def test_the_onnx_pixel_graph_takes_uint8_nhwc():
     runtime = create_backend("onnxruntime", SPEC, size=224, threads=1)
     runtime.run_pixels(np.zeros((1, 224, 224, 3), np.uint8))
-    (inputs,) = runtime._pixels_session().get_inputs()
+    (inputs,) = runtime._pixel_session.get_inputs()
     assert inputs.type == "tensor(uint8)" and inputs.shape[1:] == [224, 224, 3]
+
+
+@pytest.mark.parametrize("backend, float_graph", [("onnxruntime", "_session"), ("openvino", "request")])
+def test_start_up_opens_the_uint8_graph_alone_and_the_float_one_when_floats_come(backend, float_graph):
+    runtime = create_backend(backend, SPEC, size=224, precision="fp32", threads=1)
+    assert getattr(runtime, float_graph) is None  # one graph opened at start, not two
+    photo = load_image(DATA / "chelsea.jpg")
+    from_pixels, embedding = runtime.run_pixels(SPEC.preprocessing.pixels(photo)[None], True)
+    assert getattr(runtime, float_graph) is None
+    from_floats, float_embedding = runtime.run_with_embedding(SPEC.preprocessing.batch([photo]))
+    assert getattr(runtime, float_graph) is not None
+    np.testing.assert_allclose(from_pixels, from_floats, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(embedding, float_embedding, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino", "torch"])

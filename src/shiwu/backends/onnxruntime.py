@@ -55,56 +55,74 @@ class OnnxRuntimeBackend(BatchedRun):
             return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
         self._load = load
-        path = locate(False)
-        try:
-            self.session = load(path)
-        except Exception:  # ORT raises its own exception types: an unreadable entry is rebuilt once
-            discard(path)
-            path = locate(True)
-            try:
-                self.session = load(path)
-            except Exception as exc:  # noqa: BLE001 - e.g. an operator this ORT lacks
-                raise BackendUnavailable(f"onnxruntime cannot load {spec.name}: {exc}") from None
-        self.model_path = path
-        self.input_name = self.session.get_inputs()[0].name
-        # shiwu's graphs: output 0 is the logits, output 1 (where there is one) the embedding
-        outputs = [o.name for o in self.session.get_outputs()]
-        self.has_embedding = len(outputs) > 1
-        self.output_names = outputs[:2]
+        self._locate = locate
+        self.model_path = locate(False)
         self.fixed_batch = spec.fixed_batch
         self.pixels_in = True
         self._normalisation = (spec.preprocessing.mean, spec.preprocessing.std)
-        self._pixel_session = None
-        self._pixel_lock = threading.Lock()
+        self._lock = threading.Lock()
+        self._session = None
+        # One session, not two, at start: the uint8-input graph is the one predict, batch and
+        # serve use, and opening a session is most of a one-photo command's start-up. Opening it
+        # also proves the graph loads; the float session opens at the first float batch (bench,
+        # a caller's own arrays). A graph the uint8 front cannot wrap opens the float one now.
+        self._pixel_session = self._open_pixel_session()
+        if self._pixel_session is None:
+            built = self.model_path
+            self._open_float_session()  # rebuilds an unreadable cache entry once
+            if self.model_path != built:
+                self._pixel_session = self._open_pixel_session()
+            self._pixel_session = self._pixel_session or False
+        # shiwu's graphs: output 0 is the logits, output 1 (where there is one) the embedding
+        opened = self._pixel_session or self._session
+        outputs = [o.name for o in opened.get_outputs()]
+        self.has_embedding = len(outputs) > 1
+        self.output_names = outputs[:2]
+
+    def _open_pixel_session(self):
+        from .pixel_input import cached_pixel_onnx
+
+        try:
+            return self._load(cached_pixel_onnx(self.model_path, *self._normalisation))
+        except Exception as exc:  # noqa: BLE001 - a user's graph ONNX Runtime or onnx rejects
+            log.debug("no uint8 input for %s (%s): normalising in numpy", self.model_path, exc)
+            return None
+
+    def _open_float_session(self):
+        with self._lock:
+            if self._session is not None:
+                return self._session
+            try:
+                session = self._load(self.model_path)
+            except Exception:  # ORT raises its own exception types: an unreadable entry is rebuilt once
+                discard(self.model_path)
+                self.model_path = self._locate(True)
+                try:
+                    session = self._load(self.model_path)
+                except Exception as exc:  # noqa: BLE001 - e.g. an operator this ORT lacks
+                    raise BackendUnavailable(f"onnxruntime cannot load {self.model_path.stem}: {exc}") from None
+            self.input_name = session.get_inputs()[0].name
+            self._session = session
+            return session
+
+    @property
+    def session(self):
+        """The float-input session (opened at first use)."""
+        return self._session or self._open_float_session()
 
     def _infer(self, batch: np.ndarray, embedding: bool):
+        session = self.session
         names = self.output_names if embedding else self.output_names[:1]
-        values = self.session.run(names, {self.input_name: batch})
+        values = session.run(names, {self.input_name: batch})
         return values[0], values[1] if embedding else None
-
-    def _pixels_session(self):
-        """The same graph taking uint8 pixels, opened at the first call that brings them
-        (None, and float batches from then on, for a graph that cannot be given a uint8 front)."""
-        if self._pixel_session is None:
-            from .pixel_input import cached_pixel_onnx
-
-            with self._pixel_lock:
-                if self._pixel_session is None:
-                    try:
-                        self._pixel_session = self._load(cached_pixel_onnx(self.model_path, *self._normalisation))
-                    except Exception as exc:  # noqa: BLE001 - a user's graph ONNX Runtime or onnx rejects
-                        log.debug("no uint8 input for %s (%s): normalising in numpy", self.model_path, exc)
-                        self._pixel_session = False
-        return self._pixel_session or None
 
     def _infer_pixels(self, pixels: np.ndarray, embedding: bool):
         from .pixel_input import PIXELS_NAME, normalise
 
-        session = self._pixels_session()
-        if session is None:
+        if not self._pixel_session:
             return self._infer(normalise(pixels, *self._normalisation), embedding)
         names = self.output_names if embedding else self.output_names[:1]
-        values = session.run(names, {PIXELS_NAME: pixels})
+        values = self._pixel_session.run(names, {PIXELS_NAME: pixels})
         return values[0], values[1] if embedding else None
 
 

@@ -13,7 +13,7 @@ import numpy as np
 from . import BackendUnavailable, BatchedRun, export
 from ..cache import cache_dir, discard, is_cached
 from .graph_outputs import openvino_embedding_port
-from .pixel_input import normalise, openvino_with_pixel_input
+from .pixel_input import normalise
 
 HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8 layers are fixed by the model itself
 
@@ -76,45 +76,66 @@ class OpenVINOBackend(BatchedRun):
             return core.compile_model(model, "CPU", config), logits_at, (
                 len(model.outputs) - 1 if port is not None else None)
 
-        path = locate(False)
-        try:
-            compiled, self.logits_at, self.embedding_at = load(path)
-        except RuntimeError as exc:  # an unreadable cache entry is rebuilt once
-            if not is_cached(path):  # the user's own file: say why, never delete or rebuild it
-                raise BackendUnavailable(f"openvino cannot load {path}: {exc}") from None
-            discard(path)
-            path = locate(True)
-            try:
-                compiled, self.logits_at, self.embedding_at = load(path)
-            except RuntimeError as exc:
-                raise BackendUnavailable(f"openvino cannot load {spec.name}: {exc}") from None
-        if self.embedding_at is not None and self.embedding_at >= len(compiled.outputs):
-            self.embedding_at = None  # a graph that came without an embedding output
-        self.has_embedding = self.embedding_at is not None
-        self.model_path = path
-        self.request = compiled.create_infer_request()
+        self._load, self._locate, self._core, self._config = load, locate, core, config
+        self.model_path = locate(False)
         self.fixed_batch = spec.fixed_batch
-        self._lock = threading.Lock()  # one infer request: calls from several threads take turns
-        # shiwu's own graphs also take uint8 pixels (normalised by OpenVINO's PrePostProcessor),
-        # compiled at the first call that brings them
-        self.pixels_in = spec.openvino_file is None
-        self._pixel_request = None
+        self._lock = threading.Lock()  # one infer request each: calls from several threads take turns
         self._normalisation = (spec.preprocessing.mean, spec.preprocessing.std)
-        self._compile_pixels = lambda: core.compile_model(openvino_with_pixel_input(
-            core.read_model(str(path)), spec.preprocessing.mean, spec.preprocessing.std), "CPU", config)
+        self.request = None
+        # shiwu's own graphs also take uint8 pixels (normalised by OpenVINO's PrePostProcessor,
+        # saved once as an IR of its own). That graph is the one predict, batch and serve use,
+        # so it is the one compiled at start; the float graph compiles at the first float batch.
+        self.pixels_in = spec.openvino_file is None
+        self._pixel_request = self._compile_pixels() if self.pixels_in else None
+        if self._pixel_request is None:
+            built = self.model_path
+            self._float_request()  # rebuilds an unreadable cache entry once
+            if self.pixels_in and self.model_path != built:
+                self._pixel_request = self._compile_pixels()
+            self._pixel_request = self._pixel_request or False
+        else:
+            self.logits_at, self.embedding_at = 0, 1
+            outputs = len(self._pixel_request.model_outputs)
+            if self.embedding_at >= outputs:
+                self.embedding_at = None
+        self.has_embedding = self.embedding_at is not None
+
+    def _compile_pixels(self):
+        """The uint8-input graph's infer request, or None for a graph the front cannot wrap."""
+        from .pixel_input import cached_pixel_openvino
+
+        try:
+            path = cached_pixel_openvino(self.model_path, *self._normalisation)
+            return self._core.compile_model(str(path), "CPU", self._config).create_infer_request()
+        except RuntimeError:  # a graph the PrePostProcessor cannot front (or unreadable): floats
+            return None
+
+    def _float_request(self):
+        with self._lock:
+            if self.request is not None:
+                return self.request
+            try:
+                compiled, logits_at, embedding_at = self._load(self.model_path)
+            except RuntimeError as exc:  # an unreadable cache entry is rebuilt once
+                if not is_cached(self.model_path):  # the user's own file: say why, never delete or rebuild it
+                    raise BackendUnavailable(f"openvino cannot load {self.model_path}: {exc}") from None
+                discard(self.model_path)
+                self.model_path = self._locate(True)
+                try:
+                    compiled, logits_at, embedding_at = self._load(self.model_path)
+                except RuntimeError as exc:
+                    raise BackendUnavailable(f"openvino cannot load {self.model_path.stem}: {exc}") from None
+            if embedding_at is not None and embedding_at >= len(compiled.outputs):
+                embedding_at = None  # a graph that came without an embedding output
+            self.logits_at, self.embedding_at = logits_at, embedding_at
+            self.request = compiled.create_infer_request()
+            return self.request
 
     def _infer(self, batch: np.ndarray, embedding: bool):
-        return self._answer(self.request, batch, embedding)
+        return self._answer(self.request or self._float_request(), batch, embedding)
 
     def _infer_pixels(self, pixels: np.ndarray, embedding: bool):
-        if self._pixel_request is None:
-            with self._lock:
-                if self._pixel_request is None:
-                    try:
-                        self._pixel_request = self._compile_pixels().create_infer_request()
-                    except RuntimeError:  # a graph the PrePostProcessor cannot front: numpy, as before
-                        self._pixel_request = False
-        if self._pixel_request is False:
+        if not self._pixel_request:
             return self._infer(normalise(pixels, *self._normalisation), embedding)
         return self._answer(self._pixel_request, pixels, embedding)
 

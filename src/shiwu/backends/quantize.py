@@ -15,8 +15,6 @@ import hashlib
 import importlib.metadata
 import json
 import logging
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -169,14 +167,8 @@ def openvino_int8(spec, size: int, *, calibration=None, rebuild: bool = False) -
             smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=SMOOTH_QUANT_ALPHA))}
     quantized = nncf.quantize(fp32_model, nncf.Dataset([calib[i:i + 1] for i in range(len(calib))]),
                               subset_size=len(calib), **options)
-    # IR is two files: write both into a private folder, move the .bin first, the .xml last,
-    # so an .xml in the cache always has its weights beside it.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-        ov.save_model(quantized, str(Path(tmp) / "model.xml"), compress_to_fp16=False)
-        shutil.move(str(Path(tmp) / "model.bin"), path.with_suffix(".bin"))
-        cache.seal(path, written=[Path(tmp) / "model.xml", path.with_suffix(".bin")])  # its record first
-        shutil.move(str(Path(tmp) / "model.xml"), path)
+    with cache.ir_output(path) as xml:
+        ov.save_model(quantized, str(xml), compress_to_fp16=False)
     record = {"runtime": f"openvino {_version('openvino')}, nncf {_version('nncf')}",
               "settings": SETTINGS["openvino"],
               "calibration": {"set": calib_id, "views": int(len(calib)), "method": "NNCF MinMax + bias correction"},

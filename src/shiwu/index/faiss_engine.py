@@ -22,10 +22,7 @@ import numpy as np
 
 from ..fsutil import atomic_output
 
-try:
-    import faiss
-except ImportError:  # pragma: no cover - the message is the point
-    faiss = None
+faiss = None  # imported at the first engine: loading it costs a command that never searches ~75 ms
 
 KINDS = ("auto", "flat", "ivf", "hnsw")
 # auto: exact search while rows x dimension stays below this. Flat search reads every vector
@@ -49,8 +46,13 @@ SMALL_BATCH = 20
 
 
 def _require_faiss() -> None:
+    global faiss
     if faiss is None:
-        raise ImportError("the local index needs faiss-cpu: pip install 'shiwu[index]'")
+        try:
+            import faiss as module
+        except ImportError:  # pragma: no cover - the message is the point
+            raise ImportError("the local index needs faiss-cpu: pip install 'shiwu[index]'") from None
+        faiss = module
 
 
 @dataclass(frozen=True)

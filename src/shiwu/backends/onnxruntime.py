@@ -97,6 +97,9 @@ class OnnxRuntimeBackend(BatchedRun):
                         self._pixel_session = False
         return self._pixel_session or None
 
+    def pixel_front(self) -> bool:
+        return self._pixels_session() is not None
+
     def _infer_pixels(self, pixels: np.ndarray, embedding: bool):
         from .pixel_input import PIXELS_NAME, normalise
 

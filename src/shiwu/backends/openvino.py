@@ -106,17 +106,28 @@ class OpenVINOBackend(BatchedRun):
     def _infer(self, batch: np.ndarray, embedding: bool):
         return self._answer(self.request, batch, embedding)
 
-    def _infer_pixels(self, pixels: np.ndarray, embedding: bool):
+    def _pixels_request(self):
+        """The infer request of the uint8-input graph, compiled at first use (None for a graph
+        the PrePostProcessor cannot front: numpy normalises, as before)."""
+        if not self.pixels_in:
+            return None
         if self._pixel_request is None:
             with self._lock:
                 if self._pixel_request is None:
                     try:
                         self._pixel_request = self._compile_pixels().create_infer_request()
-                    except RuntimeError:  # a graph the PrePostProcessor cannot front: numpy, as before
+                    except RuntimeError:
                         self._pixel_request = False
-        if self._pixel_request is False:
+        return self._pixel_request or None
+
+    def pixel_front(self) -> bool:
+        return self._pixels_request() is not None
+
+    def _infer_pixels(self, pixels: np.ndarray, embedding: bool):
+        request = self._pixels_request()
+        if request is None:
             return self._infer(normalise(pixels, *self._normalisation), embedding)
-        return self._answer(self._pixel_request, pixels, embedding)
+        return self._answer(request, pixels, embedding)
 
     def _answer(self, request, batch: np.ndarray, embedding: bool):
         with self._lock:

@@ -144,6 +144,12 @@ class Recognizer:
         return load_image(source, min_size=self.preprocessing.decode_min_size,
                           max_pixels=self.max_pixels)
 
+    def takes_pixels(self) -> bool:
+        """Whether this runtime normalises cropped uint8 pixels (``preprocessing.pixels``) inside
+        its graph: then feed it those, a quarter of the bytes of the float arrays
+        (``preprocessing(image)``). Builds that graph now, so the first batch does not wait."""
+        return bool(getattr(self.backend, "pixels_in", False)) and self.backend.pixel_front()
+
     def logits(self, batch: np.ndarray) -> np.ndarray:
         """Raw (N, classes) logits for a preprocessed float32 (N, 3, size, size) batch."""
         return self.backend.run(batch)

@@ -53,6 +53,11 @@ class BatchedRun:
     def _infer_pixels(self, pixels: np.ndarray, embedding: bool) -> tuple[np.ndarray, np.ndarray | None]:
         raise NotImplementedError
 
+    def pixel_front(self) -> bool:
+        """Whether uint8 pixels are normalised inside the graph (that graph built now, once);
+        False: they would be normalised in numpy, so a caller had better send floats."""
+        return False
+
     def run(self, batch: np.ndarray) -> np.ndarray:
         return self._batched(batch, False)[0]
 

@@ -105,6 +105,9 @@ class OnnxRuntimeBackend(BatchedRun):
             self._session = session
             return session
 
+    def pixel_front(self) -> bool:
+        return bool(self._pixel_session)  # opened (or found impossible) at start
+
     @property
     def session(self):
         """The float-input session (opened at first use)."""

@@ -134,6 +134,9 @@ class OpenVINOBackend(BatchedRun):
     def _infer(self, batch: np.ndarray, embedding: bool):
         return self._answer(self.request or self._float_request(), batch, embedding)
 
+    def pixel_front(self) -> bool:
+        return bool(self._pixel_request)  # compiled (or found impossible) at start
+
     def _infer_pixels(self, pixels: np.ndarray, embedding: bool):
         if not self._pixel_request:
             return self._infer(normalise(pixels, *self._normalisation), embedding)

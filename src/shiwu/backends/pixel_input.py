@@ -4,6 +4,10 @@ Cast, scale, shift and the HWC -> CHW transpose are then done by the runtime, in
 pass that feeds the first convolution, instead of by numpy into a float copy four times the
 size (``preprocess.to_chw``). The arithmetic is the same as ``to_chw``'s: ``x * (1 / std) +
 (-mean / std)`` in float32, so the logits equal the float path's within float rounding.
+In ONNX the scale and shift are one BatchNormalization (mean 0, variance 1, epsilon 0: exactly
+``x * scale + shift``): ONNX Runtime runs a broadcast Mul and Add over NCHW slowly when they do
+not feed a float convolution it can fuse them into — in the int8 graph they cost about 1.8 ms
+per photo, more than the numpy they replace (measured at batches of 32, one thread).
 Resizing and cropping stay in Pillow (draft decoding makes them cheap).
 """
 
@@ -49,14 +53,18 @@ def onnx_with_pixel_input(source: Path, target: Path, mean, std) -> None:
     height, width = (d.dim_value or d.dim_param for d in dims[2:4])
     pixels = helper.make_tensor_value_info(PIXELS_NAME, TensorProto.UINT8, [batch, height, width, 3])
     scale, shift = _scale_shift(mean, std)
-    graph.initializer.extend([numpy_helper.from_array(scale.reshape(1, 3, 1, 1), "pixels_scale"),
-                              numpy_helper.from_array(shift.reshape(1, 3, 1, 1), "pixels_shift")])
+    graph.initializer.extend([numpy_helper.from_array(scale, "pixels_scale"),
+                              numpy_helper.from_array(shift, "pixels_shift"),
+                              numpy_helper.from_array(np.zeros(3, np.float32), "pixels_zero_mean"),
+                              numpy_helper.from_array(np.ones(3, np.float32), "pixels_unit_variance")])
     front = [
         # transpose the uint8 pixels (a quarter of the bytes of floats), then convert once
         helper.make_node("Transpose", [PIXELS_NAME], ["pixels_nchw"], perm=[0, 3, 1, 2], name="pixels_transpose"),
         helper.make_node("Cast", ["pixels_nchw"], ["pixels_float"], to=TensorProto.FLOAT, name="pixels_cast"),
-        helper.make_node("Mul", ["pixels_float", "pixels_scale"], ["pixels_scaled"], name="pixels_scale"),
-        helper.make_node("Add", ["pixels_scaled", "pixels_shift"], [original.name], name="pixels_shift"),
+        # x * scale + shift per channel, as one fast operator (see the module docstring)
+        helper.make_node("BatchNormalization", ["pixels_float", "pixels_scale", "pixels_shift",
+                                                "pixels_zero_mean", "pixels_unit_variance"],
+                         [original.name], epsilon=0.0, name="pixels_normalise"),
     ]
     nodes = list(graph.node)
     del graph.node[:]
@@ -71,10 +79,10 @@ def _pixel_entry(source: Path, mean, std, *, kind: str, suffix: str) -> Path:
     """The cache entry of the uint8-input copy of the graph at ``source`` (keyed by that file as
     it is now: a rebuilt source gets a new copy); an entry that is not what its key says is rebuilt."""
     stat = source.stat()
-    key = f"{source.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{tuple(mean)}|{tuple(std)}|v1"
+    key = f"{source.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{tuple(mean)}|{tuple(std)}|v2"
     digest = hashlib.sha256(key.encode()).hexdigest()[:20]
     return cache.entry_path(model=source.stem, fingerprint=digest, size=0, precision="uint8-in",
-                            kind=kind, runtime_version="v1", suffix=suffix)
+                            kind=kind, runtime_version="v2", suffix=suffix)
 
 
 def cached_pixel_onnx(source: Path, mean, std) -> Path:

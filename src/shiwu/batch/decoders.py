@@ -2,7 +2,9 @@
 
 Decoders are spawned processes (Pillow + numpy, no torch) that decode and preprocess whole
 batches and write the pixels into shared-memory buffers (``SharedBatches``), so no pixels are
-pickled back. A bad file becomes an error for its row, never an exception; a decoder that
+pickled back. For a runtime that normalises in its graph (``Recognizer.takes_pixels``) a batch
+is the cropped uint8 (N, S, S, 3) pixels, a quarter of the bytes of the float32 (N, 3, S, S)
+arrays the others take: less to write, to keep in flight and to read. A bad file becomes an error for its row, never an exception; a decoder that
 crashes (a C-level fault in an image library) costs only the file that caused it
 (``decode_isolated``).
 """
@@ -34,8 +36,18 @@ class Decoded:
     """One batch after decoding: arrays for the good images, an error for each bad one."""
 
     ok: list[int]                       # positions in the batch that decoded
-    pixels: np.ndarray                  # (len(ok), 3, S, S) float32
+    pixels: np.ndarray                  # (len(ok), 3, S, S) float32, or (len(ok), S, S, 3) uint8
     errors: dict[int, tuple[str, str]]  # position -> (error type, message)
+
+
+def batch_layout(size: int, as_pixels: bool) -> tuple[tuple[int, int, int], type]:
+    """(shape of one image, dtype): cropped uint8 HWC pixels, or normalised float32 CHW."""
+    return ((size, size, 3), np.uint8) if as_pixels else ((3, size, size), np.float32)
+
+
+def empty_batch(size: int, as_pixels: bool) -> np.ndarray:
+    shape, dtype = batch_layout(size, as_pixels)
+    return np.empty((0, *shape), dtype)
 
 
 def error_of(exc: BaseException) -> tuple[str, str]:
@@ -45,12 +57,15 @@ def error_of(exc: BaseException) -> tuple[str, str]:
 
 
 def decode_batch(paths: Sequence[str], preprocessing: Preprocessing,
-                 max_pixels: int = DEFAULT_MAX_PIXELS, out: np.ndarray | None = None) -> Decoded:
+                 max_pixels: int = DEFAULT_MAX_PIXELS, out: np.ndarray | None = None,
+                 as_pixels: bool = False) -> Decoded:
     """Decode and preprocess ``paths``; a bad file becomes an error, never an exception.
 
-    With ``out`` (at least ``len(paths)`` rows), the good images are written to its first rows
-    and ``pixels`` is a view of them.
+    ``as_pixels``: each image as its cropped uint8 pixels (``preprocessing.pixels``), not
+    normalised floats. With ``out`` (at least ``len(paths)`` rows), the good images are written
+    to its first rows and ``pixels`` is a view of them.
     """
+    prepare = preprocessing.pixels if as_pixels else preprocessing
     ok: list[int] = []
     arrays: list[np.ndarray] = []
     errors: dict[int, tuple[str, str]] = {}
@@ -59,7 +74,7 @@ def decode_batch(paths: Sequence[str], preprocessing: Preprocessing,
     for position, path in enumerate(paths):
         try:
             image = load_image(path, min_size=min_size, max_pixels=max_pixels)
-            array = preprocessing(image)
+            array = prepare(image)
             if out is not None:
                 out[len(ok)] = array
             else:
@@ -71,8 +86,7 @@ def decode_batch(paths: Sequence[str], preprocessing: Preprocessing,
             errors[position] = error_of(exc)
     if out is not None:
         return Decoded(ok, out[:len(ok)], errors)
-    size = preprocessing.size
-    pixels = np.stack(arrays) if arrays else np.empty((0, 3, size, size), np.float32)
+    pixels = np.stack(arrays) if arrays else empty_batch(preprocessing.size, as_pixels)
     return Decoded(ok, pixels, errors)
 
 
@@ -85,25 +99,27 @@ class SharedBatches:
     even after a kill -9); workers map them by name.
     """
 
-    def __init__(self, count: int, batch_size: int, size: int):
+    def __init__(self, count: int, batch_size: int, size: int, as_pixels: bool = False):
         from multiprocessing import shared_memory
 
-        self.shape = (batch_size, 3, size, size)
-        nbytes = int(np.prod(self.shape)) * 4
+        image, dtype = batch_layout(size, as_pixels)
+        self.shape = (batch_size, *image)
+        self.dtype = np.dtype(dtype)
+        self.nbytes = int(np.prod(self.shape)) * self.dtype.itemsize  # of one buffer
         self.blocks = []
         try:
             for _ in range(count):
-                self.blocks.append(shared_memory.SharedMemory(create=True, size=nbytes))
+                self.blocks.append(shared_memory.SharedMemory(create=True, size=self.nbytes))
         except BaseException:
             self.close()
             raise
         self.free = deque(range(count))
 
-    def address(self, slot: int) -> tuple[str, tuple]:
-        return self.blocks[slot].name, self.shape
+    def address(self, slot: int) -> tuple[str, tuple, str]:
+        return self.blocks[slot].name, self.shape, self.dtype.str
 
     def view(self, slot: int, rows: int) -> np.ndarray:
-        return np.ndarray((rows, *self.shape[1:]), np.float32, buffer=self.blocks[slot].buf)
+        return np.ndarray((rows, *self.shape[1:]), self.dtype, buffer=self.blocks[slot].buf)
 
     def close(self) -> None:
         for block in self.blocks:
@@ -126,7 +142,7 @@ class SharedBatches:
 _worker_state: dict = {}
 
 
-def _attach(name: str, shape: tuple) -> np.ndarray:
+def _attach(name: str, shape: tuple, dtype: str) -> np.ndarray:
     """Map a shared batch buffer in a worker, once per buffer.
 
     Plain mmap of /dev/shm instead of SharedMemory(name): before Python 3.13 attaching also
@@ -139,17 +155,17 @@ def _attach(name: str, shape: tuple) -> np.ndarray:
 
         fd = os.open(f"/dev/shm/{name.lstrip('/')}", os.O_RDWR)
         try:
-            maps[name] = mmap.mmap(fd, int(np.prod(shape)) * 4)
+            maps[name] = mmap.mmap(fd, int(np.prod(shape)) * np.dtype(dtype).itemsize)
         finally:
             os.close(fd)
-    return np.ndarray(shape, np.float32, buffer=maps[name])
+    return np.ndarray(shape, dtype, buffer=maps[name])
 
 
-def init_worker(preprocessing: Preprocessing, max_pixels: int) -> None:
+def init_worker(preprocessing: Preprocessing, max_pixels: int, as_pixels: bool = False) -> None:
     # Ctrl-C reaches the whole process group: the main process decides when to stop (after the
     # current batch); workers just finish what they hold.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _worker_state.update(preprocessing=preprocessing, max_pixels=max_pixels)
+    _worker_state.update(preprocessing=preprocessing, max_pixels=max_pixels, as_pixels=as_pixels)
     _die_with_parent()
 
 
@@ -169,18 +185,20 @@ def _die_with_parent() -> None:
 
 def decode_in_worker(paths: Sequence[str], slot: tuple | None = None) -> Decoded:
     out = _attach(*slot) if slot is not None else None
-    decoded = decode_batch(paths, _worker_state["preprocessing"], _worker_state["max_pixels"], out)
+    decoded = decode_batch(paths, _worker_state["preprocessing"], _worker_state["max_pixels"], out,
+                           _worker_state["as_pixels"])
     if out is not None:
         decoded.pixels = None  # already in shared memory; do not pickle it
     return decoded
 
 
-def decode_isolated(paths: Sequence[str], preprocessing: Preprocessing, max_pixels: int) -> Decoded:
+def decode_isolated(paths: Sequence[str], preprocessing: Preprocessing, max_pixels: int,
+                    as_pixels: bool = False) -> Decoded:
     ok, arrays, errors = [], [], {}
     context = multiprocessing.get_context("spawn")
     for position, path in enumerate(paths):
         with ProcessPoolExecutor(1, mp_context=context, initializer=init_worker,
-                                 initargs=(preprocessing, max_pixels)) as single:
+                                 initargs=(preprocessing, max_pixels, as_pixels)) as single:
             try:
                 one = single.submit(decode_in_worker, [path]).result()
             except BrokenProcessPool:
@@ -195,6 +213,5 @@ def decode_isolated(paths: Sequence[str], preprocessing: Preprocessing, max_pixe
     if len(paths) > 1 and crashed == len(paths):
         raise DecoderError(f"the decoder crashed on every one of {len(paths)} images in a row: "
                            "the decoder processes themselves are broken, not these files")
-    size = preprocessing.size
-    pixels = np.stack(arrays) if arrays else np.empty((0, 3, size, size), np.float32)
+    pixels = np.stack(arrays) if arrays else empty_batch(preprocessing.size, as_pixels)
     return Decoded(ok, pixels, errors)

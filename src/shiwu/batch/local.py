@@ -6,8 +6,8 @@
              (spawned: Pillow +    (no pickling of pixels)        (threads of this
               numpy, no torch)                                     process, a model each)
 
-Decoders work on whole batches (JPEG draft decoding, resize, crop, normalise) and stay a few
-batches ahead; two models ("streams", one thread each on a 2-core machine) work on different
+Decoders work on whole batches (JPEG draft decoding, resize, crop; normalising too, unless the
+runtime does it inside its graph, when they hand over uint8 pixels) and stay a few batches ahead; two models ("streams", one thread each on a 2-core machine) work on different
 batches at once, so a core freed by a decoder is picked up at once, without the stalls of one
 model synchronising two threads. Rows come out in input order.
 """
@@ -56,13 +56,11 @@ def rows_for(paths: Sequence[str], decoded: Decoded, recognizer, topk: int,
              embed: bool = False) -> list[dict]:
     """Result JSON rows (docs/architecture.md) for one batch, in input order. ``embed``: each good row also has its
     ``embedding`` (an L2-normalised float32 array, from the same inference), for shiwu index."""
-    from ..postprocess import top_k
     from ..recognizer import Result
 
     embeddings = {}
-    if decoded.ok and embed:
-        logits, vectors = recognizer.logits_and_embeddings(decoded.pixels)
-        predictions = top_k(logits, recognizer.labels, topk)
+    if decoded.ok and embed:  # float arrays or uint8 pixels, whichever the decoders made
+        predictions, vectors = recognizer.predict_and_embed_arrays(decoded.pixels, topk)
         embeddings = dict(zip(decoded.ok, vectors))
     else:
         predictions = recognizer.predict_arrays(decoded.pixels, topk) if decoded.ok else []
@@ -129,10 +127,12 @@ def run_local(paths: Sequence[str], options: ModelOptions, *, topk: int = 5, bat
     if on_ready is not None:
         on_ready(recognizers[0])
     preprocessing = recognizers[0].preprocessing
+    # uint8 pixels to a runtime that normalises in its graph (a quarter of the bytes), else floats
+    as_pixels = all(recognizer.takes_pixels() for recognizer in recognizers)
     chunks = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
     if workers <= 0 or not chunks:
         for chunk in chunks:
-            yield rows_for(chunk, decode_batch(chunk, preprocessing, options.max_pixels),
+            yield rows_for(chunk, decode_batch(chunk, preprocessing, options.max_pixels, as_pixels=as_pixels),
                            recognizers[0], topk, embed)
             if should_stop():
                 return
@@ -141,11 +141,12 @@ def run_local(paths: Sequence[str], options: ModelOptions, *, topk: int = 5, bat
     def new_pool() -> ProcessPoolExecutor:
         return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=init_worker,
-                                   initargs=(preprocessing, options.max_pixels))
+                                   initargs=(preprocessing, options.max_pixels, as_pixels))
 
     depth = workers + 1  # batches decoding or decoded, waiting for a model
     # a buffer for each batch in the decoders and each batch in the models
-    slots = SharedBatches(depth + streams, batch_size, preprocessing.size) if SharedBatches.usable() else None
+    slots = (SharedBatches(depth + streams, batch_size, preprocessing.size, as_pixels)
+             if SharedBatches.usable() else None)
     pool = new_pool()
     models = ThreadPoolExecutor(streams, thread_name_prefix="shiwu-infer")
     idle = queue.SimpleQueue()
@@ -204,7 +205,7 @@ def run_local(paths: Sequence[str], options: ModelOptions, *, topk: int = 5, bat
                             "the decoder processes died before decoding anything. From a script, "
                             "call shiwu.batch under `if __name__ == \"__main__\":` (they are "
                             "started with multiprocessing's spawn); or try --workers 0") from None
-                    decoded = decode_isolated(chunk, preprocessing, options.max_pixels)
+                    decoded = decode_isolated(chunk, preprocessing, options.max_pixels, as_pixels)
                     pool = new_pool()
                     retry = list(decoding)
                     decoding.clear()

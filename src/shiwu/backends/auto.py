@@ -256,10 +256,12 @@ def select(spec, *, size: int, precision: str, threads: int | None, backend: str
             return ready  # else: the runtime went away since, or its verdict changed: measure again
 
     pairs, skipped = _candidates(spec, backend, precision)
-    log.info("first run of %s (%spx, backend %s, precision %s, %s threads) on this machine: preparing "
-             "and timing %d settings (the model exported%s, accuracy checked, speed in interleaved "
-             "rounds); about a minute, done once, then remembered", spec.name, size, backend, precision,
-             threads, len(pairs), ", int8 quantized" if any(p == "int8" for _, p in pairs) else "")
+    reduced = any(p != "fp32" for _, p in pairs)
+    log.info("measuring backends for %s (%spx, backend %s, precision %s, %s threads) on this machine, "
+             "once: %d settings built (exported%s where not cached yet), %stimed in interleaved rounds; "
+             "this takes %s, later runs reuse the choice", spec.name, size, backend, precision, threads,
+             len(pairs), ", int8 quantized" if any(p == "int8" for _, p in pairs) else "",
+             "their accuracy checked, " if reduced else "", "about a minute" if reduced else "a few seconds")
     label = (lambda r, p: r) if precision != "auto" else (lambda r, p: f"{r} {p}")  # noqa: E731
     built: dict[str, object] = {}
     for runtime, p in pairs:

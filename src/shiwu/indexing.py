@@ -55,7 +55,7 @@ def _cannot_follow(manifest, location: str, made, exc: Exception) -> Exception:
     the setting was the index's own, else the runtime's own message."""
     from .index.made_with import cannot_follow
 
-    if not manifest.precision or made.precision is None:
+    if not manifest.precision:
         return exc
     return cannot_follow(location, f"{made.backend or ''} {made.precision}".strip(), str(exc))
 
@@ -170,7 +170,7 @@ def build_index(inputs: Sequence[str], location: str, *, recursive: bool = False
                dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30)
     pending: list[tuple] = []  # error rows seen before the first vector told the dimension
 
-    def manifest(dimension: int, made_at: str) -> Manifest:
+    def manifest(dimension: int, made_at: tuple[str, str]) -> Manifest:  # (runtime, precision)
         return Manifest(model=spec.key, dimension=dimension, weights_hash=spec.fingerprint(),
                         model_ref=_stored_ref(ref), preprocessing=identity,
                         precision=made_at[1] or settings.precision, backend=made_at[0])

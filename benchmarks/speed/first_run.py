@@ -9,7 +9,11 @@ so the breakdown of the median run shows which step took how long. With several 
 folders (e.g. a checkout of an earlier commit's ``src``), the versions run in interleaved
 rounds (A B, A B, ...) and the medians are compared: a busy moment falls on both alike.
 
-    python benchmarks/speed/first_run.py [--rounds 3] [--src NAME=PATH ...] [--photo PHOTO]
+``--choice-only`` keeps one warm cache (exports, int8 models, accuracy verdicts) and forgets only
+`--backend auto`'s remembered choice before each run: many runs of the choice alone, to see how
+often each version picks which setting on this machine.
+
+    python benchmarks/speed/first_run.py [--rounds 3] [--src NAME=PATH ...] [--photo PHOTO] [--choice-only]
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -30,10 +35,13 @@ from bench_common import ROOT, print_table, record_run, speedup  # noqa: E402
 SHIWU = Path(sys.executable).parent / "shiwu"
 
 
-def one_run(src: str | None, photo: Path) -> dict:
-    """Seconds of one first run, its stamped log lines and the setting its answer names."""
+def one_run(src: str | None, photo: Path, warm: Path | None = None) -> dict:
+    """Seconds of one first run, its stamped log lines and the setting its answer names (with
+    ``warm``: that cache, without its remembered --backend auto choices)."""
     with tempfile.TemporaryDirectory(prefix="shiwu-first-run-") as folder:
-        env = {**os.environ, "SHIWU_CACHE": str(Path(folder) / "cache"),
+        if warm is not None:
+            shutil.rmtree(warm / "auto", ignore_errors=True)
+        env = {**os.environ, "SHIWU_CACHE": str(warm or Path(folder) / "cache"),
                "SHIWU_CONFIG": str(Path(folder) / "config.toml")}
         if src:
             env["PYTHONPATH"] = src
@@ -57,12 +65,18 @@ def main() -> int:
     parser.add_argument("--src", action="append", default=[], metavar="NAME=PATH",
                         help="a shiwu source folder to run (PYTHONPATH); default: the installed one")
     parser.add_argument("--photo", type=Path, default=ROOT / "tests" / "data" / "chelsea.jpg")
+    parser.add_argument("--choice-only", action="store_true",
+                        help="one warm cache; only the --backend auto choice is made again each run")
     args = parser.parse_args()
+    warm_folder = tempfile.TemporaryDirectory(prefix="shiwu-warm-") if args.choice_only else None
+    warm = Path(warm_folder.name) if warm_folder else None
     versions = dict(s.split("=", 1) for s in args.src) or {"this checkout": str(ROOT / "src")}
     runs: dict[str, list[dict]] = {name: [] for name in versions}
+    if warm is not None:  # the exports, int8 models and verdicts, made once before the rounds
+        one_run(next(iter(versions.values())), args.photo, warm)
     for round_ in range(args.rounds):
         for name, src in versions.items():  # interleaved: A B, A B, ...
-            run = one_run(src, args.photo)
+            run = one_run(src, args.photo, warm)
             runs[name].append(run)
             print(f"round {round_ + 1} {name}: {run['seconds']:.1f} s, {run['setting']}", file=sys.stderr)
     first = next(iter(versions))
@@ -73,8 +87,12 @@ def main() -> int:
         rows.append([name, f"{median:.1f}", " ".join(f"{r['seconds']:.1f}" for r in done),
                      speedup(base, median) if name != first else "1.00x",
                      ", ".join(sorted({r["setting"] for r in done})), ", ".join(sorted({r["top1"] for r in done}))])
-    print(f"First `shiwu predict {args.photo.name}` with an empty cache, {args.rounds} interleaved rounds:")
+    what = ("only the --backend auto choice made again (a warm cache)" if warm else "an empty cache")
+    print(f"First `shiwu predict {args.photo.name}` with {what}, {args.rounds} interleaved rounds:")
     print_table(["version", "median s", "runs s", "faster than " + first, "setting chosen", "top-1"], rows)
+    for name, done in runs.items():
+        print(f"{name}: chosen " + ", ".join(f"{s} {n}x" for s, n in sorted(
+            {r["setting"]: sum(x["setting"] == r["setting"] for x in done) for r in done}.items())))
     for name, done in runs.items():
         median_run = sorted(done, key=lambda r: r["seconds"])[len(done) // 2]
         print(f"\nWhere the seconds went ({name}, the median run; seconds since start, then the step's log line):")
@@ -83,6 +101,8 @@ def main() -> int:
             print(f"{stamp:7.1f} (+{stamp - previous:5.1f})  {line[:150]}")
             previous = stamp
         print(f"{median_run['seconds']:7.1f} (+{median_run['seconds'] - previous:5.1f})  answered")
+    if warm_folder is not None:
+        warm_folder.cleanup()
     return 0
 
 

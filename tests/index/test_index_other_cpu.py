@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow  # a real model quantized, indexes built and searc
 
 SHIWU = str(Path(sys.executable).parent / "shiwu")
 REDUCED = {"avx512_vnni", "avx_vnni", "amx_int8", "avx512_bf16", "amx_bf16", "amx_tile"}
-FOLLOWED = "its query vectors are made the same way here"
+FOLLOWED = "vectors for it are made the same way here"
 
 
 def shiwu(*args, env=None):

@@ -68,7 +68,7 @@ def follow(manifest: Manifest, where: str, *, backend: str | None = None,
 
     lacks = cpu_lacks(recorded, cpu_flags())
     note = None if lacks is None else (
-        f"index {where} was built with {setting}: its query vectors are made the same way here, "
+        f"index {where} was built with {setting}: vectors for it are made the same way here, "
         f"although {lacks} (slower than where it was built; without the index, --precision auto "
         f"would not choose {recorded} here)")
     return MadeWith(runtime, recorded, note)

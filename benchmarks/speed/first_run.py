@@ -107,4 +107,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(record_run("first_run", main))
+    sys.exit(record_run("first_run_choice" if "--choice-only" in sys.argv else "first_run", main))

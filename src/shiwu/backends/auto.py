@@ -261,7 +261,7 @@ def select(spec, *, size: int, precision: str, threads: int | None, backend: str
              "once: %d settings built (exported%s where not cached yet), %stimed in interleaved rounds; "
              "this takes %s, later runs reuse the choice", spec.name, size, backend, precision, threads,
              len(pairs), ", int8 quantized" if any(p == "int8" for _, p in pairs) else "",
-             "their accuracy checked, " if reduced else "", "about a minute" if reduced else "a few seconds")
+             "their accuracy checked, " if reduced else "", "up to a minute" if reduced else "a few seconds")
     label = (lambda r, p: r) if precision != "auto" else (lambda r, p: f"{r} {p}")  # noqa: E731
     built: dict[str, object] = {}
     for runtime, p in pairs:

@@ -100,7 +100,8 @@ def format_report(info: dict) -> str:
     lines.append("--backend auto:  " + ("nothing measured yet (the first run measures)" if not choices else
                                         "remembered choices"))
     for c in choices:
-        timings = ", ".join(f"{k} {v:.2f} ms" for k, v in c.get("ms_per_image", {}).items())
+        timings = ", ".join([f"{k} {v:.2f} ms" for k, v in c.get("ms_per_image", {}).items()]
+                            + [f"{k} eliminated ({v})" for k, v in c.get("eliminated", {}).items()])
         winner = f"{c['winner']} {c.get('winner_precision', c['precision'])}"
         lines.append(f"  {c['model']} {c['size']}px {c.get('backend', 'auto')} {c['precision']} "
                      f"{c['threads']} threads -> {winner}  ({timings}; measured {c.get('measured_at', '?')})")

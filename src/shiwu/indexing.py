@@ -9,6 +9,7 @@ index is recorded in its manifest, so ``search`` and ``dedupe --index`` rebuild 
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import tempfile
@@ -23,6 +24,8 @@ from .filenames import readable, readable_values
 from .images import DEFAULT_MAX_PIXELS
 from .models.spec import ModelNotFound, ModelRef
 
+log = logging.getLogger(__name__)
+
 
 class IndexingError(RuntimeError):
     """An index cannot be built or searched as asked; the message says what to do."""
@@ -34,6 +37,27 @@ def preprocessing_identity(preprocessing) -> dict:
             "crop_ratio": float(preprocessing.crop_ratio),
             "mean": [float(v) for v in preprocessing.mean], "std": [float(v) for v in preprocessing.std],
             "interpolation": int(preprocessing.resample), "full_decode": bool(preprocessing.full_decode)}
+
+
+def follow_index(manifest, location: str, *, backend: str | None, precision: str | None):
+    """The index's runtime and precision where the person gave none (index.made_with), saying
+    so in one line when this CPU would not choose them by itself."""
+    from .index.made_with import follow
+
+    made = follow(manifest, location, backend=backend, precision=precision)
+    if made.note:
+        log.info("%s", made.note)
+    return made
+
+
+def _cannot_follow(manifest, location: str, made, exc: Exception) -> Exception:
+    """A runtime that refused to build the index's setting here: one line naming the index when
+    the setting was the index's own, else the runtime's own message."""
+    from .index.made_with import cannot_follow
+
+    if not manifest.precision:
+        return exc
+    return cannot_follow(location, f"{made.backend or ''} {made.precision}".strip(), str(exc))
 
 
 def _stored_ref(ref: ModelRef) -> dict:
@@ -95,6 +119,7 @@ def build_index(inputs: Sequence[str], location: str, *, recursive: bool = False
     Milvus store ``milvus://HOST:PORT/COLLECTION`` / ``PATH.db``)."""
     from tqdm import tqdm
 
+    from .backends import BackendUnavailable
     from .batch.stopping import StopFlag
     from .batch.local import ModelOptions
     from .batch.sources import collect_images
@@ -111,11 +136,17 @@ def build_index(inputs: Sequence[str], location: str, *, recursive: bool = False
         raise IndexingError(f"no images found in {', '.join(map(str, inputs))}"
                             + ("" if recursive else " (add --recursive to look into sub-folders)"))
     index = _open_existing(location, spec)  # another model's index: refused before any work
+    made = None
     if index is not None:
-        # an existing index is added to as it was built: its size and precision win over
-        # tuned settings; ones given explicitly must match (checked below)
+        # an existing index is added to as it was built: its size, runtime and precision win
+        # over tuned settings and this CPU's own choice; ones given explicitly must match
         size = size or index.manifest.preprocessing.get("size")
-        precision = precision or index.manifest.precision or None
+        try:
+            made = follow_index(index.manifest, location, backend=backend, precision=precision)
+        except Exception:
+            index.close()
+            raise
+        backend, precision = made.backend, made.precision
     settings = resolve(spec.key, backend=backend, precision=precision, size=size)
     size = settings.size
     identity = preprocessing_identity(spec.preprocessing if size is None
@@ -139,10 +170,10 @@ def build_index(inputs: Sequence[str], location: str, *, recursive: bool = False
                dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30)
     pending: list[tuple] = []  # error rows seen before the first vector told the dimension
 
-    def manifest(dimension: int, made_at: str) -> Manifest:
+    def manifest(dimension: int, made_at: tuple[str, str]) -> Manifest:  # (runtime, precision)
         return Manifest(model=spec.key, dimension=dimension, weights_hash=spec.fingerprint(),
                         model_ref=_stored_ref(ref), preprocessing=identity,
-                        precision=made_at or settings.precision)
+                        precision=made_at[1] or settings.precision, backend=made_at[0])
 
     def store(rows: list[dict]) -> None:
         nonlocal index
@@ -169,7 +200,8 @@ def build_index(inputs: Sequence[str], location: str, *, recursive: bool = False
             if dimension is None:
                 pending.append((records, vectors))
                 return
-            index = create_or_join(location, manifest(dimension, rows[0]["precision"] if rows else ""))
+            index = create_or_join(location, manifest(dimension, (rows[0]["backend"], rows[0]["precision"])
+                                                      if rows else ("", "")))
             for earlier in pending:
                 index.upsert(*earlier)
             pending.clear()
@@ -201,6 +233,8 @@ def build_index(inputs: Sequence[str], location: str, *, recursive: bool = False
             summary.interrupted = stop() and summary.done < len(todo)
     except KeyboardInterrupt:
         summary.interrupted = True
+    except BackendUnavailable as exc:  # the index's own setting cannot run here: say which
+        raise (_cannot_follow(index.manifest, location, made, exc) if made is not None else exc) from None
     finally:
         stop.restore()
         bar.close()
@@ -210,7 +244,8 @@ def build_index(inputs: Sequence[str], location: str, *, recursive: bool = False
             recognizer = Recognizer(ref, backend=backend, precision=precision, size=size)
             probe = np.zeros((1, 3, recognizer.preprocessing.size, recognizer.preprocessing.size), np.float32)
             dimension = recognizer.logits_and_embeddings(probe)[1].shape[1]
-            index = create_or_join(location, manifest(dimension, recognizer.backend.precision))
+            index = create_or_join(location, manifest(dimension, (recognizer.backend.name,
+                                                                  recognizer.backend.precision)))
             for earlier in pending:
                 index.upsert(*earlier)
         if index is not None:
@@ -278,8 +313,9 @@ def search(location: str, *, images: Sequence[str] = (), texts: Sequence[str] = 
     """Per query (each image, then each text), ``{"image" | "text", "matches": [{"image",
     "score", "label"}], "error"}``: the index's rows closest to it, best first.
 
-    Query photos are embedded as the index's were: at its input size and preprocessing, and at
-    its precision unless ``precision`` says otherwise (then refused if that differs)."""
+    Query photos are embedded as the index's were: at its input size and preprocessing, with
+    its runtime and precision (index.made_with) unless ``backend`` / ``precision`` say otherwise
+    (then refused if that differs)."""
     from .index import open_index
 
     index = open_index(location)
@@ -287,13 +323,17 @@ def search(location: str, *, images: Sequence[str] = (), texts: Sequence[str] = 
         ref, spec = index_model(index, trust_model_code=trust_model_code)
         results = []
         if images:
+            from .backends import BackendUnavailable
             from .recognizer import Recognizer
 
             built = index.manifest
             size = built.preprocessing.get("size") if built.preprocessing else None
-            precision = precision or built.precision or None
-            built.check_compatible(location, precision=precision)
-            recognizer = Recognizer(ref, backend=backend, precision=precision, threads=threads, size=size)
+            made = follow_index(built, location, backend=backend, precision=precision)
+            try:
+                recognizer = Recognizer(ref, backend=made.backend, precision=made.precision, threads=threads,
+                                        size=size)
+            except BackendUnavailable as exc:
+                raise _cannot_follow(built, location, made, exc) from None
             built.check_compatible(location, precision=recognizer.backend.precision,
                                    preprocessing=preprocessing_identity(recognizer.preprocessing))
             for result in recognizer.iter_recognize(images, topk=1, embed=True):

@@ -16,6 +16,7 @@ import importlib.metadata
 import json
 import logging
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -31,6 +32,8 @@ CANDIDATES_ALL = tuple(dict.fromkeys(r for p in PRECISIONS for r in CANDIDATES[p
 RUNTIME_DISTRIBUTIONS = distributions()
 ROUNDS = 7                 # interleaved rounds; the median of each runtime's rounds decides
 ROUND_SECONDS = 0.15       # time per runtime per round
+SCREEN_ROUNDS = 2          # rounds every candidate runs before the clearly slower ones are dropped
+ELIMINATE_RATIO = 1.5      # "clearly slower": a median over 1.5x the fastest accepted one's
 
 
 def _versions() -> dict[str, str | None]:
@@ -59,30 +62,102 @@ def choice_path(spec, *, size: int, precision: str, threads: int, backend: str =
 
 
 def time_backend(backend, batch: np.ndarray, seconds: float = ROUND_SECONDS) -> float:
-    """Median seconds per call over about ``seconds`` (at least 3 calls)."""
+    """Median seconds per call over about ``seconds`` (at least one call: a runtime ten times
+    slower than the others is not given three calls a round to prove it)."""
     times: list[float] = []
     deadline = time.perf_counter() + seconds
-    while len(times) < 3 or (time.perf_counter() < deadline and len(times) < 100):
+    while not times or (time.perf_counter() < deadline and len(times) < 100):
         start = time.perf_counter()
         backend.run(batch)
         times.append(time.perf_counter() - start)
     return float(np.median(times))
 
 
-def interleaved_medians(backends: dict, batch: np.ndarray, rounds: int = ROUNDS,
-                        seconds: float = ROUND_SECONDS) -> dict[str, dict]:
-    """Each backend timed once per round, in turn, for ``rounds`` rounds (after one warm-up
-    call each): {name: {"median_ms", "rounds_ms"}}. A slow moment of the machine lands on one
-    round of every runtime alike, not on all the rounds of one."""
+def warm_up(backends: dict, batch: np.ndarray, seconds: float = ROUND_SECONDS) -> None:
+    """Up to three untimed calls each (the first calls allocate and compile), within ``seconds``."""
     for backend in backends.values():
+        deadline = time.perf_counter() + seconds
         for _ in range(3):
             backend.run(batch)
-    samples: dict[str, list[float]] = {name: [] for name in backends}
+            if time.perf_counter() > deadline:
+                break
+
+
+def timed_rounds(backends: dict, batch: np.ndarray, samples: dict[str, list[float]], rounds: int,
+                 seconds: float = ROUND_SECONDS) -> None:
+    """Each backend timed once per round, in turn, appending ms to ``samples[name]``: a slow
+    moment of the machine lands on one round of every runtime alike, not on all the rounds of one."""
     for _ in range(rounds):
         for name, backend in backends.items():
-            samples[name].append(time_backend(backend, batch, seconds) * 1e3)
-    return {name: {"median_ms": round(float(np.median(ms)), 3), "rounds_ms": [round(m, 3) for m in ms]}
-            for name, ms in samples.items()}
+            samples.setdefault(name, []).append(time_backend(backend, batch, seconds) * 1e3)
+
+
+def _summary(ms: list[float]) -> dict:
+    return {"median_ms": round(float(np.median(ms)), 3), "rounds_ms": [round(m, 3) for m in ms]}
+
+
+def interleaved_medians(backends: dict, batch: np.ndarray, rounds: int = ROUNDS,
+                        seconds: float = ROUND_SECONDS) -> dict[str, dict]:
+    """{name: {"median_ms", "rounds_ms"}} of ``rounds`` interleaved rounds, after a warm-up."""
+    warm_up(backends, batch, seconds)
+    samples: dict[str, list[float]] = {}
+    timed_rounds(backends, batch, samples, rounds, seconds)
+    return {name: _summary(ms) for name, ms in samples.items()}
+
+
+@dataclass
+class Race:
+    """The outcome of ``race``: the winner, every finisher's timings, and why the others are out."""
+
+    winner: str | None = None
+    samples: dict[str, list[float]] = field(default_factory=dict)
+    refused: dict[str, str] = field(default_factory=dict)       # by the accuracy policy
+    eliminated: dict[str, str] = field(default_factory=dict)    # clearly slower: not judged
+
+    def finishers(self) -> dict[str, dict]:
+        return {n: _summary(ms) for n, ms in self.samples.items()
+                if n not in self.refused and n not in self.eliminated}
+
+
+def race(backends: dict, batch: np.ndarray, judge, *, rounds: int = ROUNDS, screen: int = SCREEN_ROUNDS,
+         ratio: float = ELIMINATE_RATIO, seconds: float = ROUND_SECONDS) -> Race:
+    """The fastest backend that ``judge(name, backend)`` accepts (it returns None, else the reason
+    it refuses), by successive elimination: ``screen`` interleaved rounds for all; then the
+    accuracy verdicts in order of speed up to the first accepted one; the settings over ``ratio``
+    times its median are out without a verdict (they cannot win); the close ones are judged and
+    run the rest of the ``rounds``, and the lowest median over all rounds wins. The winner is the
+    one measuring every setting for ``rounds`` would pick, without the slow ones' rounds and
+    verdicts (torch eager at 30-80 ms a call next to 3 ms ones)."""
+    out = Race()
+    if len(backends) > 1:
+        warm_up(backends, batch, seconds)
+        timed_rounds(backends, batch, out.samples, screen, seconds)
+        log.debug("after %d rounds: %s", screen, ", ".join(
+            f"{n} {np.median(ms):.2f} ms" for n, ms in sorted(out.samples.items(), key=lambda i: np.median(i[1]))))
+    median = lambda name: float(np.median(out.samples[name])) if out.samples.get(name) else 0.0  # noqa: E731
+    judged: set[str] = set()
+
+    def passes(name: str) -> bool:
+        judged.add(name)
+        why = judge(name, backends[name])
+        if why is not None:
+            out.refused[name] = why
+        return why is None
+
+    order = sorted(backends, key=median)
+    fastest = next((n for n in order if passes(n)), None)
+    if fastest is None:
+        return out
+    for name in order:
+        if name not in judged and median(name) > ratio * median(fastest):
+            out.eliminated[name] = (f"{median(name):.2f} ms, over {ratio:g}x {fastest}'s "
+                                    f"{median(fastest):.2f} ms after {screen} rounds: not judged")
+    close = [n for n in order if n not in out.eliminated and (n in judged or passes(n))]
+    close = [n for n in close if n not in out.refused]
+    if len(close) > 1:
+        timed_rounds({n: backends[n] for n in close}, batch, out.samples, rounds - screen, seconds)
+    out.winner = min(close, key=median)
+    return out
 
 
 # --precision auto tries the reduced precisions first: when one passes, it is usually the faster
@@ -116,8 +191,8 @@ def _build(spec, runtime: str, precision: str, *, size, threads, calibration, **
     return backend_class(runtime)(spec, size=size, precision=precision, threads=threads, **options)
 
 
-def _judged(spec, runtime: str, precision: str, *, size, threads, calibration, max_drop, options):
-    """A ready backend for the setting, or the reason it is not offered (the accuracy policy)."""
+def _prepared(spec, runtime: str, precision: str, *, size, threads, calibration, max_drop, options):
+    """The setting's backend, built (not yet judged), or the reason it is not offered."""
     from . import policy
 
     if precision != "fp32":
@@ -125,17 +200,34 @@ def _judged(spec, runtime: str, precision: str, *, size, threads, calibration, m
         if entry is not None and entry["drop"] > max_drop:  # known to fail: not even built
             return None, f"drop {entry['drop']:.2%} on {entry['photos']} labelled photos > {max_drop:.1%}"
     try:
-        backend = _build(spec, runtime, precision, size=size, threads=threads, calibration=calibration,
-                         **options)
+        return _build(spec, runtime, precision, size=size, threads=threads, calibration=calibration,
+                      **options), None
     except Exception as exc:  # noqa: BLE001 - one broken runtime must not stop the others
         return None, str(exc) if isinstance(exc, BackendUnavailable) else f"{type(exc).__name__}: {exc}"
-    if precision != "fp32":
-        found = policy.verdict(spec, runtime, precision, size, max_drop=max_drop, backend=backend,
-                               threads=threads, calibration=calibration)
-        if not found.accepted:
-            return None, found.reason()
-        backend.verdict = found
-    return backend, None
+
+
+def _judge(spec, backend, *, size, threads, calibration, max_drop) -> str | None:
+    """None when the accuracy policy accepts ``backend``'s setting (its verdict kept on it),
+    else the reason it refuses."""
+    from . import policy
+
+    if backend.precision == "fp32":
+        return None  # the reference (another size is the person's own choice, as before)
+    found = policy.verdict(spec, backend.name, backend.precision, size, max_drop=max_drop, backend=backend,
+                           threads=threads, calibration=calibration)
+    if not found.accepted:
+        return found.reason()
+    backend.verdict = found
+    return None
+
+
+def _judged(spec, runtime: str, precision: str, *, size, threads, calibration, max_drop, options):
+    """A ready backend for the setting, or the reason it is not offered (the accuracy policy)."""
+    backend, why = _prepared(spec, runtime, precision, size=size, threads=threads, calibration=calibration,
+                             max_drop=max_drop, options=options)
+    if backend is not None:
+        why = _judge(spec, backend, size=size, threads=threads, calibration=calibration, max_drop=max_drop)
+    return (backend, None) if why is None else (None, why)
 
 
 def select(spec, *, size: int, precision: str, threads: int | None, backend: str = "auto",
@@ -164,30 +256,42 @@ def select(spec, *, size: int, precision: str, threads: int | None, backend: str
             return ready  # else: the runtime went away since, or its verdict changed: measure again
 
     pairs, skipped = _candidates(spec, backend, precision)
-    log.info("measuring backends for %s (%spx, %s %s, %s threads) on this CPU: accuracy first, then "
-             "speed in %d interleaved rounds; done once, then remembered", spec.name, size, backend,
-             precision, threads, ROUNDS)
-    ready: dict[str, object] = {}
+    reduced = any(p != "fp32" for _, p in pairs)
+    log.info("measuring backends for %s (%spx, backend %s, precision %s, %s threads) on this machine, "
+             "once: %d settings built (exported%s where not cached yet), %stimed in interleaved rounds; "
+             "this takes %s, later runs reuse the choice", spec.name, size, backend, precision, threads,
+             len(pairs), ", int8 quantized" if any(p == "int8" for _, p in pairs) else "",
+             "their accuracy checked, " if reduced else "", "up to a minute" if reduced else "a few seconds")
+    label = (lambda r, p: r) if precision != "auto" else (lambda r, p: f"{r} {p}")  # noqa: E731
+    built: dict[str, object] = {}
     for runtime, p in pairs:
-        built, why = _judged(spec, runtime, p, size=size, threads=threads, calibration=calibration,
-                             max_drop=max_drop, options=options)
-        if built is None:
+        ready, why = _prepared(spec, runtime, p, size=size, threads=threads, calibration=calibration,
+                               max_drop=max_drop, options=options)
+        if ready is None:
             skipped[f"{runtime} {p}"] = why
-            log.info("  %-12s skipped: %s", runtime if precision != "auto" else f"{runtime} {p}", why)
+            log.info("  %-12s skipped: %s", label(runtime, p), why)
         else:
-            ready[f"{runtime} {p}"] = built
-    if not ready:
+            built[f"{runtime} {p}"] = ready
+    if not built:
         raise BackendUnavailable(f"no backend can run {precision} here: "
                                  + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
     batch = np.random.default_rng(0).standard_normal((1, 3, size, size), dtype=np.float32)
-    measured = interleaved_medians(ready, batch) if len(ready) > 1 else {
-        name: {"median_ms": None, "rounds_ms": []} for name in ready}
+    judge = lambda name, ready: _judge(spec, ready, size=size, threads=threads,  # noqa: E731
+                                       calibration=calibration, max_drop=max_drop)
+    outcome = race(built, batch, judge)
+    for name, why in outcome.refused.items():
+        skipped[name] = why
+        log.info("  %-12s skipped: %s", label(*name.split(" ")), why)
+    for name, why in outcome.eliminated.items():
+        log.info("  %-18s eliminated: %s", name, why)
+    measured = outcome.finishers()
     for name, m in measured.items():
-        if m["median_ms"] is not None:
-            log.info("  %-18s %8.2f ms per image (median of %d rounds)", name, m["median_ms"], len(m["rounds_ms"]))
-    winner = min(measured, key=lambda n: measured[n]["median_ms"] or 0.0)
-    best = ready.pop(winner)
-    ready.clear()
+        log.info("  %-18s %8.2f ms per image (median of %d rounds)", name, m["median_ms"], len(m["rounds_ms"]))
+    if outcome.winner is None:
+        raise BackendUnavailable(f"no backend can run {precision} here: "
+                                 + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
+    best = built.pop(outcome.winner)
+    built.clear()
     gc.collect()  # a large model must not sit in memory twice
     verdict = getattr(best, "verdict", None)
     log.info("using %s %s for %s%s", best.name, best.precision, spec.name,
@@ -195,9 +299,10 @@ def select(spec, *, size: int, precision: str, threads: int | None, backend: str
     cache.atomic_write_text(path, json.dumps({
         "model": spec.name, "size": size, "precision": precision, "backend": backend,
         "threads": threads, "max_drop": max_drop, "winner": best.name, "winner_precision": best.precision,
-        "ms_per_image": {n: m["median_ms"] for n, m in measured.items() if m["median_ms"] is not None},
-        "rounds_ms": {n: m["rounds_ms"] for n, m in measured.items()}, "rounds": ROUNDS,
-        "skipped": skipped, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "ms_per_image": {n: m["median_ms"] for n, m in measured.items()},
+        "rounds_ms": {n: [round(ms, 3) for ms in v] for n, v in outcome.samples.items()},
+        "rounds": ROUNDS, "skipped": skipped, "eliminated": outcome.eliminated,
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }, ensure_ascii=False, indent=2))
     return best
 

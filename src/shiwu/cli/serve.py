@@ -167,16 +167,24 @@ def _check_hosts(args) -> str | None:
 
 
 def _check_vectors(args, spec) -> str | None:
-    """Why --index or --gallery cannot be served with this model, before it loads (None: fine).
-    The server checks again once loaded (dimension, readable photos) and /readyz says why."""
+    """Why --index or --gallery cannot be served with this model, before it loads (None: fine);
+    with --index, the runtime and precision become the index's. The server checks again once
+    loaded (dimension, readable photos) and /readyz says why."""
     from ..gallery import GalleryError, class_folders
     from ..index import IndexFormatError, open_index
 
     if args.index:
+        from ..indexing import follow_index
+
         try:  # another model's or weights' index, not an index, a newer format: refused here
-            open_index(args.index, model=spec.key, weights_hash=spec.fingerprint()).close()
+            index = open_index(args.index, model=spec.key, weights_hash=spec.fingerprint())
+            try:  # the served model makes its vectors as the index's were (index.made_with)
+                made = follow_index(index.manifest, args.index, backend=args.backend, precision=args.precision)
+            finally:
+                index.close()
         except IndexFormatError as exc:
             return str(exc)
+        args.backend, args.precision = made.backend or args.backend, made.precision or args.precision
     if args.gallery and os.path.isdir(args.gallery) and any(
             p.is_dir() and not p.name.startswith(".") for p in os.scandir(args.gallery)):
         try:

@@ -42,6 +42,10 @@ class Manifest:
     # numeric precision. Empty in indexes made before they were recorded (then not checked).
     preprocessing: dict = field(default_factory=dict)
     precision: str = ""
+    # the runtime that made the vectors: int8 and bf16 vectors are its own (index.made_with).
+    # Not part of identity(): fp32 vectors agree across runtimes, and an older shiwu must still
+    # open a newer index.
+    backend: str = ""
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
 

@@ -73,6 +73,7 @@ class ManifestFile(_Checked):
     counts: dict[str, int] = Field(default_factory=dict)
     preprocessing: PreprocessingFile | None = None
     precision: str = Field("", max_length=32)
+    backend: str = Field("", max_length=32)
     format: Literal["shiwu-index"]
     format_version: Literal[1]
 

@@ -1,0 +1,91 @@
+"""--backend auto by successive elimination: every setting runs the first interleaved rounds, the
+accuracy verdicts go in order of speed up to the first accepted setting, the clearly slower ones
+(over 1.5x its median) are dropped without a verdict, and the close ones run all the rounds. The
+winner is the one a full measurement would pick; the first default run does not pay for the slow
+ones (torch eager and TorchScript at 30-80 ms a call next to 3 ms ones)."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from shiwu.backends import auto
+
+BATCH = np.zeros((1, 3, 8, 8), np.float32)
+
+
+class Fake:
+    def __init__(self, name, seconds):
+        self.name, self.seconds, self.calls = name, seconds, 0
+
+    def run(self, batch):
+        self.calls += 1
+        time.sleep(self.seconds)
+
+
+def judge_with(refused=()):
+    judged = []
+
+    def judge(name, backend):
+        judged.append(name)
+        return "drop 2.04% > 1.0%" if name in refused else None
+    return judge, judged
+
+
+def test_the_clearly_slower_are_dropped_unjudged_and_the_close_run_every_round():
+    backends = {"int8": Fake("int8", 0.010), "bf16": Fake("bf16", 0.013), "eager": Fake("eager", 0.08)}
+    judge, judged = judge_with()
+    out = auto.race(backends, BATCH, judge, rounds=5, screen=2, seconds=0.03)
+    assert out.winner == "int8"
+    assert sorted(judged) == ["bf16", "int8"]          # the slow one never costs a verdict
+    assert set(out.eliminated) == {"eager"} and "over 1.5x int8's" in out.eliminated["eager"]
+    assert len(out.samples["int8"]) == len(out.samples["bf16"]) == 5 and len(out.samples["eager"]) == 2
+    assert set(out.finishers()) == {"int8", "bf16"}
+    assert backends["eager"].calls <= 5                 # warm-up within the round time, then a call a round
+
+
+def test_a_refused_fastest_setting_makes_the_next_accepted_one_the_yardstick():
+    """int8 is fastest but refused: bf16 becomes the yardstick, so fp32 at 1.3x bf16 stays in the
+    race (measured against int8 it would have been dropped) and the winner is what a full
+    measurement of the accepted settings gives."""
+    backends = {"int8": Fake("int8", 0.002), "bf16": Fake("bf16", 0.010), "fp32": Fake("fp32", 0.013),
+                "eager": Fake("eager", 0.08)}
+    judge, judged = judge_with(refused={"int8"})
+    out = auto.race(backends, BATCH, judge, rounds=4, screen=2, seconds=0.03)
+    assert out.winner == "bf16" and out.refused == {"int8": "drop 2.04% > 1.0%"}
+    assert judged[0] == "int8" and sorted(judged) == ["bf16", "fp32", "int8"] and set(out.eliminated) == {"eager"}
+    assert len(out.samples["fp32"]) == 4
+
+
+def test_nothing_accepted_is_no_winner():
+    judge, _ = judge_with(refused={"a", "b"})
+    out = auto.race({"a": Fake("a", 0.001), "b": Fake("b", 0.001)}, BATCH, judge, rounds=3, screen=1,
+                    seconds=0.005)
+    assert out.winner is None and set(out.refused) == {"a", "b"}
+
+
+def test_a_single_setting_is_judged_and_not_timed():
+    judge, judged = judge_with()
+    out = auto.race({"only": Fake("only", 0.001)}, BATCH, judge)
+    assert out.winner == "only" and judged == ["only"] and out.samples == {}
+
+
+def test_doctor_shows_the_eliminated_settings_as_such(tmp_path):
+    """The remembered choice keeps the eliminated settings apart from the timed ones."""
+    folder = tmp_path / "cache" / "auto"
+    folder.mkdir(parents=True)
+    (folder / "efficientnet-lite0-224-auto-auto-x.json").write_text(json.dumps({
+        "model": "efficientnet-lite0", "size": 224, "precision": "auto", "backend": "auto", "threads": 2,
+        "winner": "onnxruntime", "winner_precision": "int8",
+        "ms_per_image": {"onnxruntime int8": 2.31, "openvino bf16": 2.62},
+        "eliminated": {"torch fp32": "41.20 ms, over 1.5x onnxruntime int8's 2.40 ms after 2 rounds: not judged"},
+        "skipped": {}, "measured_at": "2026-12-04T00:00:00+0000"}), encoding="utf-8")
+    out = subprocess.run([str(Path(sys.executable).with_name("shiwu")), "doctor"], capture_output=True, text=True,
+                         timeout=300, env={**os.environ, "SHIWU_CACHE": str(tmp_path / "cache")})
+    assert out.returncode == 0, out.stderr
+    line = next(x for x in out.stdout.splitlines() if "-> onnxruntime int8" in x)
+    assert "onnxruntime int8 2.31 ms" in line and "torch fp32 eliminated (41.20 ms, over 1.5x" in line

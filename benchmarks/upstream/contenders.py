@@ -175,14 +175,6 @@ def interleave(contenders: list[Contender], photos: list[Path], rounds: int, war
                 time.sleep(0.02)  # let the last one's worker threads go idle before the next
 
 
-def print_markdown(header: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    print("| " + " | ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths))) + " |")
-    print("|" + "|".join(("-" * (w + 1) + ":") if i else "-" * (w + 2) for i, w in enumerate(widths)) + "|")
-    for r in rows:
-        print("| " + " | ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths))) + " |")
-
-
 def goal_lines(official: Contender, shiwu: list[Contender], fp32_goal: float, reduced_goal: float) -> list[str]:
     """Whether the issue's goals are met: the best fp32 row and the best *accepted* reduced row."""
     base = official.median

@@ -36,9 +36,9 @@ import sys
 import tempfile
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared helper
-from bench_common import ROOT, record_run  # noqa: E402
+from bench_common import ROOT, print_table, record_run  # noqa: E402
 from contenders import (DEFAULT_ENTRY, Contender, auto_skipped, goal_lines, interleave,  # noqa: E402
-                        print_markdown, refusal, serve, shiwu_recognizer)
+                        refusal, serve, shiwu_recognizer)
 
 DEFAULT_DIR = Path(tempfile.gettempdir()) / "shiwu-synthetic-cv_resnest101_general_recognition"
 DEFAULT_BACKENDS = "default,onnxruntime,openvino,openvino:bf16,onnxruntime:int8,openvino:int8"
@@ -189,7 +189,7 @@ def report(args, photos, contenders, ends, refused, worst_input) -> int:
     for entry, why in refused.items():
         if not any(c.entry == entry for c in contenders):
             rows.append([f"shiwu {entry}"] + ["-"] * 10 + [f"refused: {refusal(why)}"])
-    print_markdown(["side", "median ms", "p95 ms", "CPU ms", "load s", "peak RSS MiB", "speed-up", "CPU ratio",
+    print_table(["side", "median ms", "p95 ms", "CPU ms", "load s", "peak RSS MiB", "speed-up", "CPU ratio",
                     "RSS vs official", "top-1 = official", "top-1 = shiwu fp32", "accepted by"], rows)
     default = next((c for c in shiwu if c.entry == DEFAULT_ENTRY), None)
     if default is not None and default.hello.get("skipped"):

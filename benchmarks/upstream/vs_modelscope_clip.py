@@ -68,9 +68,9 @@ import sys
 import tempfile
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared helper
-from bench_common import ROOT, record_run  # noqa: E402
+from bench_common import ROOT, print_table, record_run  # noqa: E402
 from contenders import (DEFAULT_ENTRY, Contender, auto_skipped, goal_lines, interleave,  # noqa: E402
-                        print_markdown, refusal, serve, shiwu_recognizer)
+                        refusal, serve, shiwu_recognizer)
 
 DEFAULT_DIR = Path(tempfile.gettempdir()) / "shiwu-bench-synthetic-clip-vit-base-patch16_zh"
 DEFAULT_LABELS = ("快递柜,电饭煲,油菜花田,虎斑猫,骏马,咖啡,硬币,宇航员,火箭,摩托车,星空,眼底照片,"
@@ -323,7 +323,7 @@ def report(args, photos, labels, contenders, ends, first_load, refused) -> None:
     for entry, why in refused.items():
         if not any(c.entry == entry for c in contenders):
             rows.append([f"shiwu {entry}"] + ["-"] * 13 + [f"refused: {refusal(why)}"])
-    print_markdown(["side", "median ms", "p95 ms", "CPU ms", "load s", "first load s", "peak RSS MiB",
+    print_table(["side", "median ms", "p95 ms", "CPU ms", "load s", "first load s", "peak RSS MiB",
                     "speed-up", "CPU ratio", "RSS vs official", "top-1 = official", "max |Δp| official",
                     "top-1 = shiwu fp32", "max |Δp| fp32", "accepted by"], rows)
     default = next((c for c in shiwu if c.entry == DEFAULT_ENTRY), None)

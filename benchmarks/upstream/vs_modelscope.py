@@ -46,9 +46,12 @@ DEFAULT_BACKENDS = "default,onnxruntime,openvino,openvino:bf16,onnxruntime:int8,
 
 # ----------------------------------------------------------------------------- the contenders
 
-def official_side(model_dir: Path):
+def official_side(model_dir: Path, threads: int | None):
     import numpy as np
     import torch
+
+    if threads:
+        torch.set_num_threads(threads)
     from modelscope.pipelines.cv.general_recognition_pipeline import GeneralRecognitionPipeline
 
     labels = [line.split("\t")[1] for line in
@@ -90,7 +93,10 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds over the photos (default 3)")
     parser.add_argument("--backends", default=DEFAULT_BACKENDS,
                         help=f"shiwu rows, backend[:precision] or 'default' (default {DEFAULT_BACKENDS})")
-    parser.add_argument("--threads", type=int, default=None, help="shiwu threads (default: its own)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads of every side (default: each its own, torch: all cores); on a machine "
+                             "that other work shares, torch's OpenMP threads wait for each other far longer "
+                             "than ONNX Runtime's or OpenVINO's, and --threads 1 compares the work alone")
     parser.add_argument("--official-python", default=sys.executable,
                         help="interpreter with modelscope, torchvision and opencv (default: this one)")
     parser.add_argument("--no-refused", action="store_true", help="do not time an int8 model shiwu refuses")
@@ -99,7 +105,7 @@ def main() -> int:
     parser.add_argument("--refused", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker == "official":
-        return serve(lambda: official_side(args.model_dir))
+        return serve(lambda: official_side(args.model_dir, args.threads))
     if args.worker == "shiwu":
         return serve(lambda: shiwu_side(args.model_dir, args.entry, args.threads, args.refused))
 
@@ -123,7 +129,7 @@ def main() -> int:
     threads = ["--threads", str(args.threads)] if args.threads else []
     contenders = []
     print("starting the official pipeline ...", file=sys.stderr)
-    official = Contender(command(args.official_python, "official"), "official")
+    official = Contender(command(args.official_python, "official", *threads), "official")
     if "error" in official.hello:
         print("the official pipeline did not start:\n" + official.hello["error"], file=sys.stderr)
         return 1
@@ -166,7 +172,8 @@ def report(args, photos, contenders, ends, refused, worst_input) -> int:
     load = " / ".join(f"{v:.2f}" for v in os.getloadavg())
     print(f"{kind} ResNeSt-101, {classes:,} classes, {args.model_dir}")
     print(f"{len(photos)} photos x {args.rounds} rounds, interleaved, one photo per call, decode included; "
-          f"each contender in its own process; {os.cpu_count()} CPUs; load average at the end {load}")
+          f"each contender in its own process; {os.cpu_count()} CPUs, threads {args.threads or 'each side its own'}; "
+          f"load average at the end {load}")
     print(f"input tensors, official vs shiwu: max abs difference {worst_input:.2e} over {len(photos)} photos\n")
 
     official, shiwu = contenders[0], contenders[1:]
@@ -206,5 +213,11 @@ def report(args, photos, contenders, ends, refused, worst_input) -> int:
     return 1 if differ else 0
 
 
+def result_name(argv: list[str]) -> str:
+    """vs_modelscope.md for each side's own threads, vs_modelscope_threads1.md for --threads 1."""
+    given = argv[argv.index("--threads") + 1] if "--threads" in argv[:-1] else None
+    return "vs_modelscope" + (f"_threads{given}" if given else "")
+
+
 if __name__ == "__main__":
-    sys.exit(record_run("vs_modelscope", main))
+    sys.exit(record_run(result_name(sys.argv), main))

@@ -5,6 +5,8 @@ model, and the whole ``predict``, median ms per photo over the photos and rounds
     python benchmarks/upstream/where_time_goes.py --model-dir DIR [--backend onnxruntime]
         [--precision fp32] [--labels a,b,c] [--rounds 5]
 
+Recorded in benchmarks/results/where_time_goes_{resnest,clip}.md.
+
 The model is timed twice: on the uint8 pixels (normalised inside the graph: what ``predict``
 does, backends/pixel_input.py) and on the float batch normalised in numpy; ``predict`` minus
 decode, resize and model is what is left elsewhere (top-k, labels, Python). Also timed: JPEG
@@ -75,5 +77,11 @@ def main() -> int:
     return 0
 
 
+def result_name(argv: list[str]) -> str:
+    """One results file per model kind: where_time_goes_clip.md / where_time_goes_resnest.md."""
+    folder = Path(argv[argv.index("--model-dir") + 1]) if "--model-dir" in argv[:-1] else Path(".")
+    return "where_time_goes_" + ("clip" if (folder / "vision_model_config.json").is_file() else "resnest")
+
+
 if __name__ == "__main__":
-    sys.exit(record_run("where_time_goes", main))
+    sys.exit(record_run(result_name(sys.argv), main))

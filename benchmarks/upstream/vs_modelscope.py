@@ -118,15 +118,15 @@ def main() -> int:
         return [python, __file__, "--worker", side, "--model-dir", str(args.model_dir), *extra]
 
     entries = [e for e in args.backends.split(",") if e]
+    threads = ["--threads", str(args.threads)] if args.threads else []
     refused: dict[str, str] = {}
     for entry in entries:  # once each, alone: export, int8 calibration, verdicts, auto's choice
         print(f"first start of shiwu {entry} ...", file=sys.stderr)
-        first = Contender(command(sys.executable, "shiwu", "--entry", entry), entry)
+        first = Contender(command(sys.executable, "shiwu", "--entry", entry, *threads), entry)
         if "error" in first.hello:
             refused[entry] = first.hello["error"]
         first.close()
     below_floor = [] if args.no_refused else [e for e in entries if "is not offered" in refused.get(e, "")]
-    threads = ["--threads", str(args.threads)] if args.threads else []
     contenders = []
     print("starting the official pipeline ...", file=sys.stderr)
     official = Contender(command(args.official_python, "official", *threads), "official")

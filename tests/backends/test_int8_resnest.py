@@ -53,3 +53,30 @@ def test_resnest_quantizes_to_int8_with_the_classifier_in_float(tiny_resnest_onn
     assert quantized.shape == reference.shape == (4, 7)
     # int8 computes nearly the same thing (a broken graph would not)
     assert np.corrcoef(reference.ravel(), quantized.ravel())[0, 1] > 0.9
+
+
+class _Attention(torch.nn.Module):
+    """One self-attention block and a classifier: the shape of a ViT in miniature."""
+
+    def __init__(self):
+        super().__init__()
+        self.qkv, self.head = torch.nn.Linear(8, 24), torch.nn.Linear(8, 3)
+
+    def forward(self, x):  # (N, tokens, 8)
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        attended = torch.softmax(q @ k.transpose(1, 2), dim=-1) @ v
+        return self.head(attended.mean(1))
+
+
+def test_only_attention_makes_openvino_int8_quantize_as_a_transformer(tiny_resnest_onnx, tmp_path):
+    # ResNeSt has a Softmax (split attention) and a MatMul (its classifier, constant weights): it is
+    # quantized as a convolutional network, not with NNCF's transformer scheme and SmoothQuant
+    import openvino as ov
+
+    from shiwu.backends.quantize import _is_transformer
+
+    core = ov.Core()
+    assert not _is_transformer(core.read_model(str(tiny_resnest_onnx)))
+    attention = tmp_path / "attention.onnx"
+    torch.onnx.export(_Attention().eval(), torch.randn(1, 4, 8), str(attention), dynamo=False)
+    assert _is_transformer(core.read_model(str(attention)))

@@ -1,8 +1,8 @@
 """The official ModelScope Chinese-CLIP against shiwu, zero-shot, end to end, on one model directory.
 
-    python benchmarks/upstream/vs_modelscope_clip.py [--model-dir DIR] [--rounds 5]
-        [--backends torch,onnxruntime,openvino,openvino:bf16,openvino:int8]
-        [--labels 快递柜,电饭煲,...|FILE] [--prompt "一张{}的照片。"] [--threads N] [--cache DIR]
+    python benchmarks/upstream/vs_modelscope_clip.py [--model-dir DIR] [--rounds 5] [--cache DIR]
+        [--backends default,onnxruntime,openvino,openvino:bf16,onnxruntime:int8,openvino:int8]
+        [--labels 快递柜,电饭煲,...|FILE] [--prompt "一张{}的照片。"] [--threads N] [--official-python PY]
 
 The official side is what the model card of ``damo/multi-modal_clip-vit-base-patch16_zh`` does:
 ``CLIPForMultiModalEmbedding(DIR)`` (fp16 weights cast to fp32 on a CPU), the label texts
@@ -21,25 +21,20 @@ does. The script checks that these input tensors equal shiwu's.
 shiwu: ``Recognizer(DIR, labels=..., prompt=..., backend=..., precision=..., batch_size=1)``,
 ``predict(path)``: decode, preprocess, inference of the image tower with the zero-shot head, softmax.
 
-Every contender runs in its own process (so load time and peak RSS are its own) and stays alive;
-the photos are sent to them interleaved: photo 1 to each contender in turn, photo 2 ..., the
-order of contenders rotated per photo, several rounds. On a machine that other work shares, the
-load then drifts over all contenders alike, and the ratios hold up better than the absolute
-figures. Each shiwu configuration is first started once in a throw-away process with an empty
-cache (``first load s``: the label texts through the text tower, and for ONNX Runtime /
-OpenVINO the export, for int8 the calibration and the agreement check); the timed process then
-starts as a user's second run does (``load s``). ``load s`` counts from before the imports of
-torch / modelscope / shiwu to ready-to-predict, the official one including its encoding of the
-label texts (it has no cache).
+Every contender runs in its own long-lived process and the photos are sent to them in
+interleaved rounds (benchmarks/upstream/contenders.py); medians per photo. Each shiwu row is
+first started once alone on the given cache (``first load s``: the label texts through the text
+tower, the export, int8 calibration, the accuracy verdicts, auto's measurement); the timed process
+then starts as a user's second run does (``load s``). ``load s`` counts from before the imports
+of torch / modelscope / shiwu to ready-to-predict, the official one including its encoding of
+the label texts (it has no cache).
 
-Reduced precisions: shiwu refuses bf16 on a CPU without bf16 instructions (AVX-512 BF16 / AMX),
-and offers int8 only if its top-1 agrees with fp32 on 99% of photo views; a refusal is printed
-with its reason. An int8 model that shiwu built but refused (the random weights of the synthetic
-directory miss the floor) is still timed, in a row marked "NOT OFFERED", so that the table shows
-what int8 would cost and how far it agrees; ``--no-refused`` leaves it out. ``onnxruntime:int8``
-is not in the default list: ONNX Runtime's percentile calibration keeps every activation of all
-128 calibration views in memory, which for ViT-B/16 grew past 22 GB and was killed (out of
-memory) on the development machine.
+Rows: the official model; shiwu as a user runs it with no flags (``default`` = ``--backend auto
+--precision auto``), naming the runtime and precision it chose and how the accuracy policy
+accepted it (``accepted by``: the label-free estimate for this model, backends/estimate.py, or
+``shiwu tune --eval``'s saved choice); then explicit settings. bf16 needs AVX-512 BF16 / AMX;
+int8 is offered only when the policy accepts it. A refused setting is a row that says why; a
+refused int8 model is still timed, marked NOT OFFERED (``--no-refused``: not).
 
 Agreement: top-1 of every contender against the official, and of each reduced precision against
 shiwu fp32 (the first fp32 row), with the largest difference in probability. On the SYNTHETIC
@@ -57,19 +52,7 @@ the project venv runs both sides::
 Default DIR: a SYNTHETIC ViT-B/16 directory in the official format (random weights, the real
 sizes), written on first use by ``python -m shiwu.models.synthetic_clip DIR``.
 
-Measured 2026-12-02 on the 2-core development machine, then an AMD EPYC Zen 3 (AVX2 only: no
-AVX-512, no bf16), shared with other work (load average 2.5 -> 3.9), defaults, 16 labels,
-10 photos x 5 rounds, median per photo (the README has the whole table):
-
-    official CLIPForMultiModalEmbedding   2409.6 ms  1.00x  peak RSS 1419 MiB
-    shiwu torch fp32                      2298.2 ms  1.05x            802 MiB (56%)  top-1 10/10
-    shiwu onnxruntime fp32                 820.7 ms  2.94x            629 MiB (44%)  top-1 10/10
-    shiwu openvino fp32                    938.2 ms  2.57x            806 MiB (57%)  top-1 10/10
-    shiwu openvino bf16                    refused: no bf16 instructions on this CPU
-    shiwu openvino int8 (NOT OFFERED)      953.2 ms  2.53x            339 MiB (24%)  top-1  5/10
-
-The run before it (load 5.8 -> 2.8): onnxruntime fp32 1.55x, openvino fp32 1.37x: on a busy
-machine the ratios move between runs by that much.
+benchmarks/results/vs_modelscope_clip.md has the last recorded run.
 """
 
 from __future__ import annotations
@@ -83,15 +66,16 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared helper
-from bench_common import ROOT, record_run, peak_rss_mb, current_rss_mb  # noqa: E402
+from bench_common import ROOT, print_table, record_run  # noqa: E402
+from contenders import (DEFAULT_ENTRY, Contender, auto_skipped, goal_lines, interleave,  # noqa: E402
+                        refusal, serve, shiwu_recognizer)
 
 DEFAULT_DIR = Path(tempfile.gettempdir()) / "shiwu-bench-synthetic-clip-vit-base-patch16_zh"
 DEFAULT_LABELS = ("快递柜,电饭煲,油菜花田,虎斑猫,骏马,咖啡,硬币,宇航员,火箭,摩托车,星空,眼底照片,"
                   "照相机,海边的日落,自行车,熊猫")
-DEFAULT_BACKENDS = "torch,onnxruntime,openvino,openvino:bf16,openvino:int8"
+DEFAULT_BACKENDS = "default,onnxruntime,openvino,openvino:bf16,onnxruntime:int8,openvino:int8"
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 CONTEXT_LENGTH = 52
@@ -172,16 +156,10 @@ def official_side(model_dir: Path, labels: list[str], prompt: str, threads: int 
 
 
 def shiwu_side(model_dir: Path, labels: list[str], prompt: str, threads: int | None,
-               backend: str, precision: str, refused: bool = False):
-    from shiwu import Recognizer
-
-    if refused:  # the int8 model is built and cached, but refused by the accuracy policy: time it anyway
-        from shiwu.backends import policy
-
-        policy.require = lambda *args, **kwargs: None
-
-    recognizer = Recognizer(str(model_dir), labels=labels, prompt=prompt, backend=backend,
-                            precision=precision, threads=threads, batch_size=1)
+               entry: str, refused: bool = False):
+    recognizer, info = shiwu_recognizer(model_dir, entry, threads, refused, labels=labels, prompt=prompt)
+    if entry == DEFAULT_ENTRY:
+        info.update(auto_skipped(recognizer.spec.name))
 
     def predict(path):
         probs = [0.0] * len(labels)
@@ -189,97 +167,26 @@ def shiwu_side(model_dir: Path, labels: list[str], prompt: str, threads: int | N
             probs[p.index] = p.score
         return probs
 
-    name = f"shiwu {recognizer.backend.name} {recognizer.backend.precision}"
-    return name + (" (NOT OFFERED: below the agreement floor)" if refused else ""), predict, None
+    name = (f"shiwu {'default: ' if entry == DEFAULT_ENTRY else ''}{info['runtime']} {info['precision']}"
+            + (" (NOT OFFERED)" if refused else ""))
+    return name, predict, info, None
 
 
-def worker(args) -> int:
-    start = time.perf_counter()
-    answer = os.fdopen(os.dup(1), "w", encoding="utf-8")
-    os.dup2(2, 1)  # anything the libraries print goes to stderr, not into the answers
-    labels = label_list(args.labels)
-    try:
-        if args.worker == "official":
-            name, predict, inputs = official_side(args.model_dir, labels, args.prompt, args.threads)
-        else:
-            backend, _, precision = args.backend.partition(":")
-            name, predict, inputs = shiwu_side(args.model_dir, labels, args.prompt, args.threads,
-                                               backend, precision or "fp32", args.refused)
-    except Exception as exc:  # noqa: BLE001 - e.g. int8 refused: the coordinator prints why
-        answer.write(json.dumps({"error": f"{type(exc).__name__}: {exc}"}, ensure_ascii=False) + "\n")
-        answer.flush()
-        return 0
-    load = time.perf_counter() - start
+def official_worker(args):
+    name, predict, inputs = official_side(args.model_dir, label_list(args.labels), args.prompt, args.threads)
 
-    def say(message):
-        answer.write(json.dumps(message, ensure_ascii=False) + "\n")
-        answer.flush()
+    def finish(request):  # (after the peak RSS) the input check, which loads shiwu
+        import numpy as np
 
-    say({"name": name, "load_s": load, "rss_loaded_mb": current_rss_mb()})
-    for line in sys.stdin:
-        request = json.loads(line)
-        if "photo" in request:
-            wall, cpu = time.perf_counter(), time.process_time()
-            probs = predict(request["photo"])
-            say({"s": time.perf_counter() - wall, "cpu": time.process_time() - cpu, "probs": probs})
-        else:  # quit: the peak first, then (official only) the input check, which loads shiwu
-            reply = {"peak_rss_mb": peak_rss_mb()}
-            if inputs is not None:
-                import numpy as np
+        from shiwu.images import load_image
+        from shiwu.models.clip_files import clip_preprocessing
 
-                from shiwu.images import load_image
-                from shiwu.models.clip_files import clip_preprocessing
+        pre = clip_preprocessing()
+        return {"input_diff": {
+            Path(p).name: float(np.abs(inputs(p) - pre(load_image(p, min_size=pre.decode_min_size))).max())
+            for p in request["photos"]}}
 
-                pre = clip_preprocessing()
-                reply["input_diff"] = {
-                    Path(p).name: float(np.abs(inputs(p) - pre(load_image(p, min_size=pre.decode_min_size))).max())
-                    for p in request["photos"]}
-            say(reply)
-            break
-    return 0
-
-
-class Contender:
-    def __init__(self, args, side: str, backend: str = "", env=None, refused: bool = False):
-        self.stderr = tempfile.TemporaryFile()
-        command = [sys.executable, __file__, "--worker", side, "--model-dir", str(args.model_dir),
-                   "--labels", args.labels, "--prompt", args.prompt]
-        if backend:
-            command += ["--backend", backend]
-        if args.threads:
-            command += ["--threads", str(args.threads)]
-        if refused:
-            command += ["--refused"]
-        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        stderr=self.stderr, text=True, encoding="utf-8", env=env)
-        self.entry = backend or "official"
-        self.refused = refused
-        self.hello = self.ask(None)
-        self.name = self.hello.get("name", self.entry)
-        self.times, self.cpu, self.probs = [], [], {}
-
-    def ask(self, request):
-        if request is not None:
-            self.process.stdin.write(json.dumps(request, ensure_ascii=False) + "\n")
-            self.process.stdin.flush()
-        line = self.process.stdout.readline()
-        if not line:
-            self.process.wait()
-            self.stderr.seek(0)
-            tail = self.stderr.read().decode("utf-8", "replace")[-3000:]
-            return {"error": f"worker exited ({self.process.returncode}):\n{tail}"}
-        return json.loads(line)
-
-    def close(self, photos) -> dict:
-        reply = {}
-        if self.process.poll() is None:
-            try:
-                reply = self.ask({"quit": True, "photos": [str(p) for p in photos]})
-            except BrokenPipeError:
-                pass
-        self.process.wait()
-        self.stderr.close()
-        return reply
+    return name, predict, {"threads": args.threads}, finish
 
 
 # ----------------------------------------------------------------------------- coordinator
@@ -294,20 +201,26 @@ def main() -> int:
                         help=f"Chinese-CLIP model directory (default: synthetic ViT-B/16, written if missing: {DEFAULT_DIR})")
     parser.add_argument("--images", type=Path, default=ROOT / "tests" / "data")
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds over the photos (default 5)")
-    parser.add_argument("--backends", default=DEFAULT_BACKENDS, help=f"shiwu backend[:precision] list (default {DEFAULT_BACKENDS})")
+    parser.add_argument("--backends", default=DEFAULT_BACKENDS,
+                        help=f"shiwu rows, backend[:precision] or 'default' (default {DEFAULT_BACKENDS})")
     parser.add_argument("--labels", default=DEFAULT_LABELS, help="comma-separated labels or a file, one per line")
     parser.add_argument("--prompt", default="一张{}的照片。", help="for both sides (default 一张{}的照片。)")
     parser.add_argument("--threads", type=int, default=None, help="threads of every side (default: each its own; torch: all cores)")
     parser.add_argument("--cache", type=Path, default=None,
                         help="shiwu cache to use and keep (default: a fresh one, deleted at the end, so 'first load' is a first load)")
+    parser.add_argument("--official-python", default=sys.executable,
+                        help="interpreter with modelscope, addict and six (default: this one)")
     parser.add_argument("--no-refused", action="store_true",
-                        help="do not time an int8 model that shiwu refuses (below its agreement floor)")
+                        help="do not time an int8 model that shiwu refuses (the accuracy policy)")
     parser.add_argument("--refused", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--worker", choices=["official", "shiwu"], help=argparse.SUPPRESS)
-    parser.add_argument("--backend", default="torch", help=argparse.SUPPRESS)
+    parser.add_argument("--entry", default=DEFAULT_ENTRY, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.worker:
-        return worker(args)
+    if args.worker == "official":
+        return serve(lambda: official_worker(args))
+    if args.worker == "shiwu":
+        return serve(lambda: shiwu_side(args.model_dir, label_list(args.labels), args.prompt, args.threads,
+                                        args.entry, args.refused))
 
     photos = distinct_photos(args.images)
     labels = label_list(args.labels)
@@ -318,7 +231,7 @@ def main() -> int:
     if args.cache is None:
         scratch = tempfile.mkdtemp(prefix="shiwu-bench-cache-")
     env = {**os.environ, "SHIWU_CACHE": str(args.cache or scratch),
-           "SHIWU_CONFIG": os.devnull}  # no tuned settings: every option is given anyway
+           "SHIWU_CONFIG": os.devnull}  # no tuned settings: the rows are what the options say
     try:
         return compare(args, photos, labels, env)
     finally:
@@ -327,47 +240,40 @@ def main() -> int:
 
 
 def compare(args, photos, labels, env) -> int:
+    def command(python, side, *extra):
+        threads = ["--threads", str(args.threads)] if args.threads else []
+        return [python, __file__, "--worker", side, "--model-dir", str(args.model_dir),
+                "--labels", args.labels, "--prompt", args.prompt, *threads, *extra]
+
     entries = [e for e in args.backends.split(",") if e]
     first_load, refused = {}, {}
-    for entry in entries:  # once each, alone, to fill the cache (export, text, int8 check)
+    for entry in entries:  # once each, alone, to fill the cache (export, text, int8, verdicts, auto)
         print(f"first start of shiwu {entry} (cache: {env['SHIWU_CACHE']}) ...", file=sys.stderr)
-        contender = Contender(args, "shiwu", entry, env)
+        contender = Contender(command(sys.executable, "shiwu", "--entry", entry), entry, env)
         if "error" in contender.hello:
             refused[entry] = contender.hello["error"]
         else:
             first_load[entry] = contender.hello["load_s"]
-        contender.close(photos)
+        contender.close()
 
     below_floor = [] if args.no_refused else [e for e in entries if "is not offered" in refused.get(e, "")]
-    contenders = []
-    for side, entry in ([("official", "")] + [("shiwu", e) for e in entries if e not in refused]
-                        + [("shiwu", e) for e in below_floor]):
-        print(f"starting {entry or 'official'} ...", file=sys.stderr)
-        contender = Contender(args, side, entry, env, refused=entry in below_floor)
+    print("starting the official model ...", file=sys.stderr)
+    official = Contender(command(args.official_python, "official"), "official", env)
+    if "error" in official.hello:
+        print("the official model did not start:\n" + official.hello["error"], file=sys.stderr)
+        return 1
+    contenders = [official]
+    for entry in [e for e in entries if e not in refused] + below_floor:
+        print(f"starting {entry} ...", file=sys.stderr)
+        extra = ["--entry", entry] + (["--refused"] if entry in below_floor else [])
+        contender = Contender(command(sys.executable, "shiwu", *extra), entry, env, refused=entry in below_floor)
         if "error" in contender.hello:
-            refused.setdefault(entry or "official", contender.hello["error"])
-            contender.close(photos)
+            refused.setdefault(entry, contender.hello["error"])
+            contender.close()
             continue
         contenders.append(contender)
-    if not contenders or contenders[0].entry != "official":
-        print("the official model did not start:\n" + refused.get("official", "?"), file=sys.stderr)
-        return 1
-
-    for contender in contenders:  # warm-up: first calls allocate and pick kernels
-        for path in photos[:2]:
-            contender.ask({"photo": str(path)})
-    for round_ in range(args.rounds):
-        for i, path in enumerate(photos):
-            shift = (round_ * len(photos) + i) % len(contenders)
-            for contender in contenders[shift:] + contenders[:shift]:
-                reply = contender.ask({"photo": str(path)})
-                if "error" in reply:
-                    raise SystemExit(f"{contender.name} failed on {path.name}: {reply['error']}")
-                contender.times.append(reply["s"])
-                contender.cpu.append(reply["cpu"])
-                contender.probs[path.name] = reply["probs"]
-                time.sleep(0.02)  # let the last one's worker threads go idle before the next
-    ends = {c.entry: c.close(photos) for c in contenders}
+    interleave(contenders, photos, args.rounds)
+    ends = {c.entry: c.close({"photos": [str(p) for p in photos]}) for c in contenders}
     report(args, photos, labels, contenders, ends, first_load, refused)
     return 0
 
@@ -384,7 +290,7 @@ def report(args, photos, labels, contenders, ends, first_load, refused) -> None:
           f"{os.cpu_count()} CPUs, threads {args.threads or 'each side its own'}; load average at the end "
           f"{load_avg}\n")
 
-    official = contenders[0]
+    official, shiwu = contenders[0], contenders[1:]
     diffs = ends["official"].get("input_diff", {})
     if diffs:
         worst = max(diffs.items(), key=lambda kv: kv[1])
@@ -394,75 +300,44 @@ def report(args, photos, labels, contenders, ends, first_load, refused) -> None:
               "(a PNG with alpha: shiwu puts it on white, load_image drops the alpha)\n" if worst[1] > 1e-4 else
               f"input tensors, official transform vs shiwu: max |Δ| {worst[1]:.1e} over {len(diffs)} photos\n")
 
-    reference = next((c for c in contenders[1:] if c.entry.partition(":")[2] in ("", "fp32")), None)
+    reference = next((c for c in shiwu if c.hello.get("precision") == "fp32"), None)
 
     def agree(a, b):
-        same = sum(top1(a.probs[p.name]) == top1(b.probs[p.name]) for p in photos)
-        worst = max(abs(x - y) for p in photos for x, y in zip(a.probs[p.name], b.probs[p.name]))
+        same = sum(top1(a.answers[p.name]) == top1(b.answers[p.name]) for p in photos)
+        worst = max(abs(x - y) for p in photos for x, y in zip(a.answers[p.name], b.answers[p.name]))
         return f"{same}/{len(photos)}", worst
 
-    base = statistics.median(official.times)
-    base_cpu = statistics.median(official.cpu)
+    base, base_cpu = official.median, statistics.median(official.cpu)
     base_rss = ends["official"]["peak_rss_mb"]
     rows = []
     for c in contenders:
-        median = statistics.median(c.times)
         p95 = sorted(c.times)[int(0.95 * (len(c.times) - 1))]
         same_off, d_off = agree(c, official) if c is not official else ("-", 0.0)
         same_ref, d_ref = agree(c, reference) if reference and c is not official and c is not reference else ("-", None)
-        rows.append([c.name, f"{median * 1e3:.1f}", f"{p95 * 1e3:.1f}", f"{statistics.median(c.cpu) * 1e3:.0f}",
-                     f"{c.hello['load_s']:.2f}",
-                     f"{first_load[c.entry]:.1f}" if c.entry in first_load else "-",
-                     f"{ends[c.entry]['peak_rss_mb']:.0f}",
-                     f"{base / median:.2f}x", f"{base_cpu / statistics.median(c.cpu):.2f}x",
-                     f"{ends[c.entry]['peak_rss_mb'] / base_rss:.0%}",
+        rows.append([c.name, f"{c.median * 1e3:.1f}", f"{p95 * 1e3:.1f}", f"{statistics.median(c.cpu) * 1e3:.0f}",
+                     f"{c.hello['load_s']:.2f}", f"{first_load[c.entry]:.1f}" if c.entry in first_load else "-",
+                     f"{ends[c.entry]['peak_rss_mb']:.0f}", f"{base / c.median:.2f}x",
+                     f"{base_cpu / statistics.median(c.cpu):.2f}x", f"{ends[c.entry]['peak_rss_mb'] / base_rss:.0%}",
                      same_off, "-" if c is official else f"{d_off:.1e}",
-                     same_ref, "-" if d_ref is None else f"{d_ref:.1e}"])
-    header = ["side", "median ms", "p95 ms", "CPU ms", "load s", "first load s", "peak RSS MiB",
-              "speed-up", "CPU ratio", "RSS vs official", "top-1 = official", "max |Δp| official",
-              "top-1 = shiwu fp32", "max |Δp| fp32"]
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    print("| " + " | ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths))) + " |")
-    print("|" + "|".join(("-" * (w + 1) + ":") if i else "-" * (w + 2) for i, w in enumerate(widths)) + "|")
-    for r in rows:
-        print("| " + " | ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths))) + " |")
-    print()
+                     same_ref, "-" if d_ref is None else f"{d_ref:.1e}", c.hello.get("accepted_by", "-")])
     for entry, why in refused.items():
-        lines = why.strip().splitlines() or ["?"]
-        reason = lines[-1] if not lines[0].startswith("worker exited") else f"{lines[0]} {lines[-1]}"
-        timed = any(c.entry == entry for c in contenders)
-        print(f"shiwu {entry}: refused by shiwu{' (timed anyway above)' if timed else ', not run'}: {reason}")
+        if not any(c.entry == entry for c in contenders):
+            rows.append([f"shiwu {entry}"] + ["-"] * 13 + [f"refused: {refusal(why)}"])
+    print_table(["side", "median ms", "p95 ms", "CPU ms", "load s", "first load s", "peak RSS MiB",
+                    "speed-up", "CPU ratio", "RSS vs official", "top-1 = official", "max |Δp| official",
+                    "top-1 = shiwu fp32", "max |Δp| fp32", "accepted by"], rows)
+    default = next((c for c in shiwu if c.entry == DEFAULT_ENTRY), None)
+    if default is not None and default.hello.get("skipped"):
+        print("\nthe default (--backend auto --precision auto) left out: "
+              + "; ".join(f"{k}: {v}" for k, v in default.hello["skipped"].items()))
 
     print("\nspeed-up = official median wall time per photo / this one (same run, interleaved); CPU ratio = "
           "the same for CPU time of all threads;\nRSS = ru_maxrss of each side's own process; load s = "
           "imports + model (+ the official's text encoding) to ready, shiwu with its cache warm;\nfirst load s "
-          "= shiwu's first start on an empty cache (text tower, export, int8 calibration and check).")
+          "= shiwu's first start on the cache given (text tower, export, int8 calibration, verdicts).")
     if reference:
         print(f"top-1 = shiwu fp32 and max |Δp| fp32: against {reference.name}.")
-
-    shiwu = contenders[1:]
-    fp32 = [c for c in shiwu if c.entry.partition(":")[2] in ("", "fp32")]
-    reduced = [c for c in shiwu if c not in fp32 and not c.refused]
-    print()
-    if fp32:
-        best = max(fp32, key=lambda c: base / statistics.median(c.times))
-        ratio = base / statistics.median(best.times)
-        print(f"goal fp32 >= 2x the official per photo: {'met' if ratio >= 2 else 'NOT met'} "
-              f"({best.name}, {ratio:.2f}x)")
-    if reduced:
-        best = max(reduced, key=lambda c: base / statistics.median(c.times))
-        ratio = base / statistics.median(best.times)
-        same, worst = agree(best, reference) if reference else ("?", float("nan"))
-        print(f"goal best reduced precision >= 4x: {'met' if ratio >= 4 else 'NOT met'} "
-              f"({best.name}, {ratio:.2f}x; top-1 = shiwu fp32 on {same} photos, max |Δp| {worst:.1e})")
-    else:
-        print("goal best reduced precision >= 4x: NOT measurable here: shiwu offers no reduced precision "
-              "for this model on this CPU (see the refusals above)")
-    for c in shiwu:
-        if c.refused:
-            same, worst = agree(c, reference) if reference else ("?", float("nan"))
-            print(f"  not offered, for reference: {c.name}: {base / statistics.median(c.times):.2f}x, "
-                  f"top-1 = shiwu fp32 on {same} photos, max |Δp| {worst:.1e}")
+    print("\n".join([""] + goal_lines(official, shiwu, 3, 6)))
     if shiwu:
         rss = max(ends[c.entry]["peak_rss_mb"] for c in shiwu) / base_rss
         print(f"goal peak RSS <= 60% of the official: {'met' if rss <= 0.6 else 'NOT met'} "

@@ -34,7 +34,7 @@ SMOOTH_QUANT_ALPHA = 0.95
 # Everything that changes the file besides model, size, calibration set and runtime versions:
 # a change here makes new cache entries instead of reusing models made the old way.
 SETTINGS = {"onnxruntime": "qdq-w8-perchannel-a8u-minmax-strided-float-classifier-v3",
-            "openvino": f"nncf-perchannel-sq{SMOOTH_QUANT_ALPHA}-v2"}
+            "openvino": f"nncf-perchannel-sq{SMOOTH_QUANT_ALPHA}-attention-v3"}
 
 
 @dataclass(frozen=True)
@@ -139,9 +139,19 @@ def onnx_int8(spec, size: int, *, calibration=None, rebuild: bool = False) -> Qu
 
 
 def _is_transformer(model) -> bool:
-    """Attention found in the graph: a Softmax and MatMuls between activations."""
-    types = {op.get_type_name() for op in model.get_ops()}
-    return "Softmax" in types and "MatMul" in types
+    """Attention found in the graph: a Softmax and a MatMul of two activations (Q·Kᵀ, weights·V).
+    A MatMul with constant weights is a linear layer: ResNeSt has one (its classifier) and a
+    Softmax (its split attention) and is still a convolutional network, quantized as one."""
+    def computed(value) -> bool:
+        node = value.get_node()
+        while node.get_type_name() == "Convert":  # fp16-compressed weights are decompressed
+            node = node.input_value(0).get_node()
+        return node.get_type_name() != "Constant"
+
+    ops = list(model.get_ops())
+    return (any(op.get_type_name() == "Softmax" for op in ops)
+            and any(op.get_type_name() == "MatMul" and all(computed(v) for v in op.input_values())
+                    for op in ops))
 
 
 def openvino_int8(spec, size: int, *, calibration=None, rebuild: bool = False) -> QuantizedModel:

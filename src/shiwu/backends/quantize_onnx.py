@@ -111,7 +111,13 @@ def quantize_onnx(fp32_path: Path, out: Path, calib: np.ndarray, float_layers: d
     input_name = ort.InferenceSession(str(fp32_path), providers=["CPUExecutionProvider"]).get_inputs()[0].name
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
-        quant_pre_process(str(fp32_path), str(prepared))
+        try:
+            quant_pre_process(str(fp32_path), str(prepared))
+        except AssertionError:
+            # ORT's symbolic shape inference cannot follow a Reshape whose shape is computed
+            # from the batch size (ResNeSt's split attention): ONNX's own shape inference can
+            log.debug("symbolic shape inference failed on %s: using ONNX's", fp32_path.name)
+            quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
         if float_layers is None:
             float_layers = classifier_layers(prepared)
         stride = stride_within_memory(prepared, len(calib))

@@ -172,8 +172,11 @@ def machine() -> dict:
 def _verdict_path(spec, runtime: str, precision: str, size: int, calibration_id: str | None) -> Path:
     from ..version import __version__
 
+    from .runtimes import INT8_RECIPES
+
     key = json.dumps({"model": spec.name, "weights": _fingerprint(spec), "runtime": runtime,
                       "precision": precision, "size": size, "calibration": calibration_id,
+                      "int8 recipe": INT8_RECIPES.get(runtime) if precision == "int8" else None,
                       "machine": machine(), "shiwu": __version__,
                       "shipped": hashlib.sha256(json.dumps(shipped_data(), sort_keys=True).encode()).hexdigest()},
                      sort_keys=True)

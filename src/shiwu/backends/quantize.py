@@ -24,17 +24,14 @@ import numpy as np
 from .. import cache, fsutil
 from . import BackendUnavailable, export
 from .quantize_onnx import quantize_onnx
+from .runtimes import INT8_RECIPES, SMOOTH_QUANT_ALPHA
 
 log = logging.getLogger(__name__)
 
 CALIBRATION_IMAGES = 128
-# NNCF on transformers (Chinese-CLIP's ViT): SmoothQuant moves the activation outliers of each
-# MatMul's input into its weights (alpha: how much), so per-tensor int8 activations keep them.
-SMOOTH_QUANT_ALPHA = 0.95
-# Everything that changes the file besides model, size, calibration set and runtime versions:
-# a change here makes new cache entries instead of reusing models made the old way.
-SETTINGS = {"onnxruntime": "qdq-w8-perchannel-a8u-minmax-strided-float-classifier-v3",
-            "openvino": f"nncf-perchannel-sq{SMOOTH_QUANT_ALPHA}-attention-v3"}
+# Everything that changes the file besides model, size, calibration set and runtime versions
+# (kept in the runtime table, where the accuracy policy's verdict key reads it too)
+SETTINGS = INT8_RECIPES
 
 
 @dataclass(frozen=True)

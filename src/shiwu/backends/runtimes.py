@@ -49,6 +49,15 @@ BY_NAME = {r.name: r for r in RUNTIMES}
 BACKENDS = ("auto", *BY_NAME)
 PRECISIONS = ("fp32", "bf16", "int8")
 # what a reduced precision needs from the CPU to be worth running (any one flag of each set)
+# How each runtime's int8 model is made (backends/quantize.py). Part of the int8 cache entry's key
+# and of the accuracy verdict's (backends/policy.py): a change here makes new models, and their
+# verdicts are measured again instead of being inherited from models made the old way.
+# SmoothQuant (NNCF, transformers such as Chinese-CLIP's ViT) moves the activation outliers of
+# each MatMul's input into its weights (alpha: how much), so per-tensor int8 activations keep them.
+SMOOTH_QUANT_ALPHA = 0.95
+INT8_RECIPES = {"onnxruntime": "qdq-w8-perchannel-a8u-minmax-strided-float-classifier-v3",
+                "openvino": f"nncf-perchannel-sq{SMOOTH_QUANT_ALPHA}-attention-v3"}
+
 CPU_NEEDS = {"bf16": {"avx512_bf16", "amx_bf16"}, "int8": {"avx512_vnni", "avx_vnni", "amx_int8"}}
 
 

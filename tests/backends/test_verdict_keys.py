@@ -1,0 +1,21 @@
+"""A cached accuracy verdict is for the model it judged: an int8 model made another way (a new
+quantizer recipe) is judged again, never given the old model's verdict (issue 22: a cached
+verdict from another runtime version, CPU or calibration set is re-measured, never trusted)."""
+
+from __future__ import annotations
+
+from shiwu.backends import policy, runtimes
+from shiwu.models.registry import get_model
+
+SPEC = get_model(None)
+
+
+def test_a_new_int8_recipe_is_judged_again_and_other_precisions_keep_their_verdicts(monkeypatch):
+    before = {(runtime, precision): policy._verdict_path(SPEC, runtime, precision, 224, "views")
+              for runtime in ("onnxruntime", "openvino") for precision in ("int8", "bf16")}
+    monkeypatch.setitem(runtimes.INT8_RECIPES, "onnxruntime",
+                        runtimes.INT8_RECIPES["onnxruntime"] + "-another-way")
+    after = {key: policy._verdict_path(SPEC, *key, 224, "views") for key in before}
+    assert after[("onnxruntime", "int8")] != before[("onnxruntime", "int8")]
+    assert after[("openvino", "int8")] == before[("openvino", "int8")]
+    assert after[("onnxruntime", "bf16")] == before[("onnxruntime", "bf16")]

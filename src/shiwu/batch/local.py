@@ -23,6 +23,8 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
+import numpy as np
+
 from ..images import DEFAULT_MAX_PIXELS
 from .decoders import (Decoded, DecoderError, SharedBatches, decode_batch, decode_in_worker,
                        decode_isolated, init_worker)
@@ -129,6 +131,14 @@ def run_local(paths: Sequence[str], options: ModelOptions, *, topk: int = 5, bat
     preprocessing = recognizers[0].preprocessing
     # uint8 pixels to a runtime that normalises in its graph (a quarter of the bytes), else floats
     as_pixels = all(recognizer.takes_pixels() for recognizer in recognizers)
+    if streams > 1:
+        # Each model's first inference here, one after the other: OpenVINO's Python binding
+        # initialises a static at its first call, and two stream threads making that call at
+        # once can deadlock on it and the GIL (seen: a `--backend openvino` run hung for good).
+        blank = decode_batch([], preprocessing, as_pixels=as_pixels).pixels
+        first = np.zeros((1, *blank.shape[1:]), blank.dtype)
+        for recognizer in recognizers:
+            recognizer.predict_arrays(first, 1)
     chunks = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
     if workers <= 0 or not chunks:
         for chunk in chunks:

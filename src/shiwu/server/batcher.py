@@ -1,10 +1,10 @@
 """Micro-batching: requests that arrive close together share one inference batch.
 
-Each request submits its preprocessed images (uint8 HWC pixels or float32 CHW arrays, as the
-runtime takes them) and awaits their predictions. One collector task on the event loop takes the
-oldest waiting image, then keeps adding images until the batch holds ``max_batch_size`` or the
-oldest image has waited ``max_wait_ms``; the batch then runs on a single dedicated inference
-thread, so the event loop never does model work. While a batch runs, new images queue up; because the wait is counted
+Each request submits its preprocessed images (float32 CHW arrays) and awaits their
+predictions. One collector task on the event loop takes the oldest waiting image, then keeps
+adding images until the batch holds ``max_batch_size`` or the oldest image has waited
+``max_wait_ms``; the batch then runs on a single dedicated inference thread, so the event loop
+never does model work. While a batch runs, new images queue up; because the wait is counted
 from each batch's *oldest* image, a backlog built up during inference is taken at once, with
 no extra waiting. Images whose request has already given up (timed out, client gone) are
 dropped before inference instead of wasting CPU.

@@ -7,9 +7,10 @@ One image flows like this, and no step blocks the event loop:
     (decode lanes) ─▶ micro-batcher ─▶ one inference thread ─▶ top-k (and embedding)
     ─▶ one result per image, as ``shiwu predict --json`` writes it
 
-A runtime that normalises inside its graph (``Recognizer.takes_pixels``) is given the cropped
-uint8 pixels: the decode threads skip the float conversion, and what waits in the batcher is a
-quarter of the bytes.
+The decode threads hand float32 arrays to the batcher even for a runtime that normalises uint8
+pixels in its graph (as ``shiwu batch`` does): decoding and inference share this process's
+cores, and ONNX Runtime's in-graph normalisation costs more CPU than numpy's; measured with
+benchmarks/serving/serve_load.py, pixels served fewer requests per second.
 """
 
 from __future__ import annotations
@@ -63,7 +64,6 @@ class Service:
         self.index = ServedIndex(settings)
         self.gallery = ServedGallery(settings)
         self.embedding_dimension: int | None = None
-        self.takes_pixels = False  # decoded images are uint8 pixels, not float arrays
 
     @property
     def ready(self) -> bool:
@@ -77,7 +77,6 @@ class Service:
             s.model, backend=s.backend, precision=s.precision, threads=s.threads, size=s.size,
             batch_size=s.max_batch_size or max(AUTO_BATCH_SIZES), max_pixels=s.max_pixels,
             **({"calibration": s.calibration} if s.calibration else {}))
-        self.takes_pixels = recognizer.takes_pixels()  # before any timing: builds that graph
         self._load_embeddings(recognizer)
         self.max_batch_size = s.max_batch_size or self._measure_batch_size(recognizer)
         self._warm_up(recognizer, self.max_batch_size)
@@ -88,23 +87,18 @@ class Service:
         if not (self.index.configured or self.gallery.configured):
             return
         recognizer.backend.require_embedding()  # a model without embeddings says why, now
-        probe = self._blank(recognizer, 1)
-        self.embedding_dimension = int(recognizer.predict_and_embed_arrays(probe, 1)[1].shape[1])
+        size = recognizer.preprocessing.size
+        probe = np.zeros((1, 3, size, size), np.float32)
+        self.embedding_dimension = int(recognizer.logits_and_embeddings(probe)[1].shape[1])
         if self.index.configured:
             self.index.load(recognizer, self.embedding_dimension)
         if self.gallery.configured:
             self.gallery.load(recognizer)
 
-    def _blank(self, recognizer, count: int) -> np.ndarray:
-        """``count`` black images as the decode threads hand them over (pixels or floats)."""
-        size = recognizer.preprocessing.size
-        if self.takes_pixels:
-            return np.zeros((count, size, size, 3), np.uint8)
-        return np.zeros((count, 3, size, size), np.float32)
-
     def _measure_batch_size(self, recognizer) -> int:
         """The batch size with the lowest model time per image (1 unless batching clearly pays)."""
-        batches = {n: self._blank(recognizer, n) for n in AUTO_BATCH_SIZES}
+        size = recognizer.preprocessing.size
+        batches = {n: np.zeros((n, 3, size, size), np.float32) for n in AUTO_BATCH_SIZES}
         per_image = dict.fromkeys(AUTO_BATCH_SIZES, float("inf"))
         for n, batch in batches.items():  # first calls allocate and compile: not timed
             recognizer.predict_arrays(batch, 1)
@@ -129,6 +123,7 @@ class Service:
         s = self.settings
         if s.warmup_seconds <= 0:
             return
+        size = recognizer.preprocessing.size
         sizes = [1, max_batch_size] + list(range(2, max_batch_size))
         sizes = list(dict.fromkeys(sizes))  # the extremes first, in case time runs out
         deadline = time.monotonic() + s.warmup_seconds
@@ -139,7 +134,7 @@ class Service:
                     log.info("warm-up stopped after %d of %d batch shapes (--warmup-seconds)",
                              done, 2 * len(sizes))
                     return
-                recognizer.predict_arrays(self._blank(recognizer, n), 1)
+                recognizer.predict_arrays(np.zeros((n, 3, size, size), np.float32), 1)
                 done += 1
 
     def begin_drain(self) -> None:
@@ -228,13 +223,12 @@ class Service:
             self.lanes.close()
 
     def decode(self, upload: Upload, pixels: int) -> np.ndarray:
-        """On a decode thread: one upload -> its cropped (size, size, 3) uint8 pixels for a
-        runtime that normalises them in its graph, else the (3, size, size) float32 array."""
+        """On a decode thread: one upload -> one preprocessed (3, size, size) array."""
         rec = self.recognizer
         image = rec.load(upload.source())
         if pixels > BIG_PIXELS and not rec.preprocessing.full_decode:
             image = reduce_for(image, rec.preprocessing)
-        return rec.preprocessing.pixels(image) if self.takes_pixels else rec.preprocessing(image)
+        return rec.preprocessing(image)
 
     def _probe(self, uploads: list[Upload]) -> list[int]:
         min_size = self.recognizer.preprocessing.decode_min_size

@@ -6,7 +6,11 @@ window), to floats (numpy normalise + transpose, float path only), the model on 
 top-5 — and the whole ``Recognizer.predict`` call, once through the float path (numpy
 normalisation, as before) and once through the uint8 graph (as ``predict`` now does). Rounds are
 interleaved across settings; medians are printed. The model alone in a tight loop is the floor.
-Compare with ``benchmarks/upstream/vs_article.py`` (the article's recipe, end to end). Usage:
+Compare with ``benchmarks/upstream/vs_article.py`` (the article's recipe, end to end). Caution: the
+float path opens a second ONNX Runtime session beside the uint8 one that predict uses, and each
+session has its own spinning worker threads, so on 2 cores the model rows here run slower than
+predict does alone (measured: 7.7 ms in a round against 4.6 ms in a tight loop); take per-call
+end-to-end figures from vs_article.py, where each setting runs alone in its process. Usage:
 
     python benchmarks/single_photo.py [--photo ../shared/imagenet-dev/n01440764_tench.JPEG]
         [--settings onnxruntime:fp32,openvino:bf16,onnxruntime:int8] [--rounds 200] [--threads N]

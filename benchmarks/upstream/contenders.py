@@ -17,13 +17,11 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from bench_common import current_rss_mb, peak_rss_mb
+from bench_common import JsonWorker, current_rss_mb, peak_rss_mb
 
 DEFAULT_ENTRY = "default"  # what a command with no flags runs: --backend auto --precision auto
 
@@ -111,44 +109,42 @@ def auto_skipped(model_name: str) -> dict:
 
 # ----------------------------------------------------------------------------- coordinator side
 
-class Contender:
+class Contender(JsonWorker):
     """One worker process (``command``), asked one photo at a time."""
 
     def __init__(self, command: list[str], entry: str, env=None, refused: bool = False):
-        self.stderr = tempfile.TemporaryFile()
-        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        stderr=self.stderr, text=True, encoding="utf-8", env=env)
+        super().__init__(command, env=env)
         self.entry, self.refused = entry, refused
-        self.hello = self.ask(None)
         self.name = self.hello.get("name", entry)
         self.times, self.cpu, self.answers = [], [], {}
 
-    def ask(self, request):
-        if request is not None:
-            self.process.stdin.write(json.dumps(request, ensure_ascii=False) + "\n")
-            self.process.stdin.flush()
-        line = self.process.stdout.readline()
-        if not line:
-            self.process.wait()
-            self.stderr.seek(0)
-            tail = self.stderr.read().decode("utf-8", "replace")[-3000:]
-            return {"error": f"worker exited ({self.process.returncode}):\n{tail}"}
-        return json.loads(line)
-
     def close(self, request: dict | None = None) -> dict:
-        reply = {}
-        if self.process.poll() is None:
-            try:
-                reply = self.ask({"quit": True, **(request or {})})
-            except BrokenPipeError:
-                pass
-        self.process.wait()
-        self.stderr.close()
+        """The worker's last reply to ``quit`` (with ``request``), then the process ended."""
+        reply = self.ask({"quit": True, **(request or {})}) if self.process.poll() is None else {}
+        super().close()
         return reply
 
     @property
     def median(self) -> float:
         return statistics.median(self.times)
+
+
+def start_shiwu_sides(command, entries: list[str], refused: dict, below_floor: list[str],
+                      extra: tuple = (), env=None) -> list[Contender]:
+    """A contender per entry not already refused (``command(python, side, *args)`` builds the
+    worker's command line); those in ``below_floor`` are timed though the policy refuses them.
+    An entry whose worker does not start joins ``refused`` with its error."""
+    started = []
+    for entry in [e for e in entries if e not in refused] + below_floor:
+        print(f"starting {entry} ...", file=sys.stderr)
+        arguments = ["--entry", entry, *extra] + (["--refused"] if entry in below_floor else [])
+        contender = Contender(command(sys.executable, "shiwu", *arguments), entry, env, refused=entry in below_floor)
+        if "error" in contender.hello:
+            refused.setdefault(entry, contender.hello["error"])
+            contender.close()
+            continue
+        started.append(contender)
+    return started
 
 
 def refusal(error: str) -> str:

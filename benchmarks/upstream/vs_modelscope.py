@@ -38,7 +38,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared helper
 from bench_common import ROOT, print_table, record_run  # noqa: E402
 from contenders import (DEFAULT_ENTRY, Contender, auto_skipped, goal_lines, interleave,  # noqa: E402
-                        refusal, serve, shiwu_recognizer)
+                        refusal, serve, shiwu_recognizer, start_shiwu_sides)
 
 DEFAULT_DIR = Path(tempfile.gettempdir()) / "shiwu-synthetic-cv_resnest101_general_recognition"
 DEFAULT_BACKENDS = "default,onnxruntime,openvino,openvino:bf16,onnxruntime:int8,openvino:int8"
@@ -134,14 +134,7 @@ def main() -> int:
         print("the official pipeline did not start:\n" + official.hello["error"], file=sys.stderr)
         return 1
     contenders.append(official)
-    for entry in [e for e in entries if e not in refused] + below_floor:
-        extra = ["--entry", entry, *threads] + (["--refused"] if entry in below_floor else [])
-        contender = Contender(command(sys.executable, "shiwu", *extra), entry, refused=entry in below_floor)
-        if "error" in contender.hello:
-            refused.setdefault(entry, contender.hello["error"])
-            contender.close()
-            continue
-        contenders.append(contender)
+    contenders += start_shiwu_sides(command, entries, refused, below_floor, extra=tuple(threads))
     interleave(contenders, photos, args.rounds)
     inputs = Path(tempfile.mkdtemp(prefix="shiwu-bench-inputs-"))
     try:

@@ -70,7 +70,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared helper
 from bench_common import ROOT, print_table, record_run  # noqa: E402
 from contenders import (DEFAULT_ENTRY, Contender, auto_skipped, goal_lines, interleave,  # noqa: E402
-                        refusal, serve, shiwu_recognizer)
+                        refusal, serve, shiwu_recognizer, start_shiwu_sides)
 
 DEFAULT_DIR = Path(tempfile.gettempdir()) / "shiwu-bench-synthetic-clip-vit-base-patch16_zh"
 DEFAULT_LABELS = ("快递柜,电饭煲,油菜花田,虎斑猫,骏马,咖啡,硬币,宇航员,火箭,摩托车,星空,眼底照片,"
@@ -263,15 +263,7 @@ def compare(args, photos, labels, env) -> int:
         print("the official model did not start:\n" + official.hello["error"], file=sys.stderr)
         return 1
     contenders = [official]
-    for entry in [e for e in entries if e not in refused] + below_floor:
-        print(f"starting {entry} ...", file=sys.stderr)
-        extra = ["--entry", entry] + (["--refused"] if entry in below_floor else [])
-        contender = Contender(command(sys.executable, "shiwu", *extra), entry, env, refused=entry in below_floor)
-        if "error" in contender.hello:
-            refused.setdefault(entry, contender.hello["error"])
-            contender.close()
-            continue
-        contenders.append(contender)
+    contenders += start_shiwu_sides(command, entries, refused, below_floor, env=env)
     interleave(contenders, photos, args.rounds)
     ends = {c.entry: c.close({"photos": [str(p) for p in photos]}) for c in contenders}
     report(args, photos, labels, contenders, ends, first_load, refused)

@@ -56,8 +56,7 @@ REFERENCES = {"resnest-package": _resnest_package, "modelscope-module": _modelsc
 
 @pytest.fixture(scope="module")
 def weights():
-    # Well-scaled random weights (unit-scale activations, logits of a few units), so that a
-    # 1e-4 tolerance means something; random batch-norm statistics so that they matter.
+    # Random weights with random batch-norm statistics, so that they matter.
     return synthetic_state_dict(NUM_CLASSES, seed=3, calibrate=False)
 
 
@@ -89,7 +88,11 @@ def test_logits_match_the_reference(reference, ours, shape):
         expected = reference(x)
         actual = ours(x)
     assert expected.abs().max() > 0.5  # not a degenerate all-zero comparison
-    assert (actual - expected).abs().max().item() < 1e-4
+    # Relative to the logits' scale: the split-attention sums are added in another order than
+    # the reference's (float rounding, ~1e-7 of the scale after 101 layers); a wrong channel
+    # order or softmax axis is off by the scale itself.
+    scale = expected.abs().max().item()
+    assert (actual - expected).abs().max().item() < 2e-6 * scale
     assert torch.equal(actual.argmax(1), expected.argmax(1))
 
 

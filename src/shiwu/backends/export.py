@@ -25,6 +25,11 @@ INPUT_NAME, OUTPUT_NAME, EMBEDDING_NAME = "input", "logits", "embedding"
 GRAPH_OUTPUTS = "logits+embedding"  # in the cache keys: graphs cached with other outputs are not reused
 
 
+def graph_key(spec) -> str:
+    """What an exported graph's cache key says about how it was written."""
+    return f"{GRAPH_OUTPUTS}-{spec.graph_revision}" if spec.graph_revision else GRAPH_OUTPUTS
+
+
 def torch_version() -> str:
     try:
         return importlib.metadata.version("torch")
@@ -36,7 +41,7 @@ def onnx_entry(spec, size: int) -> Path:
     made_by = "copy" if spec.onnx_file is not None else f"torch-{torch_version()}-opset{ONNX_OPSET}"
     return cache.entry_path(model=spec.name, fingerprint=spec.fingerprint(),
                             size=size, precision="fp32", kind="onnx",
-                            runtime_version=f"{made_by}-{GRAPH_OUTPUTS}", suffix=".onnx")
+                            runtime_version=f"{made_by}-{graph_key(spec)}", suffix=".onnx")
 
 
 def cached_onnx(spec, size: int, *, rebuild: bool = False) -> Path:

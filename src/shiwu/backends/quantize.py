@@ -90,7 +90,7 @@ def _entry(spec, size: int, calibration, *, runtime: str, version: str, suffix: 
     kind = {"onnxruntime": "onnx-int8", "openvino": "openvino-int8"}[runtime]
     path = cache.entry_path(model=spec.name, fingerprint=spec.fingerprint(),
                             size=size, precision="int8", kind=kind,
-                            runtime_version=f"{version}-{calib_id}-{export.GRAPH_OUTPUTS}-{settings}",
+                            runtime_version=f"{version}-{calib_id}-{export.graph_key(spec)}-{settings}",
                             suffix=suffix)
     return path, calib_id
 

@@ -6,7 +6,7 @@ import torch
 
 from .. import cache
 from . import BackendUnavailable
-from .export import GRAPH_OUTPUTS, export_torchscript, torch_version
+from .export import export_torchscript, graph_key, torch_version
 from .torch_common import TorchRun
 
 
@@ -23,7 +23,7 @@ class TorchScriptBackend(TorchRun):
         torch.set_num_threads(self.threads)
         path = cache.entry_path(model=spec.name, fingerprint=spec.fingerprint(),
                                 size=size, precision="fp32", kind="torchscript",
-                                runtime_version=f"torch-{torch_version()}-{GRAPH_OUTPUTS}", suffix=".pt")
+                                runtime_version=f"torch-{torch_version()}-{graph_key(spec)}", suffix=".pt")
         if not path.exists():
             export_torchscript(spec, size, path)
         try:

@@ -175,6 +175,11 @@ def _read_config(directory: Path) -> dict:
     return config if isinstance(config, dict) else {}
 
 
+# resnest.py's split-attention sums as Split + Add (not torch: this module is read without it):
+# graphs exported before are exported again.
+GRAPH_REVISION = "split-sums"
+
+
 def spec_for_directory(directory: str | Path, name: str | None = None):
     """A ModelSpec for a ModelScope model directory (weights + ``meta_info.txt``)."""
     directory = Path(directory)
@@ -204,6 +209,7 @@ def spec_for_directory(directory: str | Path, name: str | None = None):
         load_labels=lambda: labels,
         build_network=lambda spec, size: load_network(weights, num_classes=spec.num_classes),
         embedding_layer="fc",  # 2048-d pooled features
+        graph_revision=GRAPH_REVISION,
     )
 
 
@@ -235,6 +241,7 @@ def catalog_spec() -> ModelSpec:
         build_network=lambda spec, size: load_network(located() / WEIGHTS_FILE,
                                                       num_classes=spec.num_classes),
         embedding_layer="fc",
+        graph_revision=GRAPH_REVISION,
     )
 
 

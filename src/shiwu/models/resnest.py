@@ -10,9 +10,10 @@ Parameter names are those of the reference implementation (``conv1.0``, ``layer3
 without renaming. Only inference is implemented: no DropBlock, no rectified convolution,
 no dilation.
 
-The split-attention sums and the radix softmax are written with views instead of the
-reference's ``torch.split`` + Python ``sum`` + transpose: the same arithmetic, fewer temporaries
-(tests/models/test_resnest.py checks the logits against the reference to 1e-4).
+The split-attention sums are taken over channel splits, the gap's after pooling (pooling is
+linear), and the radix softmax over a view: the reference's arithmetic in an order that exports
+to ONNX without a ReduceSum (tests/models/test_resnest.py checks the logits against the
+reference to 2e-6 of their scale).
 """
 
 from __future__ import annotations
@@ -68,20 +69,31 @@ class SplitAttentionConv2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu(self.bn0(self.conv(x)))
         batch = x.shape[0]
+        # Pooled first, summed after: pooling is linear, so the sum of the radix splits is taken
+        # over (B, radix * C, 1, 1) instead of the whole feature map.
+        gap = F.adaptive_avg_pool2d(x, 1)
         if self.radix > 1:
-            splits = x.unflatten(1, (self.radix, self.channels))  # (B, radix, C, H, W)
-            gap = splits.sum(dim=1)
-        else:
-            gap = x
-        gap = F.adaptive_avg_pool2d(gap, 1)
+            gap = _sum_of_splits(gap, self.radix, self.channels)
         gap = self.relu(self.bn1(self.fc1(gap)))
         attention = self.fc2(gap)  # (B, radix * C, 1, 1), channel order (group, radix, c)
         if self.radix > 1:
             attention = attention.view(batch, self.cardinality, self.radix, -1)
             attention = F.softmax(attention, dim=2).transpose(1, 2)  # (B, radix, groups, C/groups)
-            attention = attention.reshape(batch, self.radix, self.channels, 1, 1)
-            return (splits * attention).sum(dim=1)
+            attention = attention.reshape(batch, self.radix * self.channels, 1, 1)
+            return _sum_of_splits(x * attention, self.radix, self.channels)
         return x * torch.sigmoid(attention)
+
+
+def _sum_of_splits(x: torch.Tensor, radix: int, channels: int) -> torch.Tensor:
+    """(B, radix * C, ...) -> (B, C, ...): the radix splits added. Exported as Slice + Add, which
+    ONNX Runtime keeps in int8 (QLinearAdd); a sum over a (B, radix, C, H, W) view exports as a
+    float ReduceSum between a dequantize and a quantize: 13% of the int8 ResNeSt-101's time
+    (benchmarks/upstream/where_time_goes.py). Slices of a known width, not ``tensor_split``,
+    which exports as sequence ops that ONNX Runtime's quantizer cannot follow."""
+    total = x[:, :channels]
+    for i in range(1, radix):
+        total = total + x[:, i * channels:(i + 1) * channels]
+    return total
 
 
 class Bottleneck(nn.Module):

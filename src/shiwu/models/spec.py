@@ -112,6 +112,9 @@ class ModelSpec:
     # texts -> (N, D) L2-normalised embeddings in the image embedding's space (Chinese-CLIP)
     text_encoder: Callable[[list[str]], object] | None = field(default=None, repr=False)
     identity: str = ""                        # mixed into cache keys besides the file contents
+    # How shiwu writes this network's graph: in the export cache keys only (not the fingerprint,
+    # which indexes compare), so a faster graph of the same weights is exported again.
+    graph_revision: str = ""
 
     def __post_init__(self) -> None:
         if not self.key:

@@ -183,26 +183,14 @@ def record_run(name: str, main, argv: list[str] | None = None) -> int:
 
 
 def model_gflop(network, size: int) -> float:
-    """Multiply-adds of convolutions and linear layers, x2, for one image (GFLOP)."""
+    """FLOPs (2 per multiply-add) of one image, counted by torch's FlopCounterMode: convolutions
+    and matrix products whatever their shapes (a ViT's linear layers act on every token)."""
     import torch
+    from torch.utils.flop_counter import FlopCounterMode
 
-    total = 0
-
-    def hook(module, inputs, output):
-        nonlocal total
-        if isinstance(module, torch.nn.Conv2d):
-            k = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
-            total += 2 * output[0].numel() * k
-        elif isinstance(module, torch.nn.Linear):
-            total += 2 * module.in_features * module.out_features
-
-    handles = [m.register_forward_hook(hook) for m in network.modules()
-               if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
-    with torch.inference_mode():
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
         network(torch.zeros(1, 3, size, size))
-    for h in handles:
-        h.remove()
-    return total / 1e9
+    return counter.get_total_flops() / 1e9
 
 
 # --- sides in their own processes -------------------------------------------------------------

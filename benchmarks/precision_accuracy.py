@@ -32,7 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-import bench_common  # noqa: E402  (benchmarks/, this script's folder)
+from ceilings import isa_peaks, model_gflop, runtime_ceilings  # noqa: E402
 from shiwu.backends import BackendUnavailable, backend_class  # noqa: E402
 from shiwu.backends.estimate import measures  # noqa: E402
 from shiwu.backends.policy import SHIPPED, check_batch, machine, run_all  # noqa: E402
@@ -92,105 +92,6 @@ def ms_per_photo(backend, batch: np.ndarray, rounds: int, seconds: float) -> flo
             times.append(time.perf_counter() - start)
         medians.append(np.median(times))
     return float(np.median(medians)) * 1e3 / len(batch)
-
-
-def model_gflop(spec, size: int) -> float | None:
-    """Multiply-adds of convolutions and linear layers, x2, for one image (from the torch model)."""
-    try:
-        network = spec.build(size)
-    except Exception:  # noqa: BLE001 - a graph-only model: no figure
-        return None
-    return bench_common.model_gflop(network, size)
-
-
-def _best_seconds(call, repeats: int = 10) -> float:
-    call()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
-def ort_gemm(precision: str, n: int, threads: int) -> float:
-    """onnxruntime: MatMul (fp32) or MatMulInteger (u8 x s8, int8) of two n x n matrices."""
-    import onnxruntime as ort
-    from onnx import TensorProto, helper
-
-    rng = np.random.default_rng(0)
-    if precision == "fp32":
-        a, b = rng.standard_normal((n, n), dtype=np.float32), rng.standard_normal((n, n), dtype=np.float32)
-        node, types, out = helper.make_node("MatMul", ["a", "b"], ["c"]), (TensorProto.FLOAT,) * 2, TensorProto.FLOAT
-    else:
-        a = rng.integers(0, 255, (n, n), dtype=np.uint8)
-        b = rng.integers(-127, 127, (n, n), dtype=np.int8)
-        node, types, out = (helper.make_node("MatMulInteger", ["a", "b"], ["c"]),
-                            (TensorProto.UINT8, TensorProto.INT8), TensorProto.INT32)
-    graph = helper.make_graph([node], "gemm", [helper.make_tensor_value_info("a", types[0], [n, n]),
-                                               helper.make_tensor_value_info("b", types[1], [n, n])],
-                              [helper.make_tensor_value_info("c", out, [n, n])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    return 2 * n ** 3 / _best_seconds(lambda: session.run(None, {"a": a, "b": b})) / 1e9
-
-
-def openvino_gemm(precision: str, n: int, threads: int) -> float:
-    """OpenVINO: MatMul at f32 or bf16 inference precision; int8 through FakeQuantize'd inputs,
-    which its CPU plugin runs as a u8 x s8 GEMM."""
-    import openvino as ov
-    import openvino.opset13 as ops
-
-    a = ops.parameter([n, n], np.float32, name="a")
-    weights = ops.constant(np.random.default_rng(0).standard_normal((n, n)).astype(np.float32))
-    left, right = a, weights
-    if precision == "int8":
-        def fq(x, lo, hi, levels):
-            return ops.fake_quantize(x, ops.constant(np.float32(lo)), ops.constant(np.float32(hi)),
-                                     ops.constant(np.float32(lo)), ops.constant(np.float32(hi)), levels)
-        left, right = fq(a, 0.0, 4.0, 256), fq(weights, -4.0, 4.0, 255)
-    model = ov.Model([ops.matmul(left, right, False, False)], [a])
-    hint = {"bf16": "bf16"}.get(precision, "f32")
-    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint,
-                                                     "INFERENCE_NUM_THREADS": threads})
-    request = compiled.create_infer_request()
-    x = np.abs(np.random.default_rng(1).standard_normal((n, n)).astype(np.float32))
-    return 2 * n ** 3 / _best_seconds(lambda: request.infer({0: x})) / 1e9
-
-
-def isa_peaks(threads: int) -> dict[str, float]:
-    """Nominal GFLOP/s (int8: GOP/s) of the instruction set: cores x clock x operations per cycle,
-    assuming two FMA pipes of the vector width (AMD Zen 4 runs AVX-512 on 256-bit pipes)."""
-    flags = cpu_flags()
-    mhz = 0.0
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("cpu MHz"):
-            mhz = max(mhz, float(line.split(":")[1]))
-    amd = "AuthenticAMD" in Path("/proc/cpuinfo").read_text()
-    lanes = 8 if ("avx512f" not in flags or amd) else 16      # fp32 lanes per pipe
-    fp32 = 2 * 2 * lanes                                         # 2 pipes x FMA
-    peaks = {"fp32": fp32}
-    if cpu_lacks("bf16", flags) is None:
-        peaks["bf16"] = 2 * fp32                                 # dot products of bf16 pairs
-    if cpu_lacks("int8", flags) is None:
-        peaks["int8"] = 4 * fp32                                 # dot products of u8 x s8 quads
-    return {k: round(v * mhz / 1e3 * threads, 1) for k, v in peaks.items()}
-
-
-def runtime_ceilings(threads: int, n: int = 1024) -> dict[str, dict[str, float]]:
-    """GFLOP/s of an n x n x n GEMM in each runtime and precision (the best of a few calls)."""
-    out: dict[str, dict[str, float]] = {}
-    for name, fn in (("onnxruntime", ort_gemm), ("openvino", openvino_gemm)):
-        for precision in BY_NAME[name].precisions:
-            if cpu_lacks(precision, cpu_flags()) and precision == "bf16":
-                continue
-            try:
-                out.setdefault(precision, {})[name] = round(fn(precision, n, threads), 1)
-            except Exception as exc:  # noqa: BLE001 - a runtime without that kernel
-                print(f"  ceiling {name} {precision}: {type(exc).__name__}: {exc}", file=sys.stderr)
-    return out
 
 
 def measure_model(name: str, args, photos, labels, ceilings) -> list[dict]:

@@ -171,20 +171,27 @@ def interleave(contenders: list[Contender], photos: list[Path], rounds: int, war
                 time.sleep(0.02)  # let the last one's worker threads go idle before the next
 
 
-def goal_lines(official: Contender, shiwu: list[Contender], fp32_goal: float, reduced_goal: float) -> list[str]:
-    """Whether the issue's goals are met: the best fp32 row and the best *accepted* reduced row."""
+def goal_lines(official: Contender, shiwu: list[Contender], fp32_goal: float, reduced_goal: float,
+               bounds: dict[str, tuple[float, str]] | None = None) -> list[str]:
+    """Whether the issue's goals are met: the best fp32 row and the best *accepted* reduced row;
+    with ``bounds`` (ceilings.speed_up_bounds), what this CPU allows at all."""
     base = official.median
+    bounds = bounds or {}
     fp32 = [c for c in shiwu if c.hello.get("precision") == "fp32"]
     reduced = [c for c in shiwu if c.hello.get("precision") not in (None, "fp32") and not c.refused
                and "would be refused" not in c.hello.get("accepted_by", "")]
+    reduced_bound = max((b for p, b in bounds.items() if p != "fp32"), default=None, key=lambda b: b[0])
     lines = []
-    for label, rows, goal in (("fp32", fp32, fp32_goal), ("best accepted reduced precision", reduced, reduced_goal)):
+    for label, rows, goal, bound in (("fp32", fp32, fp32_goal, bounds.get("fp32")),
+                                     ("best accepted reduced precision", reduced, reduced_goal, reduced_bound)):
+        allowed = "" if bound is None else (f"; this CPU allows {'it' if bound[0] >= goal else 'NOT even that'}: "
+                                            f"{bound[1]}")
         if not rows:
-            lines.append(f"goal {label} >= {goal:g}x: NOT measurable: no such row ran (see the refusals)")
+            lines.append(f"goal {label} >= {goal:g}x: NOT measurable: no such row ran (see the refusals){allowed}")
             continue
         best = max(rows, key=lambda c: base / c.median)
         ratio = base / best.median
         how = "" if label == "fp32" else f"; {best.hello.get('accepted_by', '')}"
         lines.append(f"goal {label} >= {goal:g}x the official: {'met' if ratio >= goal else 'NOT met'} "
-                     f"({best.name}, {ratio:.2f}x{how})")
+                     f"({best.name}, {ratio:.2f}x{how}){allowed}")
     return lines

@@ -128,6 +128,10 @@ def main() -> int:
         first.close()
     below_floor = [] if args.no_refused else [e for e in entries if "is not offered" in refused.get(e, "")]
     contenders = []
+    from ceilings import ceilings_in_child  # the GEMM ceilings now and after the rounds (report)
+    from shiwu.cpu import default_threads
+
+    args.early_ceilings = ceilings_in_child(args.threads or default_threads())
     print("starting the official pipeline ...", file=sys.stderr)
     official = Contender(command(args.official_python, "official", *threads), "official")
     if "error" in official.hello:
@@ -198,7 +202,13 @@ def report(args, photos, contenders, ends, refused, worst_input) -> int:
     print("\nspeed-up = official median wall time per photo / this one (same run, interleaved); CPU ratio = "
           "the same for CPU time of all threads;\npeak RSS = ru_maxrss of each side's own process; load s = "
           "constructing the pipeline / Recognizer, shiwu's cache warm (filled by a first start beforehand).")
-    print("\n".join([""] + goal_lines(official, shiwu, 2, 4)))
+    # imported here: the official side runs this file in its own Python, which has no shiwu
+    from ceilings import speed_up_bounds
+    from shiwu.cpu import default_threads
+
+    bounds = speed_up_bounds(args.model_dir, official.median, args.threads or default_threads(),
+                              earlier=args.early_ceilings)
+    print("\n".join([""] + goal_lines(official, shiwu, 2, 4, bounds)))
     differ = [c.name for c in shiwu if not c.refused and c.hello.get("precision") == "fp32"
               and same(c, official) != f"{len(photos)}/{len(photos)}"]
     if differ:

@@ -257,6 +257,10 @@ def compare(args, photos, labels, env) -> int:
         contender.close()
 
     below_floor = [] if args.no_refused else [e for e in entries if "is not offered" in refused.get(e, "")]
+    from ceilings import ceilings_in_child  # the GEMM ceilings now and after the rounds (report)
+    from shiwu.cpu import default_threads
+
+    args.early_ceilings = ceilings_in_child(args.threads or default_threads())
     print("starting the official model ...", file=sys.stderr)
     official = Contender(command(args.official_python, "official"), "official", env)
     if "error" in official.hello:
@@ -329,7 +333,13 @@ def report(args, photos, labels, contenders, ends, first_load, refused) -> None:
           "= shiwu's first start on the cache given (text tower, export, int8 calibration, verdicts).")
     if reference:
         print(f"top-1 = shiwu fp32 and max |Δp| fp32: against {reference.name}.")
-    print("\n".join([""] + goal_lines(official, shiwu, 3, 6)))
+    # imported here: the official side runs this file in its own Python, which has no shiwu
+    from ceilings import speed_up_bounds
+    from shiwu.cpu import default_threads
+
+    bounds = speed_up_bounds(args.model_dir, official.median, args.threads or default_threads(),
+                              earlier=args.early_ceilings)
+    print("\n".join([""] + goal_lines(official, shiwu, 3, 6, bounds)))
     if shiwu:
         rss = max(ends[c.entry]["peak_rss_mb"] for c in shiwu) / base_rss
         print(f"goal peak RSS <= 60% of the official: {'met' if rss <= 0.6 else 'NOT met'} "

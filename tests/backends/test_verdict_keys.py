@@ -19,3 +19,16 @@ def test_a_new_int8_recipe_is_judged_again_and_other_precisions_keep_their_verdi
     assert after[("onnxruntime", "int8")] != before[("onnxruntime", "int8")]
     assert after[("openvino", "int8")] == before[("openvino", "int8")]
     assert after[("onnxruntime", "bf16")] == before[("onnxruntime", "bf16")]
+
+
+def test_a_graph_written_another_way_is_judged_and_timed_again():
+    import dataclasses
+
+    from shiwu.backends import auto
+
+    revised = dataclasses.replace(SPEC, graph_revision="another-graph")
+    for precision in ("int8", "bf16"):
+        assert (policy._verdict_path(revised, "openvino", precision, 224, "views")
+                != policy._verdict_path(SPEC, "openvino", precision, 224, "views"))
+    assert (auto.choice_path(revised, size=224, precision="auto", threads=2)
+            != auto.choice_path(SPEC, size=224, precision="auto", threads=2))

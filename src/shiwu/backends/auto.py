@@ -46,16 +46,21 @@ def _versions() -> dict[str, str | None]:
     return out
 
 
-def choice_path(spec, *, size: int, precision: str, threads: int, backend: str = "auto",
-                max_drop: float | None = None, calibration: str | None = None):
+def _measured_with() -> dict:
+    """The machine and software a measurement holds for (in its key, and written beside it so
+    that ``shiwu doctor`` can tell the choices in use from those of another setup)."""
     from ..cpu import cpu_flags, cpu_model
     from ..version import __version__
 
+    return {"cpu": cpu_model(), "flags": sorted(cpu_flags()), "versions": _versions(), "shiwu": __version__}
+
+
+def choice_path(spec, *, size: int, precision: str, threads: int, backend: str = "auto",
+                max_drop: float | None = None, calibration: str | None = None):
     key = json.dumps({
         "model": spec.name, "weights": spec.fingerprint(), "size": size, "backend": backend,
-        "precision": precision, "threads": threads, "cpu": cpu_model(), "max_drop": max_drop,
-        "calibration": calibration, "flags": sorted(cpu_flags()), "versions": _versions(),
-        "shiwu": __version__,
+        "precision": precision, "threads": threads, "max_drop": max_drop, "calibration": calibration,
+        **_measured_with(), **({"graph": spec.graph_revision} if spec.graph_revision else {}),
     }, sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:20]
     return cache.cache_dir() / "auto" / f"{spec.name.replace('/', '_')}-{size}-{backend}-{precision}-{digest}.json"
@@ -302,13 +307,20 @@ def select(spec, *, size: int, precision: str, threads: int | None, backend: str
         "ms_per_image": {n: m["median_ms"] for n, m in measured.items()},
         "rounds_ms": {n: [round(ms, 3) for ms in v] for n, v in outcome.samples.items()},
         "rounds": ROUNDS, "skipped": skipped, "eliminated": outcome.eliminated,
-        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "measured_with": _measured_with(),
     }, ensure_ascii=False, indent=2))
     return best
 
 
 def remembered_choices() -> list[dict]:
+    """Every remembered choice, each with ``current``: whether it was measured on this machine
+    with these runtimes and this shiwu (False: kept, but no run here looks it up; None: written
+    before shiwu recorded that)."""
     folder = cache.cache_dir() / "auto"
     if not folder.is_dir():
         return []
-    return [entry for entry in (cache.read_json(p) for p in sorted(folder.glob("*.json"))) if entry]
+    now = _measured_with()
+    entries = [entry for entry in (cache.read_json(p) for p in sorted(folder.glob("*.json"))) if entry]
+    for entry in entries:
+        entry["current"] = entry["measured_with"] == now if "measured_with" in entry else None
+    return entries

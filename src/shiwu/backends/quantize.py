@@ -3,9 +3,10 @@ of how each was made.
 
 Post-training quantization is calibrated on views of real photos (shiwu's bundled ones, or a
 folder the user gives). Whether a quantized model may then be *used* is not decided here but by
-the accuracy policy (``backends.policy``: top-1 on labelled photos, or the label-free estimate);
-``acceptance.record_agreement`` only records, beside the ``QuantizedModel`` this module returns (its path, the fp32 model it came from and ``record``: calibration set, views,
-method, the layers kept in float and why). The model and its record are cached under a key
+the accuracy policy (``backends.policy``: top-1 on labelled photos, or the label-free estimate),
+whose verdict holds the agreement with fp32. This module returns a ``QuantizedModel``: its path,
+the fp32 model it came from and ``record`` (calibration set, views, method, the layers kept in
+float and why). The model and its record are cached under a key
 that covers the model, size, calibration set, runtime versions and ``SETTINGS``.
 """
 
@@ -187,20 +188,11 @@ def openvino_int8(spec, size: int, *, calibration=None, rebuild: bool = False) -
 
 
 def cached_onnx_int8(spec, size: int, *, calibration=None, rebuild: bool = False) -> Path:
-    """The ONNX Runtime int8 model's path, its agreement with fp32 recorded beside it. Whether it
-    may be used is the accuracy policy's decision (backends.policy, in create_backend)."""
-    from .acceptance import record_agreement
-
-    model = onnx_int8(spec, size, calibration=calibration, rebuild=rebuild)
-    record_agreement(spec, size, model)
-    return model.path
+    """The ONNX Runtime int8 model's path. Whether it may be used is the accuracy policy's
+    decision (backends.policy, in create_backend), whose verdict holds its agreement with fp32."""
+    return onnx_int8(spec, size, calibration=calibration, rebuild=rebuild).path
 
 
 def cached_openvino_int8(spec, size: int, *, calibration=None, rebuild: bool = False) -> Path:
-    """The OpenVINO int8 IR's path, its agreement with fp32 recorded beside it (the accuracy
-    policy decides whether it is used)."""
-    from .acceptance import record_agreement
-
-    model = openvino_int8(spec, size, calibration=calibration, rebuild=rebuild)
-    record_agreement(spec, size, model)
-    return model.path
+    """The OpenVINO int8 IR's path (the accuracy policy decides whether it is used)."""
+    return openvino_int8(spec, size, calibration=calibration, rebuild=rebuild).path

@@ -44,7 +44,6 @@ def add(commands) -> None:
 
 def run(args) -> int:
     from ..batch import InputError
-    from ..display import printable
     from ..index import IndexFormatError, IndexMismatchError
     from ..indexing import IndexingError, duplicate_groups
 

@@ -60,7 +60,7 @@ def choice_path(spec, *, size: int, precision: str, threads: int, backend: str =
     key = json.dumps({
         "model": spec.name, "weights": spec.fingerprint(), "size": size, "backend": backend,
         "precision": precision, "threads": threads, "max_drop": max_drop, "calibration": calibration,
-        **_measured_with(), **({"graph": spec.graph_revision} if spec.graph_revision else {}),
+        **_measured_with(), **spec.graph_fields(),
     }, sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:20]
     return cache.cache_dir() / "auto" / f"{spec.name.replace('/', '_')}-{size}-{backend}-{precision}-{digest}.json"

@@ -179,9 +179,7 @@ def _verdict_path(spec, runtime: str, precision: str, size: int, calibration_id:
                       "int8 recipe": INT8_RECIPES.get(runtime) if precision == "int8" else None,
                       "machine": machine(), "shiwu": __version__,
                       "shipped": hashlib.sha256(json.dumps(shipped_data(), sort_keys=True).encode()).hexdigest(),
-                      # a graph written another way is judged again (absent when never revised,
-                      # so that older verdicts of unchanged graphs stay valid)
-                      **({"graph": spec.graph_revision} if spec.graph_revision else {})},
+                      **spec.graph_fields()},  # a graph written another way is judged again
                      sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:20]
     return cache.cache_dir() / "verdicts" / f"{spec.name.replace('/', '_')}-{runtime}-{precision}-{size}-{digest}.json"

@@ -175,7 +175,7 @@ def _read_config(directory: Path) -> dict:
     return config if isinstance(config, dict) else {}
 
 
-# resnest.py's split-attention sums as Split + Add (not torch: this module is read without it):
+# resnest.py's split-attention sums as Slice + Add (not torch: this module is read without it):
 # graphs exported before are exported again.
 GRAPH_REVISION = "split-sums"
 

@@ -88,7 +88,7 @@ def _sum_of_splits(x: torch.Tensor, radix: int, channels: int) -> torch.Tensor:
     """(B, radix * C, ...) -> (B, C, ...): the radix splits added. Exported as Slice + Add, which
     ONNX Runtime keeps in int8 (QLinearAdd); a sum over a (B, radix, C, H, W) view exports as a
     float ReduceSum between a dequantize and a quantize: 13% of the int8 ResNeSt-101's time
-    (benchmarks/upstream/where_time_goes.py). Slices of a known width, not ``tensor_split``,
+    in ONNX Runtime's profile. Slices of a known width, not ``tensor_split``,
     which exports as sequence ops that ONNX Runtime's quantizer cannot follow."""
     total = x[:, :channels]
     for i in range(1, radix):

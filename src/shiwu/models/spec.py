@@ -134,6 +134,11 @@ class ModelSpec:
             return False
         return True
 
+    def graph_fields(self) -> dict:
+        """The graph revision for the keys of what was measured on a graph (verdicts, auto's
+        choices): absent when never revised, so that older entries of unchanged graphs stay valid."""
+        return {"graph": self.graph_revision} if self.graph_revision else {}
+
     def fingerprint(self) -> str:
         """Content hash of everything the model's output depends on: cache keys use it, so a
         changed file is exported again."""

@@ -21,7 +21,8 @@ FEATURES = {
 
 
 @lru_cache(maxsize=1)
-def cpu_flags() -> frozenset[str]:
+def hardware_flags() -> frozenset[str]:
+    """The CPU's flags from /proc/cpuinfo: what a runtime's own kernel dispatch sees (CPUID)."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -30,6 +31,12 @@ def cpu_flags() -> frozenset[str]:
         if line.startswith(("flags", "Features")):
             return frozenset(line.split(":", 1)[1].split())
     return frozenset()
+
+
+def cpu_flags() -> frozenset[str]:
+    """The flags shiwu's choices are made from. Tests simulate another CPU by replacing this;
+    what a runtime's kernels do follows hardware_flags(), which nothing can simulate."""
+    return hardware_flags()
 
 
 def cpu_features() -> dict[str, bool]:

@@ -179,10 +179,22 @@ def _verdict_path(spec, runtime: str, precision: str, size: int, calibration_id:
                       "int8 recipe": INT8_RECIPES.get(runtime) if precision == "int8" else None,
                       "machine": machine(), "shiwu": __version__,
                       "shipped": hashlib.sha256(json.dumps(shipped_data(), sort_keys=True).encode()).hexdigest(),
-                      **spec.graph_fields()},  # a graph written another way is judged again
+                      **spec.graph_fields(),  # a graph written another way is judged again
+                      **_int8_kernels(runtime, precision)},
                      sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:20]
     return cache.cache_dir() / "verdicts" / f"{spec.name.replace('/', '_')}-{runtime}-{precision}-{size}-{digest}.json"
+
+
+def _int8_kernels(runtime: str, precision: str) -> dict:
+    """ONNX Runtime's int8 run unfused on CPUs without VNNI (runtimes.fused_int8_saturates)
+    computes other answers than its fused kernels did there: a verdict of its own. Absent
+    elsewhere, so the verdicts of other settings and CPUs keep their keys."""
+    from .runtimes import fused_int8_saturates
+
+    if runtime == "onnxruntime" and precision == "int8" and fused_int8_saturates():
+        return {"int8 kernels": "unfused"}
+    return {}
 
 
 def _calibration_id(precision: str, calibration) -> str | None:

@@ -98,9 +98,13 @@ def classifier_layers(model_path: Path) -> dict[str, str]:
     return {node.name: "the classifier: the last rounding before the answer, a small share of the work"}
 
 
-def quantize_onnx(fp32_path: Path, out: Path, calib: np.ndarray, float_layers: dict[str, str] | None = None) -> dict:
+def quantize_onnx(fp32_path: Path, out: Path, calib: np.ndarray, float_layers: dict[str, str] | None = None,
+                  *, reduce_range: bool = False) -> dict:
     """Write the int8 QDQ model of ``fp32_path`` to ``out``; returns how it was made.
-    ``float_layers`` (node name -> why) stay in float; by default the classifier."""
+    ``float_layers`` (node name -> why) stay in float; by default the classifier.
+    ``reduce_range``: 7-bit weights, whose 16-bit sums never clip on CPUs without VNNI; it cost
+    Lite0 0.6 point on imagenet-dev (benchmarks/int8_kernels.py), so shiwu runs 8-bit weights
+    unfused there instead (backends/onnxruntime.py) and keeps this for that comparison."""
     import tempfile
 
     import onnx
@@ -127,10 +131,12 @@ def quantize_onnx(fp32_path: Path, out: Path, calib: np.ndarray, float_layers: d
         quantize_static(str(prepared), str(out), _reader(input_name, calib), quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=getattr(CalibrationMethod, METHOD), nodes_to_exclude=list(float_layers),
+                        reduce_range=reduce_range,
                         extra_options={"CalibStridedMinMax": stride})
     quantized = onnx.load(str(out), load_external_data=False)
     layers = sum(n.op_type in ("Conv", "Gemm", "MatMul") for n in quantized.graph.node)
     return {"calibration": {"views": int(len(calib)), "method": METHOD, "views_at_once": stride},
-            "weights": "int8, symmetric, per output channel", "activations": "uint8, per tensor",
+            "weights": f"int{7 if reduce_range else 8}, symmetric, per output channel",
+            "activations": "uint8, per tensor",
             "quantized_layers": layers - len(float_layers),
             "float_layers": dict(float_layers)}

@@ -87,6 +87,16 @@ def cpu_lacks(precision: str, flags: frozenset[str] | set[str]) -> str | None:
     return f"this CPU has no {names[precision]} instructions"
 
 
+def fused_int8_saturates() -> bool:
+    """True on an x86 CPU without VNNI or AMX, where ONNX Runtime's fused int8 kernels clip
+    their 16-bit partial sums (backends/onnxruntime.py runs int8 graphs unfused there). Read
+    from the hardware, not from what shiwu was told: ONNX Runtime dispatches by CPUID."""
+    from ..cpu import hardware_flags
+
+    flags = hardware_flags()
+    return "sse2" in flags and cpu_lacks("int8", flags) is not None
+
+
 def backend_class(name: str):
     """The backend class of runtime ``name``, its module imported only now."""
     try:

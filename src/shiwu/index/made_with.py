@@ -4,8 +4,9 @@ the index is searched or added to on another machine.
 ``--precision auto`` picks the fastest accurate setting of *this* CPU: an index built on an
 AVX-512 VNNI host holds onnxruntime int8 vectors, while a laptop without VNNI would pick fp32. Query
 vectors made that way are not the index's kind, so a command that reads or extends an existing index
-makes its vectors as the index says when this machine can: int8 kernels run on any x86-64 CPU
-(only slower without VNNI), torch emulates bf16. When it cannot (OpenVINO refuses bf16 without
+makes its vectors as the index says when this machine can: ONNX Runtime's int8 runs on any x86-64
+CPU (without VNNI unfused, for the same answers, slower: backends/onnxruntime.py), torch emulates
+bf16. When it cannot (OpenVINO refuses bf16 without
 AVX-512 BF16 or AMX; the runtime is not installed), one line names the index and what to do. An
 explicit ``--precision`` or ``--backend`` that contradicts the index is refused, as before.
 """

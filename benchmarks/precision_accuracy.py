@@ -209,6 +209,12 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="results file stem under benchmarks/results/")
     args = parser.parse_args()
     args.threads = args.threads or default_threads()
+    lacking = [why for why in (cpu_lacks(p, cpu_flags()) for p in ("bf16", "int8")) if why]
+    if args.write_data and lacking:
+        # the shipped answers are what every other machine must reproduce: they come from a CPU
+        # that runs each reduced precision natively (OpenVINO's int8 rounds otherwise without
+        # VNNI, and bf16 cannot run at all), or every user's check would fail
+        parser.error(f"--write-data needs a CPU with bf16 and VNNI instructions: {'; '.join(lacking)}")
     args.runtimes = [r for r in args.runtimes.split(",") if r]
     args.precisions = [p for p in args.precisions.split(",") if p]
     models = ["efficientnet-lite0"] if args.quick else args.models.split(",")

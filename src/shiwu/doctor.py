@@ -51,6 +51,7 @@ def report() -> dict:
         "cpus_usable": len(usable_cpus()),
         "physical_cores": physical_cores(),
         "cpu_features": cpu_features(),
+        "reduced_precision": reduced_precision(),
         "threads": {
             "shiwu_default": default_threads(),
             "torch_intra_op": torch.get_num_threads(),
@@ -71,6 +72,23 @@ def report() -> dict:
     }
 
 
+def reduced_precision() -> dict[str, str]:
+    """What this CPU does with bf16 and int8: whether --precision auto considers them, and how
+    ONNX Runtime runs int8 where its fused kernels would clip (backends/onnxruntime.py)."""
+    from .backends.runtimes import cpu_lacks, fused_int8_saturates
+    from .cpu import cpu_flags
+
+    out = {}
+    for precision in ("bf16", "int8"):
+        lacks = cpu_lacks(precision, cpu_flags())
+        out[precision] = ("native: --precision auto judges and times it" if lacks is None else
+                          f"not considered by --precision auto: {lacks}")
+    if fused_int8_saturates():
+        out["int8"] += ("; an explicit --precision int8 or an int8 index runs ONNX Runtime's int8 graph "
+                        "unfused here: the answers of CPUs with VNNI, slower than fp32")
+    return out
+
+
 def format_report(info: dict) -> str:
     yes = lambda flag: "yes" if flag else "no"  # noqa: E731
     lines = [
@@ -79,6 +97,7 @@ def format_report(info: dict) -> str:
         f"cpu:             {info['cpu']}",
         f"cores:           {info['physical_cores']} physical, {info['cpus_usable']} usable logical CPUs",
         "cpu features:    " + ", ".join(f"{k} {yes(v)}" for k, v in info["cpu_features"].items()),
+        *(f"{precision + ':':<17}{how}" for precision, how in info.get("reduced_precision", {}).items()),
         f"threads:         shiwu default {info['threads']['shiwu_default']}, "
         f"torch intra-op {info['threads']['torch_intra_op']}, "
         f"inter-op {info['threads']['torch_inter_op']}",

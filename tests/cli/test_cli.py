@@ -95,8 +95,15 @@ def test_doctor_reports_cpu_features_and_backends():
     assert info["backends"]["torch"]["available"] is True
     assert info["threads"]["torch_intra_op"] >= 1
     assert info["backends"]["ipex"]["available"] or "2.8" in info["backends"]["ipex"]["note"]
+    from shiwu.backends.runtimes import cpu_lacks
+    from shiwu.cpu import cpu_flags
+
+    vnni = cpu_lacks("int8", cpu_flags()) is None
+    int8 = info["reduced_precision"]["int8"]
+    assert ("native" in int8) is vnni and ("unfused" in int8) is (not vnni), int8
+    assert ("native" in info["reduced_precision"]["bf16"]) is (cpu_lacks("bf16", cpu_flags()) is None)
     text = shiwu("doctor").stdout
-    assert "AVX-512" in text and "backends:" in text
+    assert "AVX-512" in text and "backends:" in text and f"int8:            {int8}" in text
 
 
 def test_models_lists_weights_presence():

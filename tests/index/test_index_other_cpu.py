@@ -187,3 +187,21 @@ def test_serve_makes_its_vectors_as_the_index_says(int8_index):
     assert response.status_code == 200, response.text
     best = response.json()["results"][0]["matches"][0]
     assert Path(best["image"]).name == PHOTOS[2].name and best["score"] > 0.99995
+
+
+def test_an_openvino_int8_index_on_a_cpu_without_vnni_says_its_vectors_are_close_not_equal(laptop):
+    """OpenVINO has no unfused way to run int8: without VNNI its kernels round otherwise, and the
+    note says so instead of promising the same vectors."""
+    from shiwu.index.made_with import follow
+
+    spec = get_model("efficientnet-lite0")
+    made = {}
+    for backend in ("openvino", "onnxruntime"):
+        manifest = Manifest(model=spec.key, dimension=1280, weights_hash=spec.fingerprint(),
+                            model_ref={"name": "efficientnet-lite0"},
+                            preprocessing=preprocessing_identity(spec.preprocessing), precision="int8",
+                            backend=backend)
+        made[backend] = follow(manifest, "照片索引")
+    assert (made["openvino"].backend, made["openvino"].precision) == ("openvino", "int8")
+    assert "close to its vector in the index, not equal" in made["openvino"].note
+    assert FOLLOWED in made["onnxruntime"].note and "not equal" not in made["onnxruntime"].note

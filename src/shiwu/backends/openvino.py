@@ -43,7 +43,11 @@ class OpenVINOBackend(BatchedRun):
         if precision not in HINTS:
             raise BackendUnavailable(f"openvino runs fp32, bf16 and int8, not {precision}")
         if precision == "bf16" and not bf16_supported():
-            raise BackendUnavailable("this CPU has no bf16 instructions (AVX-512 BF16 or AMX); use fp32 or int8")
+            from ..cpu import cpu_flags
+            from .runtimes import cpu_lacks
+
+            other = "fp32" if cpu_lacks("int8", cpu_flags()) else "fp32 or int8"  # int8 pays only with VNNI
+            raise BackendUnavailable(f"this CPU has no bf16 instructions (AVX-512 BF16 or AMX); use {other}")
         self.precision = precision
         self.threads = threads or default_threads()
         core = ov.Core()

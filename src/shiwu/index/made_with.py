@@ -26,6 +26,10 @@ RUNTIME_BOUND = ("int8", "bf16")
 # (runtime, precision) that refuse to run without the CPU's instructions (backends.openvino);
 # the other reduced settings run anywhere, only slower.
 NEEDS_INSTRUCTIONS = {("openvino", "bf16")}
+# (runtime, precision) whose kernels compute other roundings without the instructions (OpenVINO's
+# int8 without VNNI: 82% of Lite0's recorded answers, docs/en/int8.md). ONNX Runtime's int8 is
+# not here: it runs unfused on such CPUs and gives the same answers (backends/onnxruntime.py).
+ROUNDS_OTHERWISE = {("openvino", "int8")}
 UNSET = (None, "", "auto")
 
 
@@ -68,10 +72,13 @@ def follow(manifest: Manifest, where: str, *, backend: str | None = None,
     from ..cpu import cpu_flags
 
     lacks = cpu_lacks(recorded, cpu_flags())
-    note = None if lacks is None else (
-        f"index {where} was built with {setting}: vectors for it are made the same way here, "
-        f"although {lacks} (slower than where it was built; without the index, --precision auto "
-        f"would not choose {recorded} here)")
+    if lacks is None:
+        return MadeWith(runtime, recorded)
+    how = ("vectors for it are made the same way here" if (runtime, recorded) not in ROUNDS_OTHERWISE else
+           f"vectors for it are made with the same model here, but {runtime}'s {recorded} kernels round "
+           "otherwise on this CPU: a photo's vector is close to its vector in the index, not equal")
+    note = (f"index {where} was built with {setting}: {how}, although {lacks} (slower than where it was "
+            f"built; without the index, --precision auto would not choose {recorded} here)")
     return MadeWith(runtime, recorded, note)
 
 

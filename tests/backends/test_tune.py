@@ -137,6 +137,46 @@ def test_choose_the_fastest_setting_that_keeps_fp32_accuracy():
     assert choose(report, {}) == (None, None, None)   # a setting without a verdict is never chosen
 
 
+def test_close_settings_are_timed_again_in_interleaved_rounds_before_one_is_saved(monkeypatch):
+    """The bench had openvino a little ahead in its own stretch of time; timed in turns, onnxruntime
+    is faster, and that is what is saved. A setting far behind is not built again."""
+    import time
+
+    from shiwu import backends, tune as tuning
+    from shiwu.models.registry import get_model
+
+    report = BenchReport(model="m", native_size=224, machine={"cpu": "c"}, reference={}, images={}, seconds=1)
+    report.rows = [row("openvino", "fp32", 224, 1, 8.3, 1.0), row("openvino", "fp32", 224, 8, 6.0, 1.0),
+                   row("onnxruntime", "fp32", 224, 1, 8.8, 1.0), row("onnxruntime", "fp32", 224, 8, 5.0, 1.0),
+                   row("torch", "fp32", 224, 1, 24.0, 1.0)]
+    judged = verdicts({(r, "fp32", 224): 0.0 for r in ("openvino", "onnxruntime", "torch")}, 0.01)
+    seconds = {"openvino": 0.004, "onnxruntime": 0.002}
+    built, shapes = [], set()
+
+    def fake_class(name):
+        class Fake:
+            def __init__(self, spec, *, size, precision, threads):
+                built.append((name, size, precision, threads))
+
+            def run(self, batch):
+                shapes.add(batch.shape)
+                time.sleep(seconds[name])
+        return Fake
+
+    monkeypatch.setattr(backends, "backend_class", fake_class)
+    close = tuning.contenders(report, judged)
+    assert sorted(r.backend for r in close) == ["onnxruntime", "openvino"]      # torch: 2.9x behind
+    confirmed = tuning.confirm(get_model(None), close)
+    assert sorted(built) == [("onnxruntime", 224, "fp32", 2), ("openvino", 224, "fp32", 2)]
+    assert shapes == {(1, 3, 224, 224)}
+    assert confirmed["onnxruntime fp32 224px 2 threads"] < confirmed["openvino fp32 224px 2 threads"]
+    assert choose(report, judged)[0]["backend"] == "openvino"                    # the bench alone
+    chosen, _, busiest = choose(report, judged, confirmed)
+    assert chosen["backend"] == "onnxruntime" and busiest.batch == 8
+    assert chosen["ms_per_image"] == round(confirmed["onnxruntime fp32 224px 2 threads"], 3)
+    assert tuning.confirm(get_model(None), close[:1]) == {}                      # one setting: nothing to confirm
+
+
 def test_default_sizes_follow_the_article():
     assert default_sizes(224) == [224, 196, 168]
     assert default_sizes(260) == [260, 228, 196]

@@ -1,9 +1,18 @@
 """Session fixtures for every test. Shared constants and helpers are in tests/support/
 (`from support.photos import DATA`); tests never import this file or another test module."""
 
+import os
+
 import pytest
 
 from support.photos import PHOTOS
+
+# Ray's driver (the Ray tests) leaves gRPC threads in this process; with gRPC's fork support on,
+# a later subprocess started with preexec_fn (resource limits) ran gRPC's fork handler in the
+# child, which aborted before exec ("Other threads are currently calling into gRPC, skipping
+# fork() handlers", then SIGABRT: one CI run of test_model_file_limits). Children are exec'd, never
+# left running gRPC after a fork, so fork support is not needed. Read when gRPC starts: set here.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 
 def _session_environment(name: str, value: str):

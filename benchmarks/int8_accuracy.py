@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench_common import results_dir
 from shiwu.backends import backend_class, quantize
 from shiwu.images import load_image
 from shiwu.models.registry import get_model
@@ -68,7 +69,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--settings", default=",".join(f"{b}:{p}" for b, p in SETTINGS))
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "int8_accuracy.json")
+    parser.add_argument("--out", type=Path, default=results_dir() / "int8_accuracy.json")
     args = parser.parse_args()
 
     spec = get_model(None)

@@ -32,6 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
+from bench_common import results_dir  # noqa: E402
 from ceilings import isa_peaks, model_gflop, runtime_ceilings  # noqa: E402
 from shiwu.backends import BackendUnavailable, backend_class  # noqa: E402
 from shiwu.backends.estimate import measures  # noqa: E402
@@ -41,7 +42,6 @@ from shiwu.cpu import cpu_flags, default_threads  # noqa: E402
 from shiwu.images import ImageError, load_image  # noqa: E402
 from shiwu.models.registry import get_model  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results"
 SIZE_FACTORS = (1.0, 0.875, 0.75)
 
 
@@ -230,15 +230,16 @@ def main() -> None:
         rows += measure_model(name, args, photos, labels, ceilings)
     peaks = isa_peaks(args.threads)
     print(f"instruction-set peak (nominal, {args.threads} cores): {peaks}")
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    results = results_dir()  # or SHIWU_BENCH_RESULTS, as for every benchmark
+    results.mkdir(parents=True, exist_ok=True)
     report = {"command": " ".join(["python", "benchmarks/precision_accuracy.py", *sys.argv[1:]]),
               "photos": str(folder), "machine": here, "threads": args.threads,
               "load_average": os.getloadavg(), "ceilings": ceilings, "isa_peaks": peaks,
               "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
               "rows": [{k: v for k, v in r.items() if k != "answers"} for r in rows]}
     stem = args.out or ("precision_accuracy_quick" if args.quick else "precision_accuracy")
-    (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-    (RESULTS / f"{stem}.md").write_text(
+    (results / f"{stem}.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    (results / f"{stem}.md").write_text(
         f"`{report['command']}` — {here['cpu']}, {args.threads} threads, load {report['load_average']}\n\n"
         + HEADER + "\n" + "\n".join(table_line(r) for r in rows) + "\n")
     if args.write_data:

@@ -37,7 +37,7 @@ from ceilings import isa_peaks, model_gflop, runtime_ceilings  # noqa: E402
 from shiwu.backends import BackendUnavailable, backend_class  # noqa: E402
 from shiwu.backends.estimate import measures  # noqa: E402
 from shiwu.backends.policy import SHIPPED, check_batch, machine, run_all  # noqa: E402
-from shiwu.backends.runtimes import BY_NAME, cpu_lacks  # noqa: E402
+from shiwu.backends.runtimes import BY_NAME, cpu_lacks, fused_int8_saturates  # noqa: E402
 from shiwu.cpu import cpu_flags, default_threads  # noqa: E402
 from shiwu.images import ImageError, load_image  # noqa: E402
 from shiwu.models.registry import get_model  # noqa: E402
@@ -146,7 +146,10 @@ def measure_model(name: str, args, photos, labels, ceilings) -> list[dict]:
                     rounds, seconds = (3, 0.3) if args.quick else (5, 0.6)
                     for batch in (1, 8):
                         row[f"ms_b{batch}"] = round(ms_per_photo(backend, inputs[:batch], rounds, seconds), 3)
-                    ceiling = max(ceilings.get(precision, {}).values(), default=None)
+                    # ONNX Runtime's int8 unfused (CPUs without VNNI) sums in float: held to fp32's
+                    computes_in = "fp32" if (runtime, precision) == ("onnxruntime", "int8") and \
+                        fused_int8_saturates() else precision
+                    ceiling = max(ceilings.get(computes_in, {}).values(), default=None)
                     if gflop and ceiling:
                         row["gflop"] = round(gflop, 3)
                         row["ceiling_gflops"] = ceiling

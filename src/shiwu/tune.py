@@ -71,11 +71,14 @@ def _preference(row: Row, native: int, confirmed: dict) -> tuple:
     return (round(_latency(row, confirmed), 2), row.precision != "fp32", row.size != native, row.backend)
 
 
-def _latency_rows(report: BenchReport, verdicts: dict) -> list[Row]:
-    """The accepted settings' rows at the smallest batch measured (what one photo waits for)."""
-    qualified = [r for r in report.rows
-                 if r.ok and r.ms_p50 is not None and setting_of(r) in verdicts
-                 and verdicts[setting_of(r)].accepted]
+def _accepted_rows(report: BenchReport, verdicts: dict) -> list[Row]:
+    """The measured rows whose setting the accuracy verdicts accept."""
+    return [r for r in report.rows
+            if r.ok and r.ms_p50 is not None and setting_of(r) in verdicts and verdicts[setting_of(r)].accepted]
+
+
+def _latency_rows(qualified: list[Row]) -> list[Row]:
+    """The rows at the smallest batch measured (what one photo waits for)."""
     smallest = min((r.batch for r in qualified), default=None)
     return [r for r in qualified if r.batch == smallest]
 
@@ -83,7 +86,7 @@ def _latency_rows(report: BenchReport, verdicts: dict) -> list[Row]:
 def contenders(report: BenchReport, verdicts: dict, ratio: float = CONFIRM_RATIO) -> list[Row]:
     """The accepted settings close enough to the fastest that the bench's one stretch of timing
     each cannot tell them apart."""
-    rows = _latency_rows(report, verdicts)
+    rows = _latency_rows(_accepted_rows(report, verdicts))
     if not rows:
         return []
     fastest = min(r.ms_p50 for r in rows)
@@ -125,12 +128,10 @@ def choose(report: BenchReport, verdicts: dict,
     """The fastest accepted setting of a bench report, as config values (``confirmed``: interleaved
     medians by setting label, which outrank the bench's own latency)."""
     confirmed = confirmed or {}
-    rows = _latency_rows(report, verdicts)
+    qualified = _accepted_rows(report, verdicts)
+    rows = _latency_rows(qualified)
     if not rows:
         return None, None, None
-    qualified = [r for r in report.rows
-                 if r.ok and r.ms_p50 is not None and setting_of(r) in verdicts
-                 and verdicts[setting_of(r)].accepted]
     best = min(rows, key=lambda r: _preference(r, report.native_size, confirmed))
     same = [r for r in qualified if (r.backend, r.precision, r.size, r.threads)
             == (best.backend, best.precision, best.size, best.threads)]

@@ -133,15 +133,20 @@ def test_an_explicit_backend_that_contradicts_the_index_is_refused(int8_index):
     assert run.returncode == 2 and "precision int8, not fp32" in run.stderr and "Traceback" not in run.stderr
 
 
+def manifest_of(backend: str, precision: str) -> Manifest:
+    """The manifest of a Lite0 index made with ``backend`` ``precision``."""
+    spec = get_model("efficientnet-lite0")
+    return Manifest(model=spec.key, dimension=1280, weights_hash=spec.fingerprint(),
+                    model_ref={"name": "efficientnet-lite0"},
+                    preprocessing=preprocessing_identity(spec.preprocessing), precision=precision,
+                    backend=backend)
+
+
 def made_elsewhere(folder: Path, backend: str, precision: str) -> Path:
     """A real index whose manifest says another machine made it with ``backend`` ``precision``
     (its one row's vector is any unit vector: these tests stop before searching)."""
     spec = get_model("efficientnet-lite0")
-    manifest = Manifest(model=spec.key, dimension=1280, weights_hash=spec.fingerprint(),
-                        model_ref={"name": "efficientnet-lite0"},
-                        preprocessing=preprocessing_identity(spec.preprocessing), precision=precision,
-                        backend=backend)
-    with create_index(folder, manifest) as index:
+    with create_index(folder, manifest_of(backend, precision)) as index:
         vector = np.ones((1, 1280), np.float32) / np.sqrt(1280)
         index.upsert([IndexRow.for_file(PHOTOS[0], model=spec.key, label="猫", score=0.5)], [vector[0]])
         index.flush()
@@ -194,14 +199,7 @@ def test_an_openvino_int8_index_on_a_cpu_without_vnni_says_its_vectors_are_close
     note says so instead of promising the same vectors."""
     from shiwu.index.made_with import follow
 
-    spec = get_model("efficientnet-lite0")
-    made = {}
-    for backend in ("openvino", "onnxruntime"):
-        manifest = Manifest(model=spec.key, dimension=1280, weights_hash=spec.fingerprint(),
-                            model_ref={"name": "efficientnet-lite0"},
-                            preprocessing=preprocessing_identity(spec.preprocessing), precision="int8",
-                            backend=backend)
-        made[backend] = follow(manifest, "照片索引")
+    made = {backend: follow(manifest_of(backend, "int8"), "照片索引") for backend in ("openvino", "onnxruntime")}
     assert (made["openvino"].backend, made["openvino"].precision) == ("openvino", "int8")
     assert "close to its vector in the index, not equal" in made["openvino"].note
     assert FOLLOWED in made["onnxruntime"].note and "not equal" not in made["onnxruntime"].note

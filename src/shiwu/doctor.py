@@ -67,7 +67,7 @@ def report() -> dict:
         "backends": runtimes,
         "cache_dir": str(cache_dir()),
         "auto_choices": remembered_choices(),
-        "verdicts": [v.to_dict() for v in cached_verdicts()],
+        "verdicts": cached_verdicts(),
         "settings": describe_settings(),
     }
 
@@ -135,12 +135,13 @@ def format_report(info: dict) -> str:
 
 
 def format_verdicts(verdicts: list[dict]) -> list[str]:
-    """The accuracy policy's verdicts measured on this machine, each with its numbers."""
+    """The accuracy policy's verdicts in use on this machine, each with its numbers; those of
+    another setup (CPU, runtime version, shiwu, int8 kernels) counted, not listed."""
     if not verdicts:
         return ["accuracy:        no verdicts yet (the first run with --precision auto measures)"]
     here = cpu_model()
     lines = ["accuracy:        verdicts (top-1 must stay >= 99% of fp32's; --max-drop)"]
-    for v in verdicts:
+    for v in (v for v in verdicts if v.get("current") is not False):
         state = "accepted" if v["accepted"] else "refused"
         numbers = []
         if v.get("top1") is not None:
@@ -152,8 +153,14 @@ def format_verdicts(verdicts: list[dict]) -> list[str]:
             numbers.append(f"label-free estimate {v['estimated_drop']:.2%}")
         if v.get("measured_on", {}).get("cpu") not in (None, here):
             numbers.append(f"measured on another CPU ({v['measured_on']['cpu']})")
+        if v.get("current") is None:
+            numbers.append("setup not recorded, may be another's")
         lines.append(f"  {v['model']} {v['runtime']} {v['precision']} {v['size']}px: {state} by "
                      f"{v['basis']} ({'; '.join(numbers)})")
+    stale = sum(v.get("current") is False for v in verdicts)
+    if stale:
+        lines.append(f"  ({stale} more judged with another CPU, runtime version, shiwu or int8 kernels: kept, "
+                     "not used here; --json lists them)")
     return lines
 
 

@@ -192,3 +192,32 @@ def test_doctor_shows_each_verdict_with_its_numbers():
     info = json.loads(subprocess.run([str(SHIWU), "doctor", "--json"], capture_output=True, text=True,
                                      timeout=300).stdout)
     assert any(v["size"] == 192 and v["estimated_drop"] is not None for v in info["verdicts"])
+
+
+def test_doctor_lists_the_verdicts_in_use_and_counts_those_of_another_setup(tmp_path, monkeypatch):
+    """A verdict judged under other conditions is kept but never looked up here: `shiwu doctor`
+    must not list it beside the one in use (on an AVX2 host it showed the fused int8 kernels'
+    "reproduced here 69%: refused" next to the unfused kernels' "98%: accepted")."""
+    from shiwu.doctor import format_verdicts
+
+    monkeypatch.setenv("SHIWU_CACHE", str(tmp_path))
+    judged = iter([0.001, 0.002])
+    monkeypatch.setattr(policy, "_measure", lambda spec, runtime, precision, size, **_: policy.Verdict(
+        spec.name, runtime, precision, size, "label-free estimate", estimated_drop=next(judged)))
+    policy.verdict(SPEC, "onnxruntime", "int8", 224, calibration=None)
+    policy.verdict(SPEC, "openvino", "fp32", 196)
+    listed = {(v["runtime"], v["precision"]): v["current"] for v in policy.cached_verdicts()}
+    assert listed == {("onnxruntime", "int8"): True, ("openvino", "fp32"): True}
+
+    # the same CPU with the other int8 kernels: only the int8 verdict is of another setup
+    saturates = runtimes.fused_int8_saturates()
+    monkeypatch.setattr(runtimes, "fused_int8_saturates", lambda: not saturates)
+    listed = {(v["runtime"], v["precision"]): v["current"] for v in policy.cached_verdicts()}
+    assert listed == {("onnxruntime", "int8"): False, ("openvino", "fp32"): True}
+    lines = format_verdicts(policy.cached_verdicts())
+    assert not any("onnxruntime int8" in line for line in lines)
+    assert any("openvino fp32 196px: accepted" in line for line in lines)
+    assert "1 more judged with another CPU, runtime version, shiwu or int8 kernels" in lines[-1]
+    # another CPU: neither is in use here
+    monkeypatch.setattr(policy, "machine", lambda: {"cpu": "another", "flags": [], "versions": {}})
+    assert [v["current"] for v in policy.cached_verdicts()] == [False, False]

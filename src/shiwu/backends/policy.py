@@ -169,18 +169,26 @@ def machine() -> dict:
     return {"cpu": cpu_model(), "flags": sorted(relevant & cpu_flags()), "versions": versions}
 
 
-def _verdict_path(spec, runtime: str, precision: str, size: int, calibration_id: str | None) -> Path:
+def _judged_with(runtime: str, precision: str) -> dict:
+    """What a verdict holds for besides the model and its graph: this machine and its runtime
+    versions, shiwu, the shipped figures, and for int8 the recipe and kernels. In the verdict's
+    key, and written beside it so that ``shiwu doctor`` can tell the verdicts in use from those of
+    another setup (the CPU, a runtime, the int8 kernels: fused, or unfused without VNNI)."""
     from ..version import __version__
 
     from .runtimes import INT8_RECIPES
 
+    return {"machine": machine(), "shiwu": __version__,
+            "shipped": hashlib.sha256(json.dumps(shipped_data(), sort_keys=True).encode()).hexdigest(),
+            "int8 recipe": INT8_RECIPES.get(runtime) if precision == "int8" else None,
+            **_int8_kernels(runtime, precision)}
+
+
+def _verdict_path(spec, runtime: str, precision: str, size: int, calibration_id: str | None) -> Path:
     key = json.dumps({"model": spec.name, "weights": _fingerprint(spec), "runtime": runtime,
                       "precision": precision, "size": size, "calibration": calibration_id,
-                      "int8 recipe": INT8_RECIPES.get(runtime) if precision == "int8" else None,
-                      "machine": machine(), "shiwu": __version__,
-                      "shipped": hashlib.sha256(json.dumps(shipped_data(), sort_keys=True).encode()).hexdigest(),
-                      **spec.graph_fields(),  # a graph written another way is judged again
-                      **_int8_kernels(runtime, precision)},
+                      **_judged_with(runtime, precision),
+                      **spec.graph_fields()},  # a graph written another way is judged again
                      sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:20]
     return cache.cache_dir() / "verdicts" / f"{spec.name.replace('/', '_')}-{runtime}-{precision}-{size}-{digest}.json"
@@ -219,7 +227,8 @@ def verdict(spec, runtime: str, precision: str, size: int, *, max_drop: float = 
         return Verdict(**{**stored, "max_drop": max_drop})
     found = _measure(spec, runtime, precision, size, max_drop=max_drop, backend=backend,
                      threads=threads, calibration=calibration)
-    cache.atomic_write_text(path, json.dumps(found.to_dict(), ensure_ascii=False, indent=2))
+    record = {**found.to_dict(), "judged_with": _judged_with(runtime, precision)}
+    cache.atomic_write_text(path, json.dumps(record, ensure_ascii=False, indent=2))
     log.info("%s", found.describe())
     return found
 
@@ -263,14 +272,19 @@ def require(spec, backend, size: int, *, max_drop: float = DEFAULT_MAX_DROP, cal
 
 
 def cached_verdicts() -> list[dict]:
-    """Every verdict measured on this machine (for `shiwu doctor`)."""
+    """Every verdict in the cache (for `shiwu doctor`), each with ``current``: whether it was
+    judged on this machine with these runtimes, this shiwu and int8 made and run as here (False:
+    kept, but no run here looks it up; None: written before shiwu recorded that)."""
     folder = cache.cache_dir() / "verdicts"
     if not folder.is_dir():
         return []
     out = []
     for p in sorted(folder.glob("*.json")):
         entry = cache.read_json(p)
-        if entry:
-            entry = {k: v for k, v in entry.items() if k in Verdict.__dataclass_fields__}
-            out.append(Verdict(**entry))
+        if not entry:
+            continue
+        found = Verdict(**{k: v for k, v in entry.items() if k in Verdict.__dataclass_fields__})
+        judged_with = entry.get("judged_with")
+        current = None if judged_with is None else judged_with == _judged_with(found.runtime, found.precision)
+        out.append({**found.to_dict(), "judged_with": judged_with, "current": current})
     return out

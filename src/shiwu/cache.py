@@ -9,7 +9,10 @@ size and sha256; an entry whose record is missing or disagrees is rebuilt, with 
 
 The cache is an optimisation, never a requirement: when its folder cannot be written (a
 read-only ``SHIWU_CACHE``, ``HOME`` on a read-only or missing path) shiwu warns once and works
-in a private temporary folder that is removed at exit. Damaged memos (a folder where a file
+in a private temporary folder that is removed at exit. A read-only folder that holds a warm
+cache (baked into a container image, a read-only root file system) is still read: its entries
+that prove what they are, and its memos (``find``), are used; new ones go to the temporary
+folder. Damaged memos (a folder where a file
 should be, bytes that are not text, JSON of the wrong shape) read as missing and are rewritten.
 
 No torch here: a cached ONNX / OpenVINO model must load without importing it.
@@ -68,10 +71,52 @@ def cache_dir() -> Path:
     else:
         used = Path(tempfile.mkdtemp(prefix="shiwu-cache-"))
         atexit.register(shutil.rmtree, used, ignore_errors=True)
-        _warn_once(f"the cache folder {wanted} cannot be written ({problem}); running without a cache "
-                   "(exports are redone in every run): set SHIWU_CACHE to a folder you can write")
+        if _has_entries(wanted):
+            _warn_once(f"the cache folder {wanted} cannot be written ({problem}); what it holds is read, "
+                       "and what is missing is made again in every run: set SHIWU_CACHE to a folder you "
+                       "can write to keep it")
+        else:
+            _warn_once(f"the cache folder {wanted} cannot be written ({problem}); running without a cache "
+                       "(exports are redone in every run): set SHIWU_CACHE to a folder you can write")
     _in_use[str(wanted)] = used
     return used
+
+
+def read_only_dir() -> Path | None:
+    """The configured folder when it cannot be written but holds a cache (shiwu then writes to a
+    temporary one): read, never written or cleaned."""
+    wanted = configured_dir()
+    used = cache_dir()
+    return wanted if used != wanted and _has_entries(wanted) else None
+
+
+def _has_entries(folder: Path) -> bool:
+    try:
+        return folder.is_dir() and any(folder.iterdir())
+    except OSError:
+        return False
+
+
+def find(*parts: str) -> Path:
+    """A memo's path (``find("verdicts", name)``): the file in the writable folder, else the
+    read-only cache's when only it has one, else where a new one is written."""
+    path = cache_dir().joinpath(*parts)
+    read_only = read_only_dir()
+    if read_only is not None and not os.path.lexists(path) and read_only.joinpath(*parts).is_file():
+        return read_only.joinpath(*parts)
+    return path
+
+
+def memos(name: str, pattern: str = "*.json") -> list[Path]:
+    """Every memo in the folder ``name`` (for `shiwu doctor`), sorted by file name: the writable
+    folder's, and the read-only cache's that the writable folder does not hold."""
+    found: dict[str, Path] = {}
+    read_only = read_only_dir()
+    for folder in [cache_dir() / name] + ([read_only / name] if read_only is not None else []):
+        if folder.is_dir():
+            for path in folder.glob(pattern):
+                found.setdefault(path.name, path)
+    return [found[n] for n in sorted(found)]
 
 
 def _writable(folder: Path) -> str | None:
@@ -135,7 +180,7 @@ def weights_fingerprint(path: Path) -> str:
     path = Path(path).resolve()
     stat = path.stat()
     identity = f"{path}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ino}"
-    memo = cache_dir() / "fingerprints" / (hashlib.sha256(identity.encode()).hexdigest()[:32] + ".txt")
+    memo = find("fingerprints", hashlib.sha256(identity.encode()).hexdigest()[:32] + ".txt")
     try:
         remembered = memo.read_text(encoding="ascii").strip()
         if len(remembered) == 64 and all(c in "0123456789abcdef" for c in remembered):
@@ -166,13 +211,19 @@ def entry_path(*, model: str, fingerprint: str, size: int, precision: str, kind:
            "kind": kind, "runtime_version": runtime_version}
     digest = hashlib.sha256(json.dumps(list(key.values())).encode()).hexdigest()[:20]
     safe_model = "".join(c if c.isalnum() or c in "-_." else "_" for c in model)[-60:]
-    path = cache_dir() / kind / f"{safe_model}-{size}-{precision}-{digest}{suffix}"
+    name = f"{safe_model}-{size}-{precision}-{digest}{suffix}"
+    path = cache_dir() / kind / name
     _keys[str(path)] = key
     if os.path.lexists(path):
         doubt = _doubt(path, key)
         if doubt:
             _warn_once(f"the cache entry {path.name} {doubt}; building it again")
             discard(path)
+    elif (read_only := read_only_dir()) is not None and os.path.lexists(read_only / kind / name):
+        doubt = _doubt(read_only / kind / name, key)
+        if doubt is None:
+            return read_only / kind / name
+        _warn_once(f"the read-only cache's entry {name} {doubt}; building it in the temporary cache")
     return path
 
 

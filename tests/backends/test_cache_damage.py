@@ -73,6 +73,27 @@ def test_a_read_only_warm_cache_runs_every_command_with_one_warning(model_and_ph
 
 
 @pytest.mark.slow
+def test_a_warm_cache_on_a_read_only_file_system_is_read_not_made_again(tmp_path):
+    """A cache baked into a container image run with a read-only root file system: its exports,
+    its --backend auto choice and its fingerprints are used, nothing is exported or timed again
+    (before, every start in such a container exported and timed anew in a temporary folder)."""
+    cache = tmp_path / "cache"
+    env = {"SHIWU_CACHE": str(cache)}
+    photo = Path(__file__).parents[1] / "data" / "coffee.jpg"
+    warm = shiwu("predict", photo, "--json", "-v", env=env)
+    assert warm.returncode == 0 and "measuring backends" in warm.stderr, warm.stderr
+    wrap = read_only(cache)
+    done = shiwu("predict", photo, "--json", "-v", env=env, wrap=wrap)
+    assert done.returncode == 0, done.stderr
+    assert "measuring backends" not in done.stderr and "exporting" not in done.stderr, done.stderr
+    warnings = [line for line in done.stderr.splitlines() if "warning:" in line]
+    assert len(warnings) == 1 and "what it holds is read" in warnings[0], done.stderr
+    assert json.loads(done.stdout)["predictions"] == json.loads(warm.stdout)["predictions"]
+    doctor = json.loads(shiwu("doctor", "--json", env=env, wrap=wrap).stdout)
+    assert [c["current"] for c in doctor["auto_choices"]] == [True]
+
+
+@pytest.mark.slow
 def test_a_home_that_cannot_hold_a_cache(model_and_photos, tmp_path):
     model, photos = model_and_photos
     env = {"HOME": "/proc/x", "SHIWU_CACHE": "", "XDG_CACHE_HOME": ""}

@@ -63,7 +63,7 @@ def choice_path(spec, *, size: int, precision: str, threads: int, backend: str =
         **_measured_with(), **spec.graph_fields(),
     }, sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:20]
-    return cache.cache_dir() / "auto" / f"{spec.name.replace('/', '_')}-{size}-{backend}-{precision}-{digest}.json"
+    return cache.find("auto", f"{spec.name.replace('/', '_')}-{size}-{backend}-{precision}-{digest}.json")
 
 
 def time_backend(backend, batch: np.ndarray, seconds: float = ROUND_SECONDS) -> float:
@@ -316,11 +316,8 @@ def remembered_choices() -> list[dict]:
     """Every remembered choice, each with ``current``: whether it was measured on this machine
     with these runtimes and this shiwu (False: kept, but no run here looks it up; None: written
     before shiwu recorded that)."""
-    folder = cache.cache_dir() / "auto"
-    if not folder.is_dir():
-        return []
     now = _measured_with()
-    entries = [entry for entry in (cache.read_json(p) for p in sorted(folder.glob("*.json"))) if entry]
+    entries = [entry for entry in (cache.read_json(p) for p in cache.memos("auto")) if entry]
     for entry in entries:
         entry["current"] = entry["measured_with"] == now if "measured_with" in entry else None
     return entries

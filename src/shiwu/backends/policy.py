@@ -191,7 +191,7 @@ def _verdict_path(spec, runtime: str, precision: str, size: int, calibration_id:
                       **spec.graph_fields()},  # a graph written another way is judged again
                      sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:20]
-    return cache.cache_dir() / "verdicts" / f"{spec.name.replace('/', '_')}-{runtime}-{precision}-{size}-{digest}.json"
+    return cache.find("verdicts", f"{spec.name.replace('/', '_')}-{runtime}-{precision}-{size}-{digest}.json")
 
 
 def _int8_kernels(runtime: str, precision: str) -> dict:
@@ -275,11 +275,8 @@ def cached_verdicts() -> list[dict]:
     """Every verdict in the cache (for `shiwu doctor`), each with ``current``: whether it was
     judged on this machine with these runtimes, this shiwu and int8 made and run as here (False:
     kept, but no run here looks it up; None: written before shiwu recorded that)."""
-    folder = cache.cache_dir() / "verdicts"
-    if not folder.is_dir():
-        return []
     out = []
-    for p in sorted(folder.glob("*.json")):
+    for p in cache.memos("verdicts"):
         entry = cache.read_json(p)
         if not entry:
             continue

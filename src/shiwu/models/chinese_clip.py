@@ -173,9 +173,9 @@ def text_classifier(directory: Path, labels, prompt: str, fingerprint: str):
     encoded now by the text tower (then cached, so the text tower is loaded once per label set)."""
     import torch
 
-    from ..cache import atomic_output, cache_dir
+    from ..cache import atomic_output, find
 
-    path = cache_dir() / "clip-text" / f"{hashlib.sha256(f'{TEXT_CACHE_VERSION}|{fingerprint}'.encode()).hexdigest()[:32]}.npy"
+    path = find("clip-text", f"{hashlib.sha256(f'{TEXT_CACHE_VERSION}|{fingerprint}'.encode()).hexdigest()[:32]}.npy")
     try:
         cached = np.load(path)
         if cached.shape[0] == len(labels):

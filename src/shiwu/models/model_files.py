@@ -361,9 +361,9 @@ def _probe_openvino(path: Path) -> ModelFacts:
 
 def facts_for(path: Path, fingerprint: str, *, trust_model_code: bool, probe_size: int = PROBE_SIZE) -> ModelFacts:
     """The facts about ``path`` (remembered by content), refusing untrusted pickles first."""
-    from ..cache import atomic_write_text, cache_dir, read_json
+    from ..cache import atomic_write_text, find, read_json
 
-    memo = cache_dir() / "model-facts" / f"{fingerprint[:40]}.json"
+    memo = find("model-facts", f"{fingerprint[:40]}.json")
     remembered = read_json(memo)
     facts = None
     if remembered.get("version") == FACTS_VERSION:

@@ -10,6 +10,9 @@ the same rounds, for a before/after of a start-up change:
 
     git worktree add /tmp/shiwu-before <commit>
     python benchmarks/speed/cold_start.py --against /tmp/shiwu-before [--rounds 15]
+``--read-only-cache``: the timed runs see the (warmed) cache folder read-only, as a container with
+a read-only root file system does (a read-only bind mount in a private mount namespace: root only).
+Recorded as cold_start_read_only.md.
 """
 
 from __future__ import annotations
@@ -32,12 +35,20 @@ SETTINGS = {
 }
 
 
-def command_seconds(tree: Path, extra: list[str], photo: Path) -> float:
+def read_only(folder: Path) -> list[str]:
+    """A command prefix that runs the command with ``folder`` mounted read-only."""
+    if os.geteuid() != 0:
+        sys.exit("--read-only-cache needs root (a read-only bind mount in a private mount namespace)")
+    return ["unshare", "-m", "sh", "-c", f"mount --bind -o ro '{folder}' '{folder}' && exec \"$@\"", "sh"]
+
+
+def command_seconds(tree: Path, extra: list[str], photo: Path, wrap: list[str] = ()) -> float:
     env = dict(os.environ, PYTHONPATH=str(tree / "src"))
     env.pop("PYTHONDONTWRITEBYTECODE", None)  # as installed: compiled modules are reused
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "shiwu", "predict", str(photo), "-q", *extra], env=env,
-                   check=True, stdout=subprocess.DEVNULL, timeout=600)
+    subprocess.run([*wrap, sys.executable, "-m", "shiwu", "predict", str(photo), "-q", *extra], env=env,
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL if wrap else None,
+                   timeout=600)
     return time.perf_counter() - start
 
 
@@ -48,7 +59,12 @@ def main() -> int:
     parser.add_argument("--against", type=Path, default=None, help="another shiwu checkout to compare with")
     parser.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated names of: "
                         + ", ".join(SETTINGS))
+    parser.add_argument("--read-only-cache", action="store_true",
+                        help="time the runs with the warmed cache folder mounted read-only")
     args = parser.parse_args()
+    from shiwu.cache import configured_dir
+
+    wrap = read_only(configured_dir()) if args.read_only_cache else []
     trees = {"this tree": ROOT} | ({f"{args.against.name}": args.against} if args.against else {})
     rows = [(tree_name, tree, name, SETTINGS[name]) for name in args.settings.split(",")
             for tree_name, tree in trees.items()]
@@ -57,8 +73,9 @@ def main() -> int:
     seconds: dict[int, list[float]] = {i: [] for i in range(len(rows))}
     for round_ in range(args.rounds):
         for i in sorted(seconds, key=lambda i: (i + round_) % len(rows)):
-            seconds[i].append(command_seconds(rows[i][1], rows[i][3], args.photo))
-    print(f"`shiwu predict {args.photo.name}`, a fresh process each time, cache warm; "
+            seconds[i].append(command_seconds(rows[i][1], rows[i][3], args.photo, wrap))
+    where = f", read-only ({configured_dir()})" if wrap else ""
+    print(f"`shiwu predict {args.photo.name}`, a fresh process each time, cache warm{where}; "
           f"{args.rounds} interleaved rounds, medians{load_note()}\n")
     table = []
     for i, (tree_name, _, name, _) in enumerate(rows):
@@ -71,4 +88,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(record_run("cold_start", main))
+    sys.exit(record_run("cold_start_read_only" if "--read-only-cache" in sys.argv else "cold_start", main))

@@ -9,7 +9,7 @@ import platform
 
 from .backends.auto import remembered_choices
 from .backends.policy import cached_verdicts
-from .cache import cache_dir
+from .cache import cache_dir, read_only_dir
 from .config import describe as describe_settings
 from .cpu import cpu_features, cpu_model, default_threads, physical_cores, usable_cpus
 from .version import __version__
@@ -66,6 +66,7 @@ def report() -> dict:
         },
         "backends": runtimes,
         "cache_dir": str(cache_dir()),
+        "cache_read_only": None if read_only_dir() is None else str(read_only_dir()),
         "auto_choices": remembered_choices(),
         "verdicts": cached_verdicts(),
         "settings": describe_settings(),
@@ -114,7 +115,9 @@ def format_report(info: dict) -> str:
         state = f"available ({entry['version']})" if entry["available"] else "missing"
         note = f" — {entry['note']}" if entry.get("note") else ""
         lines.append(f"  {name:<12} {state}{note}")
-    lines.append(f"cache:           {info['cache_dir']}")
+    lines.append(f"cache:           {info['cache_dir']}" + (
+        f" (temporary; the read-only cache {info['cache_read_only']} is read too)"
+        if info.get("cache_read_only") else ""))
     choices = info["auto_choices"]
     lines.append("--backend auto:  " + ("nothing measured yet (the first run measures)" if not choices else
                                         "remembered choices"))

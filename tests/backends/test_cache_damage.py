@@ -91,6 +91,7 @@ def test_a_warm_cache_on_a_read_only_file_system_is_read_not_made_again(tmp_path
     assert json.loads(done.stdout)["predictions"] == json.loads(warm.stdout)["predictions"]
     doctor = json.loads(shiwu("doctor", "--json", env=env, wrap=wrap).stdout)
     assert [c["current"] for c in doctor["auto_choices"]] == [True]
+    assert doctor["cache_read_only"] == str(cache) and doctor["cache_dir"] != str(cache)
 
 
 @pytest.mark.slow

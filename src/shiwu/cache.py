@@ -27,7 +27,6 @@ import logging
 import os
 import shutil
 import tempfile
-import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -41,7 +40,7 @@ RECORD_FORMAT = 1
 RECORD_SUFFIX = ".record.json"
 # a .tmp- file older than this belongs to a writer that was killed (an export writes its file
 # within minutes); younger ones may still be being written by another process
-STRAY_AGE_SECONDS = 3600
+STRAY_AGE_SECONDS = fsutil.STRAY_AGE_SECONDS
 
 _in_use: dict[str, Path] = {}     # configured folder -> the folder used for it this process
 _keys: dict[str, dict] = {}       # entry path -> the key it was named after (see entry_path)
@@ -133,18 +132,12 @@ def _writable(folder: Path) -> str | None:
 
 def _clean_strays(root: Path) -> None:
     """Remove the temporary files of writers killed mid-write (fsutil's ``.tmp-`` names)."""
-    now = time.time()
     try:
         folders = [root] + [p for p in root.iterdir() if p.is_dir() and not p.is_symlink()]
     except OSError:
         return
     for folder in folders:
-        for stray in fsutil.stray_temporaries(folder):
-            try:
-                if now - stray.stat().st_mtime > STRAY_AGE_SECONDS:
-                    stray.unlink()
-            except OSError:
-                pass
+        fsutil.remove_stray_temporaries(folder, older_than=STRAY_AGE_SECONDS)
 
 
 def _warn_once(message: str) -> None:

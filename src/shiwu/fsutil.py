@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 TEMP_PREFIX = ".tmp-"
+# a live writer's temporary file is seconds to minutes old; an hour-old one belongs to a killed writer
+STRAY_AGE_SECONDS = 3600
 
 
 def _umask() -> int:
@@ -72,10 +75,29 @@ def atomic_write(target: str | os.PathLike, data: bytes | str, *, mode: int | No
             file.write(payload)
 
 
-def stray_temporaries(folder: str | os.PathLike) -> list[Path]:
-    """Temporary files a killed writer left in ``folder`` (not its subfolders)."""
+def stray_temporaries(folder: str | os.PathLike, *, of: str | None = None) -> list[Path]:
+    """Temporary files a killed writer left in ``folder`` (not its subfolders); ``of``: only
+    those ``atomic_output`` made for the file named so (what may be removed in a folder that is
+    the user's, beside their photos)."""
+    suffix = None if of is None else f"-{of}"[-64:]
     try:
         return sorted(p for p in Path(folder).iterdir()
-                      if p.name.startswith(TEMP_PREFIX) and p.is_file())
+                      if p.name.startswith(TEMP_PREFIX) and (suffix is None or p.name.endswith(suffix))
+                      and p.is_file())
     except OSError:
         return []
+
+
+def remove_stray_temporaries(folder: str | os.PathLike, *, older_than: float = STRAY_AGE_SECONDS,
+                             of: str | None = None) -> list[Path]:
+    """Remove ``stray_temporaries(folder, of=of)`` older than ``older_than`` seconds (a live
+    writer's are newer); what went. A file that cannot be removed is left: harmless."""
+    removed, now = [], time.time()
+    for stray in stray_temporaries(folder, of=of):
+        try:
+            if now - stray.stat().st_mtime > older_than:
+                stray.unlink()
+                removed.append(stray)
+        except OSError:
+            continue
+    return removed

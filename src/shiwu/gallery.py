@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import sqlite3
-import time
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from .calibrate import IMAGE_SUFFIXES
-from .fsutil import TEMP_PREFIX, atomic_write, stray_temporaries
+from .fsutil import TEMP_PREFIX, atomic_write, remove_stray_temporaries
 from .postprocess import Prediction
 
 log = logging.getLogger(__name__)
@@ -252,19 +251,13 @@ def remove_strays(folder: str | Path, *, older_than: float) -> list[Path]:
     """Remove the temporary files killed writers left in the class folders of gallery
     ``folder`` (older than ``older_than`` seconds: a live writer's are newer), and a class folder
     they leave empty; what was removed."""
-    removed, now = [], time.time()
+    removed: list[Path] = []
     try:
         subs = [p for p in Path(folder).iterdir() if p.is_dir() and not p.is_symlink()]
     except OSError:
         return removed
     for sub in [Path(folder)] + subs:  # the root too: the server's change marker is written there
-        for stray in stray_temporaries(sub):
-            try:
-                if now - stray.stat().st_mtime > older_than:
-                    stray.unlink()
-                    removed.append(stray)
-            except OSError:
-                continue
+        removed += remove_stray_temporaries(sub, older_than=older_than)
         if sub != Path(folder) and removed and removed[-1].parent == sub:
             try:
                 sub.rmdir()  # only when the strays were all it held

@@ -133,3 +133,29 @@ def test_keywords_that_look_like_numbers_or_options_are_kept_exactly(tmp_path, t
     [row] = run(tool, ["-photo.jpg"])
     assert row.error is None
     assert keywords(tmp_path / "-photo.jpg.xmp")["subject"] == ["1.50", "007", "-x", "猫"]
+
+
+def test_copies_a_killed_run_left_are_removed_by_the_next_run_in_that_folder(tmp_path, tool):
+    """kill -9 during a write leaves a hidden copy (fsutil's .tmp-XXXXXXXX-NAME) beside the photo;
+    the next run removes those of photos and sidecars once an hour old, nothing else."""
+    import tempfile
+    import time
+
+    photo = make_photo(tmp_path / "cat.jpg")
+
+    def leftover(suffix, age):
+        fd, name = tempfile.mkstemp(dir=tmp_path, prefix=".tmp-", suffix=suffix)  # as fsutil names them
+        os.close(fd)
+        os.utime(name, (time.time() - age, time.time() - age))
+        return os.path.basename(name)
+
+    old_copy, old_sidecar = leftover("-cat.jpg", 3700), leftover("-cat.jpg.xmp", 3700)
+    exiftool_tmp = leftover("-cat.jpg_exiftool_tmp", 3700)
+    young = leftover("-cat.jpg", 5)                    # a live run may be writing it
+    foreign = [leftover("-notes.txt", 3700), leftover("", 3700)]  # not a photo's: another program's
+    (tmp_path / ".tmp-build").mkdir()
+    run(tool, [photo], dry_run=True, labels={"cat.jpg": [("猫", 0.9)]})
+    assert {old_copy, old_sidecar, exiftool_tmp} <= set(os.listdir(tmp_path))  # a dry run changes nothing
+    [row] = run(tool, [photo], labels={"cat.jpg": [("猫", 0.9)]})
+    assert row.error is None and row.changed
+    assert sorted(os.listdir(tmp_path)) == sorted(["cat.jpg", "cat.jpg.xmp", young, *foreign, ".tmp-build"])

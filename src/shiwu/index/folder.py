@@ -6,10 +6,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import time
 from typing import Iterator
 
-from ..fsutil import stray_temporaries
+from ..fsutil import STRAY_AGE_SECONDS, remove_stray_temporaries
 
 try:
     import fcntl
@@ -17,7 +16,6 @@ except ImportError:  # not POSIX: creation is not serialised, the rest works
     fcntl = None
 
 log = logging.getLogger(__name__)
-STRAY_AGE_SECONDS = 3600  # a live writer's temporary file is seconds old; an hour-old one is not
 
 
 @contextlib.contextmanager
@@ -38,15 +36,7 @@ def folder_lock(folder: str) -> Iterator[None]:
 def clean_strays(folder: str, *, older_than: float = STRAY_AGE_SECONDS) -> int:
     """Remove the ``.tmp-`` files a killed writer left (fsutil.stray_temporaries) once they are
     old enough that no live writer can still be filling them. Returns how many went."""
-    removed = 0
-    now = time.time()
-    for path in stray_temporaries(folder):
-        try:
-            if now - path.stat().st_mtime >= older_than:
-                path.unlink()
-                removed += 1
-        except OSError:
-            pass  # read-only or already gone: harmless
+    removed = len(remove_stray_temporaries(folder, older_than=older_than))
     if removed:
         log.info("removed %d temporary file%s left in %s by an interrupted writer", removed,
                  "" if removed == 1 else "s", folder)

@@ -12,8 +12,8 @@ from ..images import IMAGE_SUFFIXES
 from .exiftool_session import ExifTool, MetadataError
 from .journal import Journal
 from .keywords import Keywords, merge, remove
-from .writes import (FileState, TagWriteError, check_embeddable, embeds_iptc, sidecar_path,
-                     write_embedded, write_sidecar)
+from .writes import (FileState, TagWriteError, check_embeddable, embeds_iptc, remove_leftovers,
+                     sidecar_path, write_embedded, write_sidecar)
 
 log = logging.getLogger(__name__)
 CHUNK = 64  # photos looked up in the journal and recognised together
@@ -70,8 +70,13 @@ def tag_photos(photos: Iterable[str], settings: TagSettings, tool: ExifTool, *,
     """One TagRow per photo, in order. ``recognize(paths)`` yields the recognizer's results for
     ``paths`` in order (not needed for ``remove``)."""
     photos = list(photos)
+    folders: set[Path] = set()
     for start in range(0, len(photos), CHUNK):
         chunk = [Path(p) for p in photos[start:start + CHUNK]]
+        for folder in {p.parent for p in chunk} - folders:
+            folders.add(folder)
+            for stray in [] if settings.dry_run else remove_leftovers(folder):
+                log.info("removed %s, the temporary copy of an interrupted run", stray)
         rows = {str(p): TagRow(str(p), str(_target(p, settings))) for p in chunk}
         states, labels = {}, {}
         for photo in chunk:

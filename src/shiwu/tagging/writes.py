@@ -4,7 +4,8 @@ Embedded (``--in-place``): the photo is copied to a temporary file beside it, ex
 copy, the copy is read back and checked (the keywords are the ones meant, the pixels and every
 other tag are unchanged), it gets the photo's mtime, permissions and owner, is fsynced and is
 renamed over the photo, unless the photo changed since it was read. A kill at any moment leaves
-the photo as it was or fully tagged (and at most a hidden ``.tmp-*`` file beside it).
+the photo as it was or fully tagged (and at most a hidden ``.tmp-*`` file beside it, which the
+next run in that folder removes once it is an hour old: ``remove_leftovers``).
 
 Sidecars get the same temp-file + fsync + rename (``shiwu.fsutil``).
 """
@@ -12,6 +13,7 @@ Sidecars get the same temp-file + fsync + rename (``shiwu.fsutil``).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import stat as stat_module
 from dataclasses import dataclass
@@ -28,6 +30,11 @@ from .keywords import Keywords
 # other formats have no standard place for it)
 EMBEDDABLE = {".jpg": True, ".jpeg": True, ".jpe": True, ".png": False, ".webp": False,
               ".heic": False, ".heif": False, ".hif": False, ".avif": False, ".tif": False, ".tiff": False}
+
+
+# fsutil.atomic_output's name for a temporary copy of NAME: .tmp-, mkstemp's 8 characters, -NAME
+_COPY = re.compile(r"^\.tmp-[a-z0-9_]{8}-(?P<name>.+)$")
+EXIFTOOL_TEMPORARY = "_exiftool_tmp"  # exiftool's own copy of the file it edits, killed with it
 
 
 class TagWriteError(RuntimeError):
@@ -129,3 +136,14 @@ def _pixels(path: Path) -> tuple:
 
 __all__ = ["FileState", "TagWriteError", "sidecar_path", "write_sidecar", "write_embedded",
            "check_embeddable", "embeds_iptc"]
+
+
+def remove_leftovers(folder: Path) -> list[Path]:
+    """The hidden copies a killed ``shiwu tag`` left in ``folder``: fsutil's temporaries of a
+    photo or an XMP sidecar, an hour old or more (a live run's are seconds old). Nothing else in
+    the user's folder is touched, other programs' temporary files included."""
+    from ..images import IMAGE_SUFFIXES
+
+    names = {m["name"] for stray in fsutil.stray_temporaries(folder) if (m := _COPY.match(stray.name))
+             and Path(m["name"].removesuffix(EXIFTOOL_TEMPORARY)).suffix.lower() in (*IMAGE_SUFFIXES, ".xmp")}
+    return [stray for name in sorted(names) for stray in fsutil.remove_stray_temporaries(folder, of=name)]

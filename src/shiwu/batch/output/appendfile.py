@@ -33,9 +33,8 @@ def remove_stale_temporaries(path: Path) -> None:
     """The temporary files (fsutil's ``.tmp-*-NAME``, and the ``.NAME.PID.tmp`` of earlier
     versions) of a run killed while rewriting ``path``. Called with the lock held, so no live
     run is writing them."""
-    for stale in stray_temporaries(path.parent):
-        if stale.name.endswith(f"-{path.name}"[-64:]):
-            stale.unlink(missing_ok=True)
+    for stale in stray_temporaries(path.parent, of=path.name):
+        stale.unlink(missing_ok=True)
     for stale in path.parent.glob(f".{path.name}.*.tmp"):
         stale.unlink(missing_ok=True)
 

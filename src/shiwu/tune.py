@@ -33,6 +33,18 @@ CONFIRM_RATIO = 1.25
 SIZE_FACTORS = (1.0, 0.875, 0.75)   # 224 -> 224, 196, 168: the article's resolutions
 
 
+def native_precisions() -> tuple[list[str], dict[str, str]]:
+    """The precisions tune measures unless told: those this CPU runs in its own instructions, as
+    --precision auto (bf16 without AVX-512 BF16/AMX is emulated, int8 without VNNI unfused: both
+    slower than fp32 there; torch's emulated bf16 took 40 s per size on an AVX2 EPYC), and why
+    the others are left out."""
+    from .backends.runtimes import cpu_lacks
+    from .cpu import cpu_flags
+
+    lacking = {p: why for p in TUNE_PRECISIONS if (why := cpu_lacks(p, cpu_flags())) is not None}
+    return [p for p in TUNE_PRECISIONS if p not in lacking], lacking
+
+
 def default_sizes(native: int) -> list[int]:
     return list(dict.fromkeys(max(32, int(round(native * f / 4)) * 4) for f in SIZE_FACTORS))
 
@@ -47,10 +59,11 @@ class TuneResult:
     config_path: str | None = None
     verdicts: dict = field(default_factory=dict)   # (backend, precision, size) -> Verdict
     confirmed: dict = field(default_factory=dict)  # setting label -> interleaved rounds' median ms
+    not_measured: dict = field(default_factory=dict)  # precision -> why (this CPU lacks its instructions)
 
     def to_dict(self) -> dict:
         return {"max_drop": self.max_drop, "chosen": self.chosen, "config_path": self.config_path,
-                "confirmed_ms": self.confirmed,
+                "confirmed_ms": self.confirmed, "not_measured": self.not_measured,
                 "verdicts": [v.to_dict() for v in self.verdicts.values()], "bench": self.report.to_dict()}
 
 
@@ -172,10 +185,11 @@ def judge(model, spec, report: BenchReport, *, max_drop: float, eval_dir=None, t
 
 
 def tune(model=None, *, max_drop: float = DEFAULT_MAX_DROP, eval_dir=None,
-         backends=DEFAULT_BACKENDS, precisions=TUNE_PRECISIONS, sizes=None, threads=None,
+         backends=DEFAULT_BACKENDS, precisions=None, sizes=None, threads=None,
          batches=TUNE_BATCHES, images=None, seconds: float = TUNE_SECONDS, save: bool = True,
          progress: bool = True, **bench_options) -> TuneResult:
-    """Measure, judge, choose, and (``save``) write the choice to the settings file."""
+    """Measure, judge, choose, and (``save``) write the choice to the settings file.
+    ``precisions``: None measures those this CPU runs natively (``native_precisions``)."""
     from .config import save_tuned
     from .models.registry import get_model
 
@@ -183,17 +197,21 @@ def tune(model=None, *, max_drop: float = DEFAULT_MAX_DROP, eval_dir=None,
     if eval_dir is not None:
         from .evaluate import check_labelled_folder
         check_labelled_folder(eval_dir, spec.labels())  # bad input fails before minutes of measuring
+    not_measured = {}
+    if precisions is None:
+        precisions, not_measured = native_precisions()
     report = run_bench(model, backends=backends, precisions=precisions,
                        sizes=sizes or default_sizes(spec.preprocessing.size), threads=threads,
                        batches=batches, images=images, seconds=seconds, cold=False,
                        remeasure=False, batches_per_process=True, progress=progress, **bench_options)
     if report.interrupted:
-        return TuneResult(report, max_drop, None, None, None)
+        return TuneResult(report, max_drop, None, None, None, not_measured=not_measured)
     verdicts = judge(model, spec, report, max_drop=max_drop, eval_dir=eval_dir,
                      threads=(threads or [None])[0])
     confirmed = confirm(spec, contenders(report, verdicts))
     chosen, best, busiest = choose(report, verdicts, confirmed)
-    result = TuneResult(report, max_drop, chosen, best, busiest, verdicts=verdicts, confirmed=confirmed)
+    result = TuneResult(report, max_drop, chosen, best, busiest, verdicts=verdicts, confirmed=confirmed,
+                        not_measured=not_measured)
     if chosen is not None and save:
         result.config_path = str(save_tuned(spec.key, {k: v for k, v in chosen.items() if v is not None}))
     return result
@@ -203,6 +221,11 @@ def format_result(result: TuneResult) -> str:
     from .bench import format_table
 
     lines = [format_table(result.report), ""]
+    for precision, why in result.not_measured.items():
+        lines.append(f"{precision} not measured: {why} (slower than fp32 here; --precision "
+                     f"{','.join(TUNE_PRECISIONS)} measures it anyway)")
+    if result.not_measured:
+        lines.append("")
     if result.verdicts:
         lines.append(f"accuracy (top-1 must stay >= {1 - result.max_drop:.1%} of fp32's):")
         lines += [f"  {v.describe()}" for v in result.verdicts.values()]

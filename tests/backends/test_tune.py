@@ -262,3 +262,38 @@ def test_serve_uses_the_tuned_settings(tmp_path):
         with urllib.request.urlopen(server.url + "/v1/models", timeout=30) as response:
             model = json.loads(response.read())["models"][0]
     assert (model["backend"], model["precision"], model["input_size"]) == ("torch", "fp32", 160)
+
+
+@pytest.mark.parametrize("flags, measured", [
+    ({"sse2", "avx2", "fma"}, ["fp32"]),
+    ({"sse2", "avx2", "fma", "avx512f", "avx512_vnni"}, ["fp32", "int8"]),
+    ({"sse2", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16"}, ["fp32", "bf16", "int8"]),
+])
+def test_tune_measures_the_precisions_this_cpu_runs_natively_unless_told(monkeypatch, flags, measured):
+    """As --precision auto: emulated bf16 and int8 without VNNI are slower than fp32 (torch's
+    emulated bf16 took 40 s per size in tune on an AVX2 EPYC), so tune leaves them out and says so;
+    an explicit --precision measures what it names."""
+    import shiwu.cpu
+    import shiwu.tune
+
+    monkeypatch.setattr(shiwu.cpu, "cpu_flags", lambda: frozenset(flags))
+    asked = []
+
+    def bench(model, *, precisions, **options):
+        asked.append(list(precisions))
+        report = BenchReport(model="m", native_size=224, machine={}, seconds=1,
+                             reference={"backend": "torch", "precision": "fp32", "size": 224},
+                             images={"count": 0, "photos": 0, "source": "bundled"})
+        report.interrupted = True  # stop tune here: what it was asked to measure is the point
+        return report
+
+    monkeypatch.setattr(shiwu.tune, "run_bench", bench)
+    result = shiwu.tune.tune(None, save=False, progress=False)
+    assert asked == [measured]
+    assert set(result.not_measured) == {"fp32", "bf16", "int8"} - set(measured)
+    assert result.to_dict()["not_measured"] == result.not_measured
+    text = shiwu.tune.format_result(result)
+    for precision in result.not_measured:
+        assert f"{precision} not measured: this CPU has no" in text
+    shiwu.tune.tune(None, precisions=["fp32", "bf16", "int8"], save=False, progress=False)
+    assert asked[-1] == ["fp32", "bf16", "int8"]

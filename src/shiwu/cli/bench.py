@@ -12,14 +12,18 @@ from .options import (EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, add_model_choice, i
                       model_ref, number, positive_int, write_json)
 
 
-def add_grid(cmd, *, precisions: str, seconds: float, batches: str, sizes_help: str) -> None:
+def add_grid(cmd, *, precisions: str | None, seconds: float, batches: str, sizes_help: str,
+             precisions_help: str | None = None) -> None:
+    """``precisions``: the default list (comma-separated), or None with ``precisions_help`` saying
+    what the command then measures."""
     from ..bench import DEFAULT_AGREEMENT_IMAGES, DEFAULT_BACKENDS
 
     add_model_choice(cmd)
     cmd.add_argument("--backends", type=list_of(str, BACKENDS), default=list(DEFAULT_BACKENDS),
                      help=f"comma-separated (default {','.join(DEFAULT_BACKENDS)})")
-    cmd.add_argument("--precision", type=list_of(str, RUN_PRECISIONS), default=precisions.split(","),
-                     help=f"comma-separated precisions (default {precisions})")
+    cmd.add_argument("--precision", type=list_of(str, RUN_PRECISIONS),
+                     default=precisions.split(",") if precisions else None,
+                     help=precisions_help or f"comma-separated precisions (default {precisions})")
     cmd.add_argument("--sizes", type=list_of(input_size), default=None, help=sizes_help)
     cmd.add_argument("--threads", type=list_of(positive_int), default=None,
                      help="comma-separated thread counts (default: physical cores)")

@@ -19,8 +19,11 @@ def add(commands) -> None:
                     "serve and eval then use unless an option overrides it. Accuracy: --eval DIR "
                     "(your labelled photos), else the figures shipped for packaged models, "
                     "reproduced here, else a label-free estimate.")
-    add_grid(tune, precisions=",".join(TUNE_PRECISIONS), seconds=TUNE_SECONDS, batches="1,8",
-             sizes_help="comma-separated input sizes (default: the model's, 7/8 and 3/4 of it)")
+    add_grid(tune, precisions=None, seconds=TUNE_SECONDS, batches="1,8",
+             sizes_help="comma-separated input sizes (default: the model's, 7/8 and 3/4 of it)",
+             precisions_help=f"comma-separated precisions (default: those of {','.join(TUNE_PRECISIONS)} this "
+                             "CPU runs natively, as --precision auto: fp32, bf16 with AVX-512 BF16 or AMX, "
+                             "int8 with VNNI or AMX)")
     tune.add_argument("--max-drop", type=fraction, default=DEFAULT_MAX_DROP,
                       help=f"largest relative top-1 loss against fp32 (default {DEFAULT_MAX_DROP}: keep 99%%)")
     tune.add_argument("--eval", metavar="DIR", default=None, dest="eval_dir",

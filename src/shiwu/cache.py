@@ -106,6 +106,15 @@ def find(*parts: str) -> Path:
     return path
 
 
+def _write_target(target: Path) -> Path:
+    """Where a memo ``find`` gave is written: a path in the read-only cache (an outdated memo
+    there, found and then replaced) becomes the same path in the writable folder."""
+    read_only = read_only_dir()
+    if read_only is not None and Path(target).is_relative_to(read_only):
+        return cache_dir() / Path(target).relative_to(read_only)
+    return Path(target)
+
+
 def memos(name: str, pattern: str = "*.json") -> list[Path]:
     """Every memo in the folder ``name`` (for `shiwu doctor`), sorted by file name: the writable
     folder's, and the read-only cache's that the writable folder does not hold."""
@@ -160,6 +169,7 @@ def read_json(path: Path) -> dict:
 def atomic_write_text(target: Path, text: str) -> None:
     """Store a memo. A folder squatting on its name is removed first; a memo that cannot be
     written is only a lost shortcut, so that is a warning, never an error."""
+    target = _write_target(target)
     try:
         _clear(target)
         fsutil.atomic_write(target, text)
@@ -284,6 +294,7 @@ def _doubt(path: Path, key: dict) -> str | None:
 def atomic_output(target: Path) -> Iterator[Path]:
     """fsutil.atomic_output, plus: a cache entry gets its record, written before the rename so
     that an entry in place always has one."""
+    target = _write_target(target)
     _clear(target)
     with fsutil.atomic_output(target) as tmp:
         yield tmp

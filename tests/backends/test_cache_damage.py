@@ -92,6 +92,13 @@ def test_a_warm_cache_on_a_read_only_file_system_is_read_not_made_again(tmp_path
     doctor = json.loads(shiwu("doctor", "--json", env=env, wrap=wrap).stdout)
     assert [c["current"] for c in doctor["auto_choices"]] == [True]
     assert doctor["cache_read_only"] == str(cache) and doctor["cache_dir"] != str(cache)
+    # a memo there that cannot be used (damaged, or of an older shiwu) is made again in the writable folder
+    for memo in (cache / "auto").glob("*.json"):
+        memo.write_text("[]", encoding="utf-8")
+    done = shiwu("predict", photo, "--json", "-v", env=env, wrap=wrap)
+    assert done.returncode == 0 and "measuring backends" in done.stderr, done.stderr
+    warnings = [line for line in done.stderr.splitlines() if "warning:" in line]
+    assert len(warnings) == 1 and "what it holds is read" in warnings[0], done.stderr
 
 
 @pytest.mark.slow

@@ -12,8 +12,8 @@ read-only ``SHIWU_CACHE``, ``HOME`` on a read-only or missing path) shiwu warns 
 in a private temporary folder that is removed at exit. A read-only folder that holds a warm
 cache (baked into a container image, a read-only root file system) is still read: its entries
 that prove what they are, and its memos (``find``), are used; new ones go to the temporary
-folder. Damaged memos (a folder where a file
-should be, bytes that are not text, JSON of the wrong shape) read as missing and are rewritten.
+folder. Damaged memos (a folder where a file should be, bytes that are not text, JSON of the
+wrong shape) read as missing and are rewritten.
 
 No torch here: a cached ONNX / OpenVINO model must load without importing it.
 """

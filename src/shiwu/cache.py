@@ -97,11 +97,12 @@ def _has_entries(folder: Path) -> bool:
 
 
 def find(*parts: str) -> Path:
-    """A memo's path (``find("verdicts", name)``): the file in the writable folder, else the
-    read-only cache's when only it has one, else where a new one is written."""
+    """A memo's path (``find("verdicts", name)``), or a folder a runtime keeps its own cache in:
+    the writable folder's, else the read-only cache's when only it has one, else where a new one
+    is written."""
     path = cache_dir().joinpath(*parts)
     read_only = read_only_dir()
-    if read_only is not None and not os.path.lexists(path) and read_only.joinpath(*parts).is_file():
+    if read_only is not None and not os.path.lexists(path) and read_only.joinpath(*parts).exists():
         return read_only.joinpath(*parts)
     return path
 

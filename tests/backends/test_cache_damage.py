@@ -92,6 +92,13 @@ def test_a_warm_cache_on_a_read_only_file_system_is_read_not_made_again(tmp_path
     doctor = json.loads(shiwu("doctor", "--json", env=env, wrap=wrap).stdout)
     assert [c["current"] for c in doctor["auto_choices"]] == [True]
     assert doctor["cache_read_only"] == str(cache) and doctor["cache_dir"] != str(cache)
+    # OpenVINO reads the blobs it compiled into the warm cache (it compiles what is missing, quietly)
+    assert any((cache / "openvino-blobs").iterdir())
+    where = subprocess.run([*wrap, sys.executable, "-c", "from shiwu.backends.openvino import OpenVINOBackend; "
+                            "from shiwu.models.registry import get_model; "
+                            "print(OpenVINOBackend(get_model(None), size=224)._config['CACHE_DIR'])"],
+                           capture_output=True, text=True, timeout=300, env={**os.environ, **env})
+    assert where.stdout.strip() == str(cache / "openvino-blobs"), where.stderr
     # a memo there that cannot be used (damaged, or of an older shiwu) is made again in the writable folder
     for memo in (cache / "auto").glob("*.json"):
         memo.write_text("[]", encoding="utf-8")

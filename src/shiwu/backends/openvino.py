@@ -11,7 +11,7 @@ import threading
 import numpy as np
 
 from . import BackendUnavailable, BatchedRun, export
-from ..cache import cache_dir, discard, is_cached
+from ..cache import discard, find, is_cached
 from .graph_outputs import openvino_embedding_port
 from .pixel_input import normalise
 
@@ -55,8 +55,9 @@ class OpenVINOBackend(BatchedRun):
             "INFERENCE_PRECISION_HINT": HINTS[precision],
             "INFERENCE_NUM_THREADS": self.threads,
             "PERFORMANCE_HINT": "LATENCY",
-            # OpenVINO's own cache of compiled blobs: the second start skips compilation.
-            "CACHE_DIR": str(cache_dir() / "openvino-blobs"),
+            # OpenVINO's own cache of compiled blobs: the second start skips compilation. A
+            # read-only cache's blobs are read (OpenVINO compiles, without error, what is missing)
+            "CACHE_DIR": str(find("openvino-blobs")),
         }
 
         def locate(rebuild: bool):

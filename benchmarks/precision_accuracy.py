@@ -37,7 +37,7 @@ from ceilings import isa_peaks, model_gflop, runtime_ceilings  # noqa: E402
 from shiwu.backends import BackendUnavailable, backend_class  # noqa: E402
 from shiwu.backends.estimate import measures  # noqa: E402
 from shiwu.backends.policy import SHIPPED, check_batch, machine, run_all  # noqa: E402
-from shiwu.backends.runtimes import BY_NAME, cpu_lacks, fused_int8_saturates  # noqa: E402
+from shiwu.backends.runtimes import BY_NAME, INT8_RECIPES, cpu_lacks, fused_int8_saturates  # noqa: E402
 from shiwu.cpu import cpu_flags, default_threads  # noqa: E402
 from shiwu.images import ImageError, load_image  # noqa: E402
 from shiwu.models.registry import get_model  # noqa: E402
@@ -112,6 +112,8 @@ def measure_model(name: str, args, photos, labels, ceilings) -> list[dict]:
                     continue
                 row = {"model": spec.name, "weights": spec.fingerprint(), "runtime": runtime,
                        "precision": precision, "size": size, "photos": len(photos)}
+                if precision == "int8":  # the shipped figures hold for the recipe that made the model
+                    row["int8 recipe"] = INT8_RECIPES[runtime]
                 lacks = cpu_lacks(precision, cpu_flags())
                 if lacks and precision == "bf16":
                     rows.append({**row, "error": lacks})
@@ -183,13 +185,15 @@ def table_line(r: dict) -> str:
 
 
 def write_data(rows: list[dict], photos_folder: Path, here: dict) -> None:
-    keep = ("model", "weights", "runtime", "precision", "size", "photos", "top1", "top5", "fp32_top1",
+    keep = ("model", "weights", "runtime", "precision", "size", "int8 recipe", "photos", "top1", "top5", "fp32_top1",
             "drop", "estimate_dev", "estimate_bundled", "answers")
     data = {
         "about": "top-1 / top-5 of each setting on imagenet-dev, written by "
                  "`python benchmarks/precision_accuracy.py --write-data`; `answers` are the setting's "
                  "top-1 on the bundled photos' check views (shiwu.backends.policy.check_batch), which "
-                 "a user's machine must reproduce before the figures are believed",
+                 "a user's machine must reproduce before the figures are believed; an int8 entry holds "
+                 "for the quantizer recipe it names (`int8 recipe`, shiwu.backends.runtimes.INT8_RECIPES): "
+                 "a model made another way is not judged by it",
         "photos": f"{photos_folder.name}: {rows[0]['photos'] if rows else 0} labelled photos",
         "measured_on": here,
         "settings": [{k: r[k] for k in keep if k in r} for r in rows if "error" not in r],

@@ -118,9 +118,16 @@ def shipped_data() -> dict:
 
 
 def shipped_entry(spec, runtime: str, precision: str, size: int) -> dict | None:
+    """The figures shipped for this setting of these weights; for int8 only those of the recipe
+    this shiwu quantizes with (answers of a model made another way would read as a machine that
+    fails to reproduce them)."""
+    from .runtimes import INT8_RECIPES
+
+    recipe = INT8_RECIPES.get(runtime) if precision == "int8" else None
     for entry in shipped_data().get("settings", []):
         if (entry["model"], entry["runtime"], entry["precision"], entry["size"]) == (
-                spec.name, runtime, precision, size) and entry.get("weights") == _fingerprint(spec):
+                spec.name, runtime, precision, size) and entry.get("weights") == _fingerprint(spec) \
+                and entry.get("int8 recipe") == recipe:
             return entry
     return None
 

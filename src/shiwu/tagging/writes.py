@@ -22,7 +22,7 @@ from pathlib import Path
 from PIL import Image
 
 from .. import fsutil
-from .. import images  # noqa: F401  registers the HEIF reader for the pixel check
+from .. import images  # registers the HEIF reader for the pixel check; its suffixes
 from .exiftool_session import ExifTool, MetadataError
 from .keywords import Keywords
 
@@ -134,16 +134,15 @@ def _pixels(path: Path) -> tuple:
         raise TagWriteError(f"{path}: cannot decode for the pixel check ({exc}); left untouched") from None
 
 
-__all__ = ["FileState", "TagWriteError", "sidecar_path", "write_sidecar", "write_embedded",
-           "check_embeddable", "embeds_iptc"]
-
-
 def remove_leftovers(folder: Path) -> list[Path]:
     """The hidden copies a killed ``shiwu tag`` left in ``folder``: fsutil's temporaries of a
     photo or an XMP sidecar, an hour old or more (a live run's are seconds old). Nothing else in
     the user's folder is touched, other programs' temporary files included."""
-    from ..images import IMAGE_SUFFIXES
-
+    written = (*images.IMAGE_SUFFIXES, ".xmp")
     names = {m["name"] for stray in fsutil.stray_temporaries(folder) if (m := _COPY.match(stray.name))
-             and Path(m["name"].removesuffix(EXIFTOOL_TEMPORARY)).suffix.lower() in (*IMAGE_SUFFIXES, ".xmp")}
+             and Path(m["name"].removesuffix(EXIFTOOL_TEMPORARY)).suffix.lower() in written}
     return [stray for name in sorted(names) for stray in fsutil.remove_stray_temporaries(folder, of=name)]
+
+
+__all__ = ["FileState", "TagWriteError", "sidecar_path", "write_sidecar", "write_embedded",
+           "check_embeddable", "embeds_iptc", "remove_leftovers"]

@@ -92,3 +92,31 @@ def default_threads() -> int:
     if value.isdigit() and int(value) > 0:
         return min(int(value), max_threads())
     return physical_cores()
+
+
+class OthersLoad:
+    """The share of this process's CPUs that other programs used from creation to ``share()``
+    (0 = they were idle, 1 = fully busy), hypervisor steal included. A timing taken while others
+    competed favours the runtime that suffers least, not the fastest one."""
+
+    def __init__(self):
+        self.start = self._sample()
+
+    @staticmethod
+    def _sample() -> tuple[float, float, float, int]:
+        import time
+
+        import psutil
+
+        per_cpu = psutil.cpu_times(percpu=True)
+        mine = [per_cpu[i] for i in usable_cpus() if i < len(per_cpu)] or per_cpu
+        # the busy fields one by one: on Linux "guest" is already counted in "user"
+        busy = sum(sum(getattr(t, f, 0.0) for f in ("user", "nice", "system", "irq", "softirq", "steal"))
+                   for t in mine)
+        own = psutil.Process().cpu_times()
+        return time.monotonic(), busy, own.user + own.system, len(mine)
+
+    def share(self) -> float:
+        (t0, busy0, own0, cpus), (t1, busy1, own1, _) = self.start, self._sample()
+        others = (busy1 - busy0) - (own1 - own0)
+        return min(1.0, max(0.0, others / (max(t1 - t0, 1e-3) * cpus)))

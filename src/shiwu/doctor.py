@@ -128,7 +128,9 @@ def format_report(info: dict) -> str:
         winner = f"{c['winner']} {c.get('winner_precision', c['precision'])}"
         lines.append(f"  {c['model']} {c['size']}px {c.get('backend', 'auto')} {c['precision']} "
                      f"{c['threads']} threads -> {winner}  ({timings}; measured {c.get('measured_at', '?')})"
-                     + ("; machine not recorded, may be another's" if c.get("current") is None else ""))
+                     + ("; machine not recorded, may be another's" if c.get("current") is None else "")
+                     + (f"; timed while other programs used {c.get('others_cpu', 0):.0%} of these CPUs: "
+                        "measured again by a run that finds the machine quiet" if c.get("provisional") else ""))
     if stale:
         lines.append(f"  ({len(stale)} more measured with another CPU, runtime version or shiwu: kept, not used "
                      "here; --json lists them)")

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import cache
+from ..cpu import OthersLoad
 from .runtimes import PRECISIONS, BackendUnavailable, backend_class, distributions, runtimes_for
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,14 @@ ROUNDS = 7                 # interleaved rounds; the median of each runtime's ro
 ROUND_SECONDS = 0.15       # time per runtime per round
 SCREEN_ROUNDS = 2          # rounds every candidate runs before the clearly slower ones are dropped
 ELIMINATE_RATIO = 1.5      # "clearly slower": a median over 1.5x the fastest accepted one's
+# Other programs' share of our CPUs during the rounds above which the choice is provisional: on a
+# busy machine ONNX Runtime's spinning threads lose more than OpenVINO's (the README's first run
+# right after pip, with CI's tests beside it, timed onnxruntime fp32 at 20.9 ms against openvino's
+# 13.5 ms; quiet, 8.8 against 10.5). A provisional choice is measured again by a later run that
+# finds the machine quiet, at most REMEASURES times in all.
+CONTENDED = 0.25
+REMEASURES = 3
+QUIET_PROBE_SECONDS = 0.2
 
 
 def _versions() -> dict[str, str | None]:
@@ -249,7 +258,7 @@ def select(spec, *, size: int, precision: str, threads: int | None, backend: str
     path = choice_path(spec, size=size, precision=precision, threads=threads, backend=backend,
                        max_drop=max_drop, calibration=calib)
     remembered = cache.read_json(path)
-    if remembered.get("winner"):
+    if remembered.get("winner") and not _measure_again(remembered):
         chosen = remembered.get("winner_precision", precision)
         ready, why = _judged(spec, remembered["winner"], chosen, size=size, threads=threads,
                              calibration=calibration, max_drop=max_drop, options=options)
@@ -283,7 +292,12 @@ def select(spec, *, size: int, precision: str, threads: int | None, backend: str
     batch = np.random.default_rng(0).standard_normal((1, 3, size, size), dtype=np.float32)
     judge = lambda name, ready: _judge(spec, ready, size=size, threads=threads,  # noqa: E731
                                        calibration=calibration, max_drop=max_drop)
+    others = OthersLoad()
     outcome = race(built, batch, judge)
+    contended = round(others.share(), 3)
+    if contended > CONTENDED:
+        log.info("other programs used %.0f%% of these CPUs while the runtimes were timed: this choice is "
+                 "measured again by a later run that finds the machine quiet", 100 * contended)
     for name, why in outcome.refused.items():
         skipped[name] = why
         log.info("  %-12s skipped: %s", label(*name.split(" ")), why)
@@ -308,8 +322,25 @@ def select(spec, *, size: int, precision: str, threads: int | None, backend: str
         "rounds_ms": {n: [round(ms, 3) for ms in v] for n, v in outcome.samples.items()},
         "rounds": ROUNDS, "skipped": skipped, "eliminated": outcome.eliminated,
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "measured_with": _measured_with(),
+        "others_cpu": contended, "provisional": contended > CONTENDED,
+        "attempts": remembered.get("attempts", 0) + 1 if remembered.get("winner") else 1,
     }, ensure_ascii=False, indent=2))
     return best
+
+
+def _measure_again(remembered: dict) -> bool:
+    """Whether a remembered choice timed while other programs competed is to be measured again
+    now: the machine is quiet (a short look at what others use of our CPUs) and it has not been
+    measured REMEASURES times already."""
+    if not remembered.get("provisional") or remembered.get("attempts", 1) >= REMEASURES:
+        return False
+    probe = OthersLoad()
+    time.sleep(QUIET_PROBE_SECONDS)
+    if probe.share() > CONTENDED:
+        return False
+    log.info("the remembered choice (%s) was timed while other programs used %.0f%% of these CPUs; the "
+             "machine is quiet now: measuring again", remembered["winner"], 100 * remembered.get("others_cpu", 0))
+    return True
 
 
 def remembered_choices() -> list[dict]:

@@ -145,8 +145,12 @@ def format_verdicts(verdicts: list[dict]) -> list[str]:
     if not verdicts:
         return ["accuracy:        no verdicts yet (the first run with --precision auto measures)"]
     here = cpu_model()
+    setting = lambda v: (v["model"], v["runtime"], v["precision"], v["size"])  # noqa: E731
+    judged_now = {setting(v) for v in verdicts if v.get("current")}
+    # one written before shiwu recorded its setup is shown unless a current verdict judges the same setting
+    shown = [v for v in verdicts if v.get("current") or (v.get("current") is None and setting(v) not in judged_now)]
     lines = ["accuracy:        verdicts (top-1 must stay >= 99% of fp32's; --max-drop)"]
-    for v in (v for v in verdicts if v.get("current") is not False):
+    for v in shown:
         state = "accepted" if v["accepted"] else "refused"
         numbers = []
         if v.get("top1") is not None:
@@ -162,7 +166,7 @@ def format_verdicts(verdicts: list[dict]) -> list[str]:
             numbers.append("setup not recorded, may be another's")
         lines.append(f"  {v['model']} {v['runtime']} {v['precision']} {v['size']}px: {state} by "
                      f"{v['basis']} ({'; '.join(numbers)})")
-    stale = sum(v.get("current") is False for v in verdicts)
+    stale = len(verdicts) - len(shown)
     if stale:
         lines.append(f"  ({stale} more judged with another CPU, runtime version, shiwu or int8 kernels: kept, "
                      "not used here; --json lists them)")

@@ -218,6 +218,15 @@ def test_doctor_lists_the_verdicts_in_use_and_counts_those_of_another_setup(tmp_
     assert not any("onnxruntime int8" in line for line in lines)
     assert any("openvino fp32 196px: accepted" in line for line in lines)
     assert "1 more judged with another CPU, runtime version, shiwu or int8 kernels" in lines[-1]
+    # written before verdicts recorded their setup: shown unless a current one judges the same setting
+    for runtime, size in (("openvino", 196), ("onnxruntime", 168)):
+        legacy = policy.Verdict(SPEC.name, runtime, "fp32", size, "label-free estimate", estimated_drop=0.3)
+        (tmp_path / "verdicts" / f"legacy-{runtime}.json").write_text(json.dumps(legacy.to_dict()), encoding="utf-8")
+    lines = format_verdicts(policy.cached_verdicts())
+    assert [line for line in lines if "openvino fp32 196px" in line] == [
+        next(line for line in lines if "openvino fp32 196px: accepted" in line)]
+    assert any("onnxruntime fp32 168px: refused" in line and "setup not recorded" in line for line in lines)
+    assert "2 more judged with another CPU" in lines[-1]
     # another CPU: neither is in use here
     monkeypatch.setattr(policy, "machine", lambda: {"cpu": "another", "flags": [], "versions": {}})
-    assert [v["current"] for v in policy.cached_verdicts()] == [False, False]
+    assert sorted(map(str, (v["current"] for v in policy.cached_verdicts()))) == ["False", "False", "None", "None"]

@@ -38,9 +38,6 @@ log = logging.getLogger(__name__)
 
 RECORD_FORMAT = 1
 RECORD_SUFFIX = ".record.json"
-# a .tmp- file older than this belongs to a writer that was killed (an export writes its file
-# within minutes); younger ones may still be being written by another process
-STRAY_AGE_SECONDS = fsutil.STRAY_AGE_SECONDS
 
 _in_use: dict[str, Path] = {}     # configured folder -> the folder used for it this process
 _keys: dict[str, dict] = {}       # entry path -> the key it was named after (see entry_path)
@@ -147,7 +144,7 @@ def _clean_strays(root: Path) -> None:
     except OSError:
         return
     for folder in folders:
-        fsutil.remove_stray_temporaries(folder, older_than=STRAY_AGE_SECONDS)
+        fsutil.remove_stray_temporaries(folder)  # an hour old: an export writes within minutes
 
 
 def _warn_once(message: str) -> None:

@@ -282,13 +282,16 @@ def cached_verdicts() -> list[dict]:
     """Every verdict in the cache (for `shiwu doctor`), each with ``current``: whether it was
     judged on this machine with these runtimes, this shiwu and int8 made and run as here (False:
     kept, but no run here looks it up; None: written before shiwu recorded that)."""
-    out = []
+    out, now = [], {}
     for p in cache.memos("verdicts"):
         entry = cache.read_json(p)
         if not entry:
             continue
         found = Verdict(**{k: v for k, v in entry.items() if k in Verdict.__dataclass_fields__})
         judged_with = entry.get("judged_with")
-        current = None if judged_with is None else judged_with == _judged_with(found.runtime, found.precision)
+        setup = (found.runtime, found.precision)  # machine(), versions, shipped hash: once per setup
+        if judged_with is not None and setup not in now:
+            now[setup] = _judged_with(*setup)
+        current = None if judged_with is None else judged_with == now[setup]
         out.append({**found.to_dict(), "judged_with": judged_with, "current": current})
     return out

@@ -320,3 +320,18 @@ def test_serve_with_an_unknown_model_fails_fast():
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 2
     assert "no-such-model" in run.stderr
+
+
+def test_a_server_process_leaves_no_log_of_its_own_behind(tmp_path):
+    # hundreds of shiwu-serve-*.log files were found in /tmp after test runs
+    import gc
+
+    started = ServerProcess(["--backend", "torch", "--threads", "1", "--no-access-log"]).start()
+    own = started.log_path
+    assert started.stop() == 0 and "startup complete" in started.log()  # readable after stop
+    given = ServerProcess(log_path=tmp_path / "kept.log")
+    given.log_path.write_text("asked for")
+    del started, given
+    gc.collect()
+    assert not own.exists()
+    assert (tmp_path / "kept.log").read_text() == "asked for"

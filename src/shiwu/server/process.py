@@ -15,6 +15,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import weakref
 from pathlib import Path
 
 
@@ -22,6 +23,13 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
 
 
 class ServerProcess:
@@ -36,6 +44,9 @@ class ServerProcess:
         if log_path is None:
             fd, log_path = tempfile.mkstemp(prefix="shiwu-serve-", suffix=".log")
             os.close(fd)
+            # a log of our own making goes when this object does (or at exit): read after stop()
+            # by tests, never wanted after that (a test run left hundreds in /tmp)
+            weakref.finalize(self, _remove_quietly, log_path)
         self.log_path = Path(log_path)
         self.process: subprocess.Popen | None = None
 

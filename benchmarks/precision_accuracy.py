@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from bench_common import results_dir  # noqa: E402
 from ceilings import isa_peaks, model_gflop, runtime_ceilings  # noqa: E402
 from shiwu.backends import BackendUnavailable, backend_class  # noqa: E402
+from shiwu.backends.accuracy_change import LEVEL, paired_change  # noqa: E402
 from shiwu.backends.estimate import measures  # noqa: E402
 from shiwu.backends.policy import SHIPPED, check_batch, machine, run_all  # noqa: E402
 from shiwu.backends.runtimes import BY_NAME, INT8_RECIPES, cpu_lacks, fused_int8_saturates  # noqa: E402
@@ -129,8 +130,12 @@ def measure_model(name: str, args, photos, labels, ceilings) -> list[dict]:
                 logits = run_all(backend, inputs)
                 answers = run_all(backend, check)
                 row["top1"], row["top5"] = topk_accuracy(logits, labels)
+                correct = logits.argmax(1) == labels
                 if reference is None:  # the first setting is fp32 at the model's own size
-                    reference = {"logits": logits, "check": answers, "top1": row["top1"]}
+                    reference = {"logits": logits, "check": answers, "top1": row["top1"], "correct": correct}
+                else:  # photo by photo against fp32: what another set of photos like these may show
+                    change = paired_change(reference["correct"], correct).to_dict()
+                    row.update(lost=change["lost"], gained=change["gained"], drop_interval=change["drop_interval"])
                 row["fp32_top1"] = reference["top1"]
                 row["drop"] = round(1 - row["top1"] / reference["top1"], 5)
                 # label-free measures, on the same photos without their labels and on the bundled
@@ -170,23 +175,36 @@ def _num(v, fmt=".2f"):
     return "–" if v is None else format(v, fmt)
 
 
-HEADER = ("| model | runtime | precision | size | top-1 | top-5 | drop vs fp32 | estimate (dev photos) "
+def _lost_gained(r: dict) -> str:
+    return "–" if r.get("lost") is None else f"{r['lost']} / {r['gained']}"
+
+
+def _interval(r: dict) -> str:
+    if r.get("drop_interval") is None:
+        return "–"
+    low, high = r["drop_interval"]
+    return f"{low * 100:+.2f}% to {high * 100:+.2f}%"
+
+
+HEADER = (f"| model | runtime | precision | size | top-1 | top-5 | drop vs fp32 | lost / gained "
+          f"| drop, {LEVEL:.0%} interval | estimate (dev photos) "
           "| estimate (bundled views) | ms/photo b1 | ms/photo b8 | % ceiling b8 |\n"
-          "|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def table_line(r: dict) -> str:
     if "error" in r:
         return f"| {r['model']} | {r['runtime']} | {r['precision']} | {r['size']} | {r['error']} |"
     return (f"| {r['model']} | {r['runtime']} | {r['precision']} | {r['size']} | {_pct(r['top1'])} "
-            f"| {_pct(r['top5'])} | {_pct(r['drop'], 2)} | {_pct(r.get('estimate_dev'), 2)} "
+            f"| {_pct(r['top5'])} | {_pct(r['drop'], 2)} | {_lost_gained(r)} | {_interval(r)} "
+            f"| {_pct(r.get('estimate_dev'), 2)} "
             f"| {_pct(r.get('estimate_bundled'), 2)} | {_num(r.get('ms_b1'))} | {_num(r.get('ms_b8'))} "
             f"| {_num(r.get('pct_ceiling_b8'), '.0f')} |")
 
 
 def write_data(rows: list[dict], photos_folder: Path, here: dict) -> None:
     keep = ("model", "weights", "runtime", "precision", "size", "int8 recipe", "photos", "top1", "top5", "fp32_top1",
-            "drop", "estimate_dev", "estimate_bundled", "answers")
+            "drop", "lost", "gained", "drop_interval", "estimate_dev", "estimate_bundled", "answers")
     data = {
         "about": "top-1 / top-5 of each setting on imagenet-dev, written by "
                  "`python benchmarks/precision_accuracy.py --write-data`; `answers` are the setting's "

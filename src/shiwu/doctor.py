@@ -8,7 +8,7 @@ import os
 import platform
 
 from .backends.auto import remembered_choices
-from .backends.policy import cached_verdicts
+from .backends.policy import cached_verdicts, how_sure
 from .cache import cache_dir, read_only_dir
 from .config import describe as describe_settings
 from .cpu import cpu_features, cpu_model, default_threads, physical_cores, usable_cpus
@@ -154,8 +154,9 @@ def format_verdicts(verdicts: list[dict]) -> list[str]:
         state = "accepted" if v["accepted"] else "refused"
         numbers = []
         if v.get("top1") is not None:
+            sure = how_sure(v.get("lost"), v.get("gained"), v.get("drop_interval"), v["max_drop"])
             numbers.append(f"top-1 {v['top1']:.1%} vs fp32 {v['fp32_top1']:.1%} on {v['photos']} labelled "
-                           f"photos, drop {v['drop']:.2%}")
+                           f"photos, drop {v['drop']:.2%}{sure}")
         if v.get("reproduced") is not None:
             numbers.append(f"reproduced here {v['reproduced']:.0%}")
         if v.get("estimated_drop") is not None:

@@ -109,6 +109,9 @@ class EvalReport(_Accuracy):
     unknown_folders: list[dict] = field(default_factory=list)  # {"folder", "reason", "files"}
     seconds: float = 0.0
     interrupted: bool = False
+    # each scored photo's top-1 right or wrong, for comparing two settings photo by photo
+    # (tune --eval's accuracy_change); not in the JSON
+    outcomes: dict[str, bool] = field(default_factory=dict, repr=False)
 
 
     def to_dict(self) -> dict:
@@ -195,6 +198,7 @@ def evaluate(folder: str | Path, *, recognizer=None, model=None, backend: str | 
             summary = summaries[truth]
             summary.images += 1
             report.images += 1
+            report.outcomes[str(path)] = bool(predicted) and predicted[0] == truth
             if predicted and predicted[0] == truth:
                 summary.top1 += 1
                 report.top1 += 1
@@ -304,6 +308,7 @@ def accuracy_verdicts(model, settings, folder, *, max_drop: float, threads=None)
     fp32 at the model's own size. The setting is built directly (not through create_backend),
     so the user's own photos judge it, not the policy's shipped or estimated figures."""
     from .backends import backend_class
+    from .backends.accuracy_change import paired_change
     from .backends.policy import Verdict, machine, reference_runtime
     from .models.registry import get_model
     from .recognizer import Recognizer
@@ -330,8 +335,11 @@ def accuracy_verdicts(model, settings, folder, *, max_drop: float, threads=None)
             reference = top1(reference_runtime(spec, runtime), "fp32", spec.preprocessing.size)
         found = top1(runtime, precision, size)
         drop = 1 - found.top1 / reference.top1 if reference.top1 else 0.0
+        both = [p for p in reference.outcomes if p in found.outcomes]  # the same photos, paired
+        change = paired_change([reference.outcomes[p] for p in both], [found.outcomes[p] for p in both])
         out[runtime, precision, size] = Verdict(
             spec.name, runtime, precision, size, f"--eval {root.name}", max_drop, drop=round(drop, 5),
             top1=found.top1_accuracy, fp32_top1=reference.top1_accuracy, top5=found.top5_accuracy,
-            photos=found.images, measured_on=machine())
+            photos=found.images, measured_on=machine(), lost=change.lost, gained=change.gained,
+            drop_interval=change.to_dict()["drop_interval"])
     return out

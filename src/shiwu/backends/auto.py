@@ -266,7 +266,8 @@ def select(spec, *, size: int, precision: str, threads: int | None, backend: str
             if precision == "auto":  # every run says which precision it chose, and on what grounds
                 found = getattr(ready, "verdict", None)
                 log.info("%s: %s %s%s", spec.name, ready.name, ready.precision,
-                         f" ({found.basis}: {found.reason()})" if found is not None else " (the reference)")
+                         f" ({found.basis}: {found.reason(detail=False)})" if found is not None
+                         else " (the reference)")
             return ready  # else: the runtime went away since, or its verdict changed: measure again
 
     pairs, skipped = _candidates(spec, backend, precision)

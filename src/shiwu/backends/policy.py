@@ -63,6 +63,9 @@ class Verdict:
     photos: int | None = None       # labelled photos behind top1
     reproduced: float | None = None  # share of the shipped answers this machine gave again
     agreement: float | None = None  # top-1 agreement with fp32 on the check views (information)
+    lost: int | None = None         # labelled photos fp32 got right and this setting wrong
+    gained: int | None = None       # ... and the other way (accuracy_change: how sure the drop is)
+    drop_interval: list[float] | None = None  # what photos like these may show (90%)
     measured_on: dict = field(default_factory=dict)
     measured_at: str = ""
 
@@ -80,14 +83,17 @@ class Verdict:
             return self.drop <= self.max_drop + 1e-9
         return self.estimated_drop is not None and self.estimated_drop <= self.max_drop * LABEL_FREE_SHARE + 1e-9
 
-    def reason(self) -> str:
+    def reason(self, *, detail: bool = True) -> str:
+        """The numbers behind the verdict; ``detail=False`` leaves out the lost / gained photos and
+        the interval (the line every run prints)."""
         if self.basis == "reference":
             return "fp32 at the model's own size: the reference"
         parts = []
         if self.top1 is not None:
             where = "" if self.basis == "labelled photos" else f" ({self.basis})"
             parts.append(f"top-1 {self.top1:.1%} vs fp32 {self.fp32_top1:.1%} on {self.photos} labelled "
-                         f"photos{where}, drop {self.drop:.2%}")
+                         f"photos{where}, drop {self.drop:.2%}"
+                         + (how_sure(self.lost, self.gained, self.drop_interval, self.max_drop) if detail else ""))
         if self.estimated_drop is not None:
             parts.append(f"label-free estimated drop {self.estimated_drop:.2%}")
         if self.reproduced is not None:
@@ -105,6 +111,15 @@ class Verdict:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "accepted": self.accepted, "judged_drop": self.judged_drop}
+
+
+def how_sure(lost: int | None, gained: int | None, interval: list | None, max_drop: float) -> str:
+    """" (9 lost, 7 gained; photos like these: -1.07% to +2.02%, too close to tell: ...)" or ""."""
+    if interval is None or lost is None:
+        return ""
+    low, high = interval
+    close = ", too close to tell: more labelled photos would decide it" if low <= max_drop < high else ""
+    return f" ({lost} lost, {gained} gained; photos like these: {low:+.2%} to {high:+.2%}{close})"
 
 
 # --- what was measured when shiwu was built ---------------------------------------------------
@@ -263,7 +278,7 @@ def _measure(spec, runtime, precision, size, *, max_drop, backend, threads, cali
         same = len(answers) == len(logits)
         found.basis = "labelled photos"
         found.reproduced = round(float(np.mean(logits.argmax(1) == answers)), 4) if same else 0.0
-        for key in ("drop", "top1", "fp32_top1", "top5", "photos"):
+        for key in ("drop", "top1", "fp32_top1", "top5", "photos", "lost", "gained", "drop_interval"):
             setattr(found, key, entry.get(key))
     return found
 

@@ -335,3 +335,18 @@ def test_a_server_process_leaves_no_log_of_its_own_behind(tmp_path):
     gc.collect()
     assert not own.exists()
     assert (tmp_path / "kept.log").read_text() == "asked for"
+
+
+def test_a_port_in_use_is_said_in_one_line_before_the_model_loads():
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        run = subprocess.run([sys.executable, "-m", "shiwu", "serve", "--port", str(port), "--backend", "torch"],
+                             capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert run.returncode == 3, run.stderr
+    assert run.stderr.strip().splitlines() == [
+        f"shiwu: error: cannot listen on 127.0.0.1:{port}: Address already in use: another program "
+        "listens there; choose another --port"]  # no model loaded, no uvicorn lines after it

@@ -8,6 +8,8 @@ import sys
 from .options import (EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, add_gallery_options, add_model_options,
                       model_ref, number, positive_int)
 
+EXIT_NOT_STARTED = 3  # the server could not start (port in use); server.run's SystemExit(3) likewise
+
 
 def add(commands) -> None:
     from ..server.settings import ENV_API_KEY, MB, ServerSettings
@@ -99,6 +101,10 @@ def run(args) -> int:
     if problem:
         print(f"shiwu: error: {problem}", file=sys.stderr)
         return EXIT_USAGE
+    problem = _check_port(args.host, args.port)
+    if problem:  # before seconds of loading and timing the model, not after
+        print(f"shiwu: error: {problem}", file=sys.stderr)
+        return EXIT_NOT_STARTED
     threads = args.threads
     if threads is None and args.workers > 1:  # the workers share the cores
         threads = max(1, default_threads() // args.workers)
@@ -158,6 +164,23 @@ def allowed_hosts(args) -> tuple[str, ...]:
     if is_loopback(args.host):
         return tuple(dict.fromkeys(LOOPBACK_NAMES + (args.host.strip("[]").lower(),)))
     return ("*",)
+
+
+def _check_port(host: str, port: int) -> str | None:
+    """Why the server could not listen on host:port (None: it can), tried as uvicorn binds:
+    SO_REUSEADDR, so a port that only has connections closing (TIME_WAIT) counts as free."""
+    import errno
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host.strip("[]"), port))
+        except OSError as exc:
+            hint = ": another program listens there; choose another --port" if exc.errno == errno.EADDRINUSE else ""
+            return f"cannot listen on {host}:{port}: {exc.strerror or exc}{hint}"
+    return None
 
 
 def _check_hosts(args) -> str | None:

@@ -16,7 +16,8 @@ class Problem(BaseModel):
 class Prediction(BaseModel):
     label: str = Field(description="中文名 (or the gallery class)")
     label_en: str
-    index: int = Field(description="class index in the model's labels (-1 for a gallery class)")
+    index: int = Field(description="class index in the model's labels; for a gallery class (source "
+                       "\"gallery\") its index among the gallery's classes, not a model class")
     score: float
     source: str | None = Field(None, description="\"gallery\" for a class taught by example photos")
     similarity: float | None = Field(None, description="gallery: cosine similarity of the closest example")

@@ -30,17 +30,21 @@ def _normal(name: str) -> str:
 
 
 class ClassNames:
-    """Folder name -> class index, by index, English name or Chinese name."""
+    """Folder name -> class index, by index, English name, Chinese name or, for the ImageNet-1k
+    classes, WordNet ID (n01440764: ImageNet's own folder layout)."""
 
     def __init__(self, labels):
         self.labels = labels
         self.exact: dict[str, set[int]] = defaultdict(set)
         self.loose: dict[str, set[int]] = defaultdict(set)
-        for i, (zh, en) in enumerate(zip(labels.zh, labels.en)):
-            for name in (zh, en):
+        ids = labels.imagenet_ids() if hasattr(labels, "imagenet_ids") else ()
+        for i, names in enumerate(zip(labels.zh, labels.en, ids or [""] * len(labels))):
+            for name in names:
                 if name:
                     self.exact[unicodedata.normalize("NFKC", name).strip()].add(i)
                     self.loose[_normal(name)].add(i)
+        self.kinds = ("index, English name, Chinese name or WordNet ID (n01440764)" if ids
+                      else "index, English name or Chinese name")
 
     def lookup(self, folder: str) -> tuple[int | None, str | None]:
         """(index, None), or (None, why not)."""
@@ -57,7 +61,7 @@ class ClassNames:
             if found:
                 names = ", ".join(f"{i} {self.labels.zh[i]}" for i in sorted(found)[:5])
                 return None, f"names several classes ({names}); name the folder by index"
-        return None, "is not a class index, English name or Chinese name of this model"
+        return None, f"is not a class {self.kinds} of this model"
 
 
 class _Accuracy:
@@ -179,7 +183,7 @@ def evaluate(folder: str | Path, *, recognizer=None, model=None, backend: str | 
         detail = "; ".join(f"{u['folder']!r} {u['reason']}" for u in report.unknown_folders[:3])
         raise EvalError(f"no sub-folder of {root} names a class of {recognizer.model_name}"
                         + (f" ({detail})" if detail else "")
-                        + ". Expected one folder per class, named by index, English or Chinese name.")
+                        + f". Expected one folder per class, named by {names.kinds}.")
 
     confusion: Counter = Counter()
     wrong_by_class: dict[int, Counter] = defaultdict(Counter)
@@ -288,7 +292,7 @@ def check_labelled_folder(folder: str | Path, labels) -> dict[str, list[Path]]:
         classes[sub.name] = photos
     if len(classes) < 2:
         raise EvalError(f"--eval {root}: {len(classes)} class folder(s); accuracy needs at least two "
-                        "classes (one sub-folder per class, named by index, English or Chinese name)")
+                        f"classes (one sub-folder per class, named by {names.kinds})")
     return classes
 
 

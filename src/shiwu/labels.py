@@ -75,6 +75,14 @@ class LabelSet:
         text = resources.files("shiwu").joinpath("labels/imagenet-1k.tsv").read_text("utf-8")
         return cls.from_tsv_text(text, "imagenet-1k.tsv")
 
+    def imagenet_ids(self) -> tuple[str, ...]:
+        """ImageNet's WordNet IDs (n01440764 ...) by class index when these are the ImageNet-1k
+        classes, else (): the folder names of ImageNet's own layout, which labelled sets keep."""
+        if len(self) != 1000 or self != LabelSet.imagenet():
+            return ()
+        text = resources.files("shiwu").joinpath("labels/imagenet-1k-wnids.txt").read_text("utf-8")
+        return tuple(text.split())
+
     @classmethod
     def placeholders(cls, count: int) -> "LabelSet":
         """``类别0`` ... for a model that came without labels."""

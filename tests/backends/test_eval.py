@@ -40,6 +40,9 @@ def test_folder_names_map_to_classes():
     assert names.lookup("浓缩咖啡") == (967, None)
     assert names.lookup("Great_White_Shark")[0] == 2
     assert names.lookup("0002")[0] == 2
+    # ImageNet's own layout (n01440764/...), as labelled sets keep it; the ids in class order
+    assert names.lookup("n01440764") == (0, None) and names.lookup("n07920052") == (967, None)
+    assert names.lookup("n15075141") == (999, None)
     index, why = names.lookup("1000")
     assert index is None and "out of range" in why
     index, why = names.lookup("not a class")
@@ -48,6 +51,8 @@ def test_folder_names_map_to_classes():
     index, why = ambiguous.lookup("猫")
     assert index is None and "several classes" in why
     assert ambiguous.lookup("狗") == (2, None)
+    assert ambiguous.lookup("n01440764")[0] is None  # not ImageNet's classes: no WordNet IDs
+    assert "WordNet" not in ambiguous.lookup("n01440764")[1]
 
 
 def test_known_accuracies(labelled, recognizer):
@@ -72,7 +77,8 @@ def test_known_accuracies(labelled, recognizer):
     assert len(report.unreadable) == 1
     assert report.unreadable[0]["image"].endswith("broken.jpg") and report.unreadable[0]["error"]
     assert report.unknown_folders == [{"folder": "not a class", "files": 1,
-                                       "reason": "is not a class index, English name or Chinese name of this model"}]
+                                       "reason": "is not a class index, English name, Chinese name or "
+                                                 "WordNet ID (n01440764) of this model"}]
 
     text = format_report(report)
     assert "top-1 accuracy: 83.3% (5/6)" in text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import numbers
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Sequence
 
@@ -224,6 +225,8 @@ class Recognizer:
     def iter_recognize(self, sources: Iterable[ImageSource], topk: int = 5, *,
                        embed: bool = False) -> Iterator[Result]:
         """Like ``recognize``, but yields results in input order as each batch finishes."""
+        if isinstance(topk, bool) or not isinstance(topk, numbers.Integral) or topk < 1:
+            raise ValueError(f"topk must be a whole number of at least 1, not {topk!r}")  # as the CLI says
         if embed:
             self.backend.require_embedding()  # before any image: a model without one says why
         waiting: list[Result] = []  # results not yet yielded, in input order

@@ -44,6 +44,13 @@ def test_predict_json_lines_follow_the_contract():
         assert 0 < row["predictions"][1]["score"] <= row["predictions"][0]["score"] <= 1
 
 
+
+def test_predict_says_when_topk_is_more_than_the_classes():
+    run = shiwu("predict", "--json", "--topk", "5000", "--threads", "1", DATA / "coffee.jpg")
+    assert run.returncode == 0, run.stderr
+    assert "--topk 5000 is more than the 1000 classes of efficientnet-lite0; printing 1000" in run.stderr
+    assert len(json.loads(run.stdout)["predictions"]) == 1000
+
 def test_each_bad_file_gets_one_line_and_the_good_ones_still_run(tmp_path):
     bad = make_bad_files(tmp_path)
     # --quiet: progress notes (a first run measures backends, exports) are not error lines

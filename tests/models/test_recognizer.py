@@ -27,6 +27,9 @@ def test_topk_probabilities_are_sorted_softmax(recognizer):
     assert scores == sorted(scores, reverse=True)
     assert abs(sum(scores) - 1.0) < 1e-6
     assert len(recognizer.predict(DATA / "astronaut.jpg", topk=3)) == 3
+    for wrong in (0, -1, 2.5, True):  # as the CLI refuses --topk 0, not one answer in silence
+        with pytest.raises(ValueError, match="topk must be a whole number of at least 1"):
+            recognizer.predict(DATA / "astronaut.jpg", topk=wrong)
 
 
 def test_batch_keeps_input_order_and_matches_single_predictions(recognizer):

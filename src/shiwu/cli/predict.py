@@ -31,6 +31,10 @@ def run(args) -> int:
                             threads=args.threads, size=args.size, batch_size=args.batch_size,
                             calibration=args.calibration, gallery=args.gallery,
                             gallery_mode=args.gallery_mode, min_similarity=args.min_similarity)
+    if args.topk > len(recognizer.labels):  # as batch says it: more would only repeat the list
+        print(f"shiwu: warning: --topk {args.topk} is more than the {len(recognizer.labels)} classes of "
+              f"{recognizer.model_name}; printing {len(recognizer.labels)}", file=sys.stderr)
+        args.topk = len(recognizer.labels)
     failed = 0
     for result in recognizer.iter_recognize(args.images, topk=args.topk):
         if result.error is not None:

@@ -93,7 +93,8 @@ class IndexSummary:
 
     def format(self) -> str:
         ran = f"; {self.model} on {self.backend} {self.precision}" if self.done else ""
-        lines = [f"{self.location}: {self.done} embedded ({self.failed} failed), {self.up_to_date} "
+        # done counts every photo read this run, failed ones included (JSON: done, failed)
+        lines = [f"{self.location}: {self.done - self.failed} embedded, {self.failed} failed, {self.up_to_date} "
                  f"already there, {self.pruned} pruned; {self.rows} rows; {self.seconds:.1f} s "
                  f"({self.images_per_second:.1f} images/s){ran}"]
         if self.interrupted:

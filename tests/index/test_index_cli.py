@@ -41,6 +41,11 @@ def test_index_then_search_finds_the_copies_first(photos, tmp_path):
     summary = json.loads(run.stdout)
     assert summary["done"] == summary["total"] == len(list(photos.iterdir()))
     assert summary["failed"] == 1 and summary["rows"] == summary["total"]
+    from shiwu.indexing import IndexSummary
+
+    line = IndexSummary(**{k: v for k, v in summary.items() if k in IndexSummary.__dataclass_fields__
+                           and k != "failures"}).format()
+    assert f"{summary['done'] - 1} embedded, 1 failed," in line  # the failed one is not counted as embedded
     with open_index(out) as index:
         rows = {Path(r.path).name: r for r in index.all_rows()}
         assert rows["坏的.jpg"].error_type == "ImageError" and rows["coffee.jpg"].label == "浓缩咖啡"

@@ -132,6 +132,15 @@ def test_ctrl_c_stops_after_the_current_batch_with_a_valid_file(tmp_path):
     assert sorted(r["image"] for r in read_rows(out)) == sorted(str(p) for p in photos)
 
 
+
+def test_two_inference_streams_name_the_chosen_setting_once(tmp_path):
+    args = ["batch", DATA, "--backend", "onnxruntime", "--precision", "auto", "--threads", "1", "--streams", "2"]
+    shiwu(*args, "--out", tmp_path / "first.jsonl")  # the choice remembered, whatever it measured
+    run = shiwu(*args, "--out", tmp_path / "again.jsonl")
+    assert run.returncode == 0, run.stderr
+    named = [line for line in run.stderr.replace("\r", "\n").splitlines() if "efficientnet-lite0: onnxruntime" in line]
+    assert len(named) == 1, run.stderr  # each stream built its recognizer: the line came twice
+
 @pytest.mark.slow
 def test_usage_errors_exit_2_and_leave_results_alone(tmp_path):
     out = tmp_path / "out.jsonl"

@@ -25,6 +25,7 @@ from ..cpu import OthersLoad
 from .runtimes import PRECISIONS, BackendUnavailable, backend_class, distributions, runtimes_for
 
 log = logging.getLogger(__name__)
+_SAID: set[tuple] = set()  # the settings this process has named already (batch builds one per stream)
 
 # Candidates per precision, from the runtime table, most likely winner first. torch.compile is
 # left out: its first compilation takes longer than the whole measurement should.
@@ -263,7 +264,9 @@ def select(spec, *, size: int, precision: str, threads: int | None, backend: str
         ready, why = _judged(spec, remembered["winner"], chosen, size=size, threads=threads,
                              calibration=calibration, max_drop=max_drop, options=options)
         if ready is not None:
-            if precision == "auto":  # every run says which precision it chose, and on what grounds
+            said = (spec.name, ready.name, ready.precision, size)
+            if precision == "auto" and said not in _SAID:  # every run says which precision it
+                _SAID.add(said)  # chose, and on what grounds: once, not once per batch stream
                 found = getattr(ready, "verdict", None)
                 log.info("%s: %s %s%s", spec.name, ready.name, ready.precision,
                          f" ({found.basis}: {found.reason(detail=False)})" if found is not None

@@ -152,6 +152,13 @@ def evaluate(folder: str | Path, *, recognizer=None, model=None, backend: str | 
     root = Path(folder)
     if not root.is_dir():
         raise EvalError(f"{root} is not a folder")
+    if recognizer is None and gallery is None:  # a folder that names no class: said before the
+        from .models.registry import get_model  # seconds of building and timing the model
+        names = ClassNames(get_model(model).labels())
+        subs = [p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        if not any(names.lookup(name)[0] is not None for name in subs):
+            raise _names_no_class(root, get_model(model).name, names,
+                                  [{"folder": n, "reason": names.lookup(n)[1]} for n in subs])
     if recognizer is None:
         from .recognizer import Recognizer
         recognizer = Recognizer(model, backend=backend, precision=precision, threads=threads,
@@ -180,10 +187,7 @@ def evaluate(folder: str | Path, *, recognizer=None, model=None, backend: str | 
             summary.folder += f" + {sub.name}"   # '967' and 'espresso' are the same class
         work.extend((path, index) for path in files)
     if not summaries:
-        detail = "; ".join(f"{u['folder']!r} {u['reason']}" for u in report.unknown_folders[:3])
-        raise EvalError(f"no sub-folder of {root} names a class of {recognizer.model_name}"
-                        + (f" ({detail})" if detail else "")
-                        + f". Expected one folder per class, named by {names.kinds}.")
+        raise _names_no_class(root, recognizer.model_name, names, report.unknown_folders)
 
     confusion: Counter = Counter()
     wrong_by_class: dict[int, Counter] = defaultdict(Counter)
@@ -230,6 +234,12 @@ def evaluate(folder: str | Path, *, recognizer=None, model=None, backend: str | 
         for (t, p), n in confusion.most_common(MAX_CONFUSED_PAIRS)]
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _names_no_class(root: Path, model_name: str, names: ClassNames, unknown: list[dict]) -> EvalError:
+    detail = "; ".join(f"{u['folder']!r} {u['reason']}" for u in unknown[:3])
+    return EvalError(f"no sub-folder of {root} names a class of {model_name}" + (f" ({detail})" if detail else "")
+                     + f". Expected one folder per class, named by {names.kinds}.")
 
 
 def _pct(value: float | None) -> str:

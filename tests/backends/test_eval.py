@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -112,3 +113,13 @@ def test_a_folder_without_classes_is_a_usage_error(tmp_path, recognizer):
     run = subprocess.run([str(SHIWU), "eval", str(tmp_path), "--backend", "torch"],
                          capture_output=True, text=True, encoding="utf-8", timeout=300)
     assert run.returncode == 2 and "no sub-folder" in run.stderr
+    # said before the model is built and timed (the default --backend auto would time runtimes
+    # and remember a choice in the cache): one line, naming the folder and why
+    cache = tmp_path / "cache"
+    run = subprocess.run([str(SHIWU), "eval", str(tmp_path)], capture_output=True, text=True, encoding="utf-8",
+                         timeout=300, env={**os.environ, "SHIWU_CACHE": str(cache)})
+    assert run.returncode == 2 and not (cache.exists() and any(cache.rglob("*.json"))), run.stderr
+    assert run.stderr.strip().splitlines() == [
+        f"shiwu: error: no sub-folder of {tmp_path} names a class of efficientnet-lite0 ('cats and dogs' is "
+        "not a class index, English name, Chinese name or WordNet ID (n01440764) of this model). Expected one "
+        "folder per class, named by index, English name, Chinese name or WordNet ID (n01440764)."]

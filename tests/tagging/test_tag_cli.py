@@ -57,7 +57,7 @@ def test_tag_a_folder_as_a_new_user(library, capsys):
     assert main(["tag", str(library), *FAST, "--json"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(rows) == 3 and not any(row["changed"] for row in rows) and all(row["resumed"] for row in rows)
-    assert set(rows[0]) == {"image", "target", "changed", "dry_run", "resumed", "labels", "added",
+    assert set(rows[0]) == {"image", "path", "target", "changed", "dry_run", "resumed", "labels", "added",
                             "removed", "keywords", "error"}
     assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in library.glob("*.xmp")} == sidecars
 

@@ -102,11 +102,14 @@ def _model_key(args) -> str:
 
 
 def _show(row, args) -> None:
+    from ..display import printable
+
+    # names as the OS gives them may not be UTF-8 (GBK): printed readable, never a crash
     if row.error:
-        print(f"shiwu: {row.error}", file=sys.stderr)
-    if args.json:
+        print(f"shiwu: {printable(row.error)}", file=sys.stderr)
+    if args.json:  # to_dict: valid text, names in both forms (shiwu.filenames)
         print(json.dumps(row.to_dict(), ensure_ascii=False), flush=True)
     elif row.changed:
-        changes = " ".join([f"+{k}" for k in row.added] + [f"-{k}" for k in row.removed])
+        changes = " ".join([f"+{printable(k)}" for k in row.added] + [f"-{printable(k)}" for k in row.removed])
         prefix = "would change " if row.dry_run else ""
-        print(f"{prefix}{row.target}: {changes}", flush=True)
+        print(f"{prefix}{printable(row.target)}: {changes}", flush=True)

@@ -62,10 +62,10 @@ class ExifTool:
 
     def _start(self) -> None:
         try:
-            self._tool = self._module.ExifToolHelper(executable=self._executable,
+            # UTF-8 whatever the locale: exiftool reads and writes keywords as UTF-8 (its default
+            # -charset), and a zh_CN.GBK locale would otherwise send them as GBK
+            self._tool = self._module.ExifToolHelper(executable=self._executable, encoding="utf-8",
                                                      common_args=["-G1", "-n", "-charset", "filename=utf8"])
-            # numbers kept as exiftool printed them: a keyword "1.50" must not come back as "1.5"
-            self._tool.set_json_loads(json.loads, parse_float=str, parse_int=str)
             self._tool.run()
         except (OSError, self._module.exceptions.ExifToolException) as exc:
             raise ExifToolMissing(f"{INSTALL} ({exc})") from None
@@ -80,15 +80,30 @@ class ExifTool:
     def __exit__(self, *exc_info):
         self.close()
 
-    def _json(self, *params: str) -> dict:
+    def _execute(self, *params: str | bytes, failed: str = "exiftool failed") -> str:
+        """exiftool's output as text. Bytes both ways (pyexiftool's ``raw_bytes``): exiftool
+        names a file that is not UTF-8 by its own bytes in its messages, which pyexiftool's strict
+        decoding would turn into a crash; decoded as Python decodes file names (surrogateescape),
+        such a message shows the name like every other (``filenames.readable`` when printed)."""
         try:
-            rows = self._tool.execute_json(*params)
+            out = self._tool.execute(*params, raw_bytes=True)
         except self._module.exceptions.ExifToolExecuteError as exc:
-            raise MetadataError(_first_line(exc.stderr) or f"exiftool failed ({exc.returncode})") from None
+            raise MetadataError(_first_line(_text(exc.stderr)) or f"{failed} ({exc.returncode})") from None
         except self._module.exceptions.ExifToolException as exc:
             self._restart()
             raise MetadataError(f"exiftool failed: {exc}") from None
-        return rows[0] if rows else {}
+        return _text(out)
+
+    def _json(self, *params: str | bytes) -> dict:
+        out = self._execute("-j", *params)
+        try:
+            # numbers kept as exiftool printed them: a keyword "1.50" must not come back as "1.5"
+            rows = json.loads(out, parse_float=str, parse_int=str)
+        except ValueError:
+            # nothing, or not JSON: this exiftool is out of step with us; never read as "no keywords"
+            self._restart()
+            raise MetadataError(f"exiftool printed no metadata ({_first_line(out) or 'nothing'})") from None
+        return rows[0] if rows and isinstance(rows[0], dict) else {}
 
     def _restart(self) -> None:
         # exiftool died (killed, or a write limit ended it): the next photo gets a new one
@@ -127,21 +142,23 @@ class ExifTool:
         if keywords.iptc is not None:
             args += ["-charset", "iptc=utf8", "-IPTC:CodedCharacterSet=UTF8", f"-{IPTC}="]
             args += [f"-{IPTC}={v}" for v in keywords.iptc]
-        try:
-            self._tool.execute(*args, _argument(path))
-        except self._module.exceptions.ExifToolExecuteError as exc:
-            raise MetadataError(_first_line(exc.stderr) or f"exiftool could not write ({exc.returncode})") from None
-        except self._module.exceptions.ExifToolException as exc:
-            self._restart()
-            raise MetadataError(f"exiftool failed: {exc}") from None
-        status, error = self._tool.last_status, self._tool.last_stderr
-        if status != 0 or "Error" in (error or ""):
-            raise MetadataError(_first_line(error) or f"exiftool could not write ({status})")
+        self._execute(*args, _argument(path), failed="exiftool could not write")
+        error = _text(self._tool.last_stderr)
+        if "Error" in error:  # exit status 0, yet the file was refused
+            raise MetadataError(_first_line(error))
 
 
-def _argument(path: str | os.PathLike) -> str:
-    """Absolute: exiftool keeps the folder it was started in, and "-photo.jpg" would be an option."""
-    return os.path.abspath(os.fspath(path))
+def _argument(path: str | os.PathLike) -> bytes:
+    """Absolute: exiftool keeps the folder it was started in, and "-photo.jpg" would be an option.
+    Bytes: the name's own bytes, which is what exiftool opens; a name that is not UTF-8 (GBK, say)
+    is a str with surrogates (PEP 383), which pyexiftool's strict encoding would refuse."""
+    return os.fsencode(os.path.abspath(os.fspath(path)))
+
+
+def _text(raw: bytes | str | None) -> str:
+    if isinstance(raw, bytes):
+        return raw.decode("utf-8", "surrogateescape")
+    return raw or ""
 
 
 def _first_line(text) -> str:

@@ -4,13 +4,16 @@ there, write them where photo tools read them, and say what happened in one row 
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+from ..display import printable
+from ..filenames import is_utf8, lossless, readable_values
 from ..images import IMAGE_SUFFIXES
 from .exiftool_session import ExifTool, MetadataError
-from .journal import Journal
+from .journal import Journal, identity
 from .keywords import Keywords, merge, remove
 from .writes import (FileState, TagWriteError, check_embeddable, embeds_iptc, remove_leftovers,
                      sidecar_path, write_embedded, write_sidecar)
@@ -49,7 +52,13 @@ class TagRow:
     error: str | None = None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The JSON row, valid text whatever the names (``shiwu.filenames``, as ``shiwu batch``'s
+        rows): ``image`` (and a name inside ``error``) readable; ``path``, the photo's identity
+        (the journal's key), and ``target`` lossless, so a script can open both even when a name is
+        not UTF-8 (GBK from a Chinese Windows zip): ``filenames.os_path(row["target"])``."""
+        target = self.target if is_utf8(self.target) else os.path.abspath(self.target)
+        row = {"image": self.image, "path": identity(self.image), **asdict(self), "target": lossless(target)}
+        return readable_values(row)
 
 
 def labels_of(predictions, settings: TagSettings) -> list[str]:
@@ -76,7 +85,7 @@ def tag_photos(photos: Iterable[str], settings: TagSettings, tool: ExifTool, *,
         for folder in {p.parent for p in chunk} - folders:
             folders.add(folder)
             for stray in [] if settings.dry_run else remove_leftovers(folder):
-                log.info("removed %s, the temporary copy of an interrupted run", stray)
+                log.info("removed %s, the temporary copy of an interrupted run", printable(stray))
         rows = {str(p): TagRow(str(p), str(_target(p, settings))) for p in chunk}
         states, labels = {}, {}
         for photo in chunk:

@@ -123,7 +123,7 @@ def build_index(inputs: Sequence[str], location: str, *, recursive: bool = False
     from .backends import BackendUnavailable
     from .batch.stopping import StopFlag
     from .batch.local import ModelOptions
-    from .batch.sources import collect_images
+    from .batch.sources import collect_images, no_images_found
     from .config import resolve
     from .index import IndexRow, Manifest, create_or_join
     from .models.registry import get_model
@@ -134,8 +134,7 @@ def build_index(inputs: Sequence[str], location: str, *, recursive: bool = False
     spec = get_model(ref)
     paths = collect_images(inputs, recursive=recursive, stdin=stdin)
     if not paths:
-        raise IndexingError(f"no images found in {', '.join(map(str, inputs))}"
-                            + ("" if recursive else " (add --recursive to look into sub-folders)"))
+        raise IndexingError(no_images_found(inputs, recursive=recursive))
     index = _open_existing(location, spec)  # another model's index: refused before any work
     made = None
     if index is not None:

@@ -62,7 +62,10 @@ def test_folders_lists_stdin_and_files_become_one_ordered_list(tmp_path):
 
 
 def test_an_empty_input_is_a_usage_error(tmp_path):
-    with pytest.raises(InputError, match="no images found.*--recursive"):
+    with pytest.raises(InputError, match=r"no images found in \S+$"):  # no sub-folder: no hint
+        run_batch([str(tmp_path)], str(tmp_path / "out.jsonl"))
+    (tmp_path / "2024").mkdir()
+    with pytest.raises(InputError, match="no images found.*add --recursive"):
         run_batch([str(tmp_path)], str(tmp_path / "out.jsonl"))
     assert not (tmp_path / "out.jsonl").exists()
 

@@ -109,6 +109,9 @@ def test_failures_are_named_and_the_run_goes_on(library, capsys):
 def test_usage_errors(library, tmp_path, monkeypatch, capsys):
     assert main(["tag", str(tmp_path / "nowhere")]) == 2
     assert "nowhere" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()  # nothing to tag is said as batch, index and dedupe say it
+    assert main(["tag", str(tmp_path / "empty")]) == 2
+    assert capsys.readouterr().err.strip() == f"shiwu: error: no images found in {tmp_path / 'empty'}"
     monkeypatch.setenv("PATH", str(tmp_path))  # no exiftool on it
     assert main(["tag", str(library), "--remove"]) == 2
     assert "needs exiftool" in capsys.readouterr().err

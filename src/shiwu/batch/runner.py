@@ -12,7 +12,7 @@ from ..filenames import readable
 from ..images import DEFAULT_MAX_PIXELS
 from .local import ModelOptions
 from .output import PATH_COLUMN, OutputError, open_writer
-from .sources import InputError, collect_images, image_key
+from .sources import InputError, collect_images, image_key, no_images_found
 from .stopping import StopFlag, ignore_sigxfsz, restore_sigxfsz
 from .summary import BatchSummary
 
@@ -51,8 +51,7 @@ def run_batch(inputs: Sequence[str], out: str, *, recursive: bool = False, resum
     resume = resume or retry_failed
     paths = collect_images(inputs, recursive=recursive, stdin=stdin, null=null)
     if not paths:
-        hint = "" if recursive else " (add --recursive to look into sub-folders)"
-        raise InputError(f"no images found in {', '.join(map(str, inputs))}{hint}")
+        raise InputError(no_images_found(inputs, recursive=recursive))
     # None: `shiwu tune`'s settings for this model apply (in the Recognizer), else auto / fp32 /
     # the model's size. The size is resolved here, once, so decoders (and Ray workers on other
     # machines) cut images at the size the model runs at. Tuned threads are not used: the

@@ -51,6 +51,15 @@ def image_key(path: str) -> str:
     return lossless(real)
 
 
+def no_images_found(inputs: Iterable[str], *, recursive: bool) -> str:
+    """What to say when ``inputs`` named no image: the --recursive hint only where it would help
+    (a folder given has sub-folders)."""
+    inputs = [os.fspath(i) for i in inputs]
+    nested = not recursive and any(os.path.isdir(i) and any(e.is_dir() for e in os.scandir(i)) for i in inputs)
+    return (f"no images found in {', '.join(inputs)}"
+            + (" (add --recursive to look into sub-folders)" if nested else ""))
+
+
 def collect_images(inputs: Iterable[str], *, recursive: bool = False, stdin=None,
                    null: bool = False) -> list[str]:
     """Every image path named by ``inputs``, in a stable order, each image once (by

@@ -42,11 +42,13 @@ def add(commands) -> None:
 
 
 def run(args) -> int:
-    from ..batch.sources import InputError, collect_images
+    from ..batch.sources import InputError, collect_images, no_images_found
     from ..tagging import ExifTool, ExifToolMissing, Journal, TagSettings, tag_photos
 
     try:
         photos = collect_images(args.inputs, recursive=args.recursive)
+        if not photos:  # as batch, index and dedupe say it
+            raise InputError(no_images_found(args.inputs, recursive=args.recursive))
     except InputError as exc:
         print(f"shiwu: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

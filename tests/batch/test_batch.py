@@ -112,6 +112,11 @@ def test_existing_damaged_locked_or_mismatched_outputs_are_refused(tmp_path):
     with pytest.raises(OutputError, match="another shiwu batch"):
         open_writer(out, topk=1, resume=True)
     holder.close()
+    parquet = tmp_path / "out.parquet"  # its rows go to a journal first: the lock names the output
+    holder = open_writer(parquet, topk=1)
+    with pytest.raises(OutputError, match=f"another shiwu batch is writing {parquet};"):
+        open_writer(parquet, topk=1, resume=True)
+    holder.close()
     out.write_text("not json\n" + json.dumps(row("a.jpg")) + "\n")
     with pytest.raises(OutputError, match="line 1"):
         open_writer(out, topk=1, resume=True)

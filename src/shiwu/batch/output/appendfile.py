@@ -42,7 +42,9 @@ def remove_stale_temporaries(path: Path) -> None:
 class AppendFile:
     """An append-only, locked file whose damaged tail (from a kill) is cut off on resume."""
 
-    def __init__(self, path: Path, *, resume: bool, overwrite: bool, what: str = ""):
+    def __init__(self, path: Path, *, resume: bool, overwrite: bool, what: str = "", output: Path | None = None):
+        """``output``: the file the user named, when ``path`` is a journal written for it (said
+        when another run holds the lock)."""
         self.path = path
         refuse_existing(path, resume=resume, overwrite=overwrite, what=what)
         existed = path.exists()
@@ -52,7 +54,7 @@ class AppendFile:
             self.handle = open(path, "a+b", buffering=0)
         except OSError as exc:
             raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
-        lock_exclusively(self.handle, path)
+        lock_exclusively(self.handle, output or path)
         remove_stale_temporaries(path)
         # --overwrite empties the file at the first write, not now: if the run never gets that
         # far (the model failed to load, Ctrl-C during start-up), the old results stay.

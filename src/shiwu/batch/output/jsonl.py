@@ -59,10 +59,10 @@ class JsonlWriter(ResumeState):
     kind = "jsonl"
 
     def __init__(self, path: Path, *, topk: int, resume: bool = False, overwrite: bool = False,
-                 what: str = ""):
+                 what: str = "", output: Path | None = None):
         super().__init__(path)
         self.topk = topk
-        self.file = AppendFile(path, resume=resume, overwrite=overwrite, what=what)
+        self.file = AppendFile(path, resume=resume, overwrite=overwrite, what=what, output=output)
         self.ranks: set[int] = set()   # predictions per recognised row
         if resume:
             try:

@@ -44,7 +44,7 @@ class ParquetWriter(ResumeState):
         self.journal_path = path.with_name(path.name + ".partial.jsonl")
         refuse_existing(path, resume=resume, overwrite=overwrite)
         self.journal = JsonlWriter(self.journal_path, topk=topk, resume=resume, overwrite=overwrite,
-                                   what=" (rows of an interrupted run)")
+                                   what=" (rows of an interrupted run)", output=path)
         remove_stale_temporaries(path)
         self.keep_old = resume and path.exists()
         self.old_has_path = True

@@ -187,6 +187,11 @@ def test_request_errors(client):
         response = client.post("/v1/recognize", params={"topk": topk}, headers=AUTH,
                                content=(DATA / "coffee.jpg").read_bytes())
         assert response.status_code == 422, topk
+        assert isinstance(response.json()["detail"], str), response.text
+    # parameters FastAPI checks itself answer the same way: one text, not a list of objects
+    for params in ({"topk": 0}, {"topk": "x"}):
+        response = client.post("/v1/search", params=params, headers=AUTH, content=(DATA / "coffee.jpg").read_bytes())
+        assert response.status_code == 422 and response.json()["detail"].startswith("topk: "), response.text
     assert client.get("/v1/recognize", headers=AUTH).status_code == 405
     assert client.get("/no/such/page").status_code == 404
     broken = client.post("/v1/recognize", content=b"--x\r\nnonsense",

@@ -18,6 +18,8 @@ import threading
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 
 from ..version import __version__
 from .access import AccessMiddleware
@@ -78,8 +80,17 @@ def create_app(settings: ServerSettings | None = None, *, recognizer=None) -> Fa
 
     for module in (recognize, search, duplicates, gallery, info):
         app.include_router(module.router)
+    app.add_exception_handler(RequestValidationError, _validation_error_in_one_line)
     _document_topk_limit(app, settings.max_topk)
     return app
+
+
+async def _validation_error_in_one_line(request, exc: RequestValidationError) -> JSONResponse:
+    """A query parameter FastAPI checks (?size=, ?tier=, ?topk= of /v1/search) answers as every other
+    error does, ``{"detail": "text"}``, not FastAPI's list of error objects."""
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first.get("loc", ())[1:]) or "request"
+    return JSONResponse({"detail": f"{where}: {first.get('msg', 'invalid')}"}, status_code=422)
 
 
 def _document_topk_limit(app: FastAPI, max_topk: int) -> None:

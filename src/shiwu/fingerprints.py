@@ -32,21 +32,32 @@ class Fingerprint:
     phash: np.ndarray  # 8 packed bytes (64 bits), faiss's binary-vector layout
 
 
-def fingerprint(path: str | os.PathLike) -> Fingerprint | None:
-    """None for a file that cannot be read or decoded: it can only be `similar` to others."""
+@dataclass(frozen=True)
+class Unreadable:
+    """A file that could not be read or decoded: it can only be `similar` to others, and the
+    caller names it (a file missing from the exact and near tiers without a word is a wrong
+    answer nobody sees)."""
+    reason: str
+
+
+def fingerprint(path: str | os.PathLike) -> Fingerprint | Unreadable:
+    """``path`` is the name the OS takes (an IndexRow's ``os_path``): never an identity's
+    ``file://`` form, which names no file."""
     import imagehash
 
     try:
         size = os.path.getsize(path)
         # a hash looks at 32x32 pixels: draft decoding (JPEG at 1/2..1/8) is plenty and fast
         image = load_image(path, min_size=64)
-    except (OSError, ImageError):
-        return None
+    except OSError as exc:
+        return Unreadable(exc.strerror or str(exc))
+    except ImageError as exc:
+        return Unreadable(exc.reason)
     bits = imagehash.phash(image, hash_size=HASH_SIZE).hash.flatten()
     return Fingerprint(size, np.packbits(bits))
 
 
-def fingerprints(paths: Sequence[str], threads: int | None = None) -> list[Fingerprint | None]:
+def fingerprints(paths: Sequence[str], threads: int | None = None) -> list[Fingerprint | Unreadable]:
     # decoding releases the GIL: threads keep every core busy on a large library
     with ThreadPoolExecutor(max_workers=threads or min(8, os.cpu_count() or 1)) as pool:
         return list(pool.map(fingerprint, paths))
@@ -91,7 +102,7 @@ def near_pairs(hashes: np.ndarray, bits: int = NEAR_BITS) -> tuple[np.ndarray, n
     return queries[keep].astype(np.int64), found[keep].astype(np.int64)
 
 
-def exact_pairs(paths: Sequence[str], prints: Sequence[Fingerprint | None],
+def exact_pairs(paths: Sequence[str], prints: Sequence[Fingerprint | Unreadable],
                 near_a: np.ndarray, near_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Pairs with the same bytes or the same pixels. Only pairs already within the near tier
     at distance 0 can be either, so only those files are read in full."""

@@ -353,16 +353,18 @@ def search(location: str, *, images: Sequence[str] = (), texts: Sequence[str] = 
 
 
 def duplicate_groups(*, location: str | None = None, inputs: Sequence[str] = (), threshold: float | None = None,
-                     tier: str | None = None, **build) -> list:
+                     tier: str | None = None, unreadable=None, **build) -> list:
     """Near-duplicate groups (lists of IndexRow, the largest file first) of an existing index,
     or of ``inputs``, embedded into a temporary index first; with ``tier``, DuplicateGroups
-    (index.dedupe.tiered_duplicate_groups)."""
+    (index.dedupe.tiered_duplicate_groups, which passes ``unreadable`` each row whose file it
+    could not read)."""
     from functools import partial
 
     from .index import DEFAULT_DUPLICATE_THRESHOLD, near_duplicate_groups, open_index
     from .index.dedupe import tiered_duplicate_groups
 
-    find = near_duplicate_groups if tier is None else partial(tiered_duplicate_groups, tier=tier)
+    find = near_duplicate_groups if tier is None else \
+        partial(tiered_duplicate_groups, tier=tier, unreadable=unreadable)
 
     threshold = DEFAULT_DUPLICATE_THRESHOLD if threshold is None else threshold
     if not 0.0 <= threshold <= 1.0:  # NaN too: every comparison with it is False (0 groups)

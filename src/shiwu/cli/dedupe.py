@@ -24,7 +24,9 @@ def add(commands) -> None:
                     "resized, re-encoded, re-lit or grey: perceptual hash), similar (embeddings "
                     "above --threshold: crops, bursts, the same scene). JSON: {\"groups\": "
                     "[[representative, duplicate, ...], ...], \"tiers\": [tier, ...], \"matches\": "
-                    "[[null, tie of each duplicate to the representative, ...], ...]}.")
+                    "[[null, tie of each duplicate to the representative, ...], ...], \"unread\": "
+                    "[{\"path\", \"reason\"}, ...]} (files that could not be read or decoded: left out "
+                    "of the exact and near tiers, each also named on stderr).")
     dedupe.add_argument("inputs", nargs="*", metavar="PATH", help="folders, file lists or images")
     dedupe.add_argument("--index", "-i", default=None, metavar="INDEX", help="an index built by `shiwu index`")
     dedupe.add_argument("--recursive", "-r", action="store_true", help="look into sub-folders")
@@ -50,23 +52,47 @@ def run(args) -> int:
     if bool(args.inputs) == bool(args.index):
         print("shiwu: error: give photos (PATH...) or --index INDEX, not both", file=sys.stderr)
         return EXIT_USAGE
+    unread = _Unread(embedded_now=bool(args.inputs))
     try:
         if args.tier != "similar" and args.inputs:
-            groups = _without_model(args)
+            groups = _without_model(args, unread)
         else:
             groups = duplicate_groups(location=args.index, inputs=args.inputs, threshold=args.threshold,
-                                      tier=args.tier,
+                                      tier=args.tier, unreadable=unread.row,
                                       recursive=args.recursive, model=model_ref(args), backend=args.backend,
                                       precision=args.precision, threads=args.threads, size=args.size,
                                       progress=not args.quiet)
     except (InputError, IndexingError, IndexFormatError, IndexMismatchError) as exc:
         print(f"shiwu: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    _report(groups, args)
+    _report(groups, unread.found, args)
     return EXIT_OK
 
 
-def _without_model(args) -> list:
+class _Unread:
+    """Files that could not be read, so are in no exact or near group: each is named on stderr
+    and listed in the JSON (a copy missing without a word is a wrong answer nobody sees)."""
+
+    def __init__(self, embedded_now: bool):
+        self.found: list[dict] = []
+        self._embedded_now = embedded_now
+
+    def name(self, path: str, reason: str, said: bool = False) -> None:
+        from ..display import printable
+        from ..filenames import readable
+
+        self.found.append({"path": readable(path), "reason": readable(reason)})
+        if not said:
+            print(f"shiwu: {printable(path)}: {printable(reason)}: left out of the exact and near tiers",
+                  file=sys.stderr)
+
+    def row(self, row, reason: str) -> None:
+        """tiered_duplicate_groups' ``unreadable``; a photo that failed while being embedded just
+        now had its error said then."""
+        self.name(row.path, reason, said=self._embedded_now and not row.ok)
+
+
+def _without_model(args, unread: _Unread) -> list:
     """exact and near need the files, not embeddings: no model is loaded."""
     from ..batch.sources import collect_images
     from ..index.dedupe import tiered_duplicate_groups
@@ -77,17 +103,17 @@ def _without_model(args) -> list:
         try:
             rows.append(IndexRow.for_file(path))
         except OSError as exc:
-            print(f"shiwu: {path}: {exc.strerror or exc}", file=sys.stderr)
-    return tiered_duplicate_groups(rows, tier=args.tier, threads=args.threads)
+            unread.name(path, exc.strerror or str(exc))
+    return tiered_duplicate_groups(rows, tier=args.tier, threads=args.threads, unreadable=unread.row)
 
 
-def _report(groups, args) -> None:
+def _report(groups, unread: list[dict], args) -> None:
     from ..display import printable
 
     paths = [[row.path for row in group.members] for group in groups]
     if args.json:
         print(json.dumps({"groups": paths, "tiers": [g.tier for g in groups],
-                          "matches": [g.matches for g in groups]}, ensure_ascii=False))
+                          "matches": [g.matches for g in groups], "unread": unread}, ensure_ascii=False))
     else:
         for number, group in enumerate(groups, 1):
             print(f"group {number} ({group.tier}): {printable(group.members[0].path)}")

@@ -114,20 +114,27 @@ class DuplicateGroup:
 
 def tiered_duplicate_groups(source: Index | Sequence[IndexRow], threshold: float = DEFAULT_DUPLICATE_THRESHOLD,
                             tier: str = "similar", *, neighbours: int = DEFAULT_NEIGHBOURS,
-                            threads: int | None = None) -> list[DuplicateGroup]:
+                            threads: int | None = None,
+                            unreadable: Callable[[IndexRow, str], None] | None = None) -> list[DuplicateGroup]:
     """Groups of copies up to ``tier``: `exact` only byte- or pixel-identical files, `near` also
     the same photo resized, re-encoded, re-lit or turned grey (perceptual hash), `similar` also
     photos whose embeddings (an Index's vectors) are at least ``threshold`` alike. Rows whose
-    file cannot be read only join through embeddings."""
-    from ..fingerprints import exact_pairs, fingerprints, near_pairs
+    file cannot be read or decoded only join through embeddings; each is passed to
+    ``unreadable(row, reason)`` so that the caller names it."""
+    from ..fingerprints import Fingerprint, exact_pairs, fingerprints, near_pairs
 
     if tier not in TIERS:
         raise ValueError(f"tier must be one of {', '.join(TIERS)}, got {tier!r}")
     rows = list(source.all_rows()) if isinstance(source, Index) else list(source)
     ids = np.array([row.id for row in rows], np.int64)
-    files = [row.real_path for row in rows]  # absolute: an index may be used from another folder
+    # the real path as the OS takes it: absolute (an index may be used from another folder), and
+    # the bytes of a name that is not UTF-8, not its file:// identity (which names no file)
+    files = [row.os_path for row in rows]
     prints = fingerprints(files, threads)
-    have = np.array([i for i, p in enumerate(prints) if p is not None], np.int64)
+    for row, found in zip(rows, prints):
+        if unreadable is not None and not isinstance(found, Fingerprint):
+            unreadable(row, found.reason)
+    have = np.array([i for i, p in enumerate(prints) if isinstance(p, Fingerprint)], np.int64)
     hashes = np.stack([prints[i].phash for i in have]) if len(have) else np.empty((0, 8), np.uint8)
     near_a, near_b = near_pairs(hashes)
     near_a, near_b = have[near_a], have[near_b]

@@ -32,15 +32,24 @@ class _LockedIndex:
     """What ``tiered_duplicate_groups`` reads of an Index, each call under the served index's
     lock (its search structure is not safe to race), with the rows limited to files that are
     still the regular files that were indexed: the long file hashing runs without the lock,
-    and a file replaced since (by a pipe, a link, another photo) takes no part."""
+    and a file replaced since (by a pipe, a link, another photo) takes no part. The rows left
+    out are kept in ``unread`` with why: the answer names them."""
 
     def __init__(self, index, lock: threading.Lock):
         self._index, self._lock = index, lock
+        self.unread: list[tuple[object, str]] = []
 
     def all_rows(self):
         with self._lock:
             rows = list(self._index.all_rows())
-        return iter([row for row in rows if _unchanged(row)])
+        kept = []
+        for row in rows:
+            changed = _changed(row)
+            if changed is None:
+                kept.append(row)
+            else:
+                self.unread.append((row, changed))
+        return iter(kept)
 
     def iter_vectors(self, chunk_rows: int = 8192):
         with self._lock:  # vectors of 20,000 rows are a few tens of MB: read them in one go
@@ -60,12 +69,18 @@ def _locked_index(index, lock: threading.Lock) -> _LockedIndex:
     return _LockedIndex(index, lock)
 
 
-def _unchanged(row) -> bool:
+def _changed(row) -> str | None:
+    """Why the file of ``row`` is no longer what was indexed, or None. ``os_path``: a name that is
+    not UTF-8 is stored as a file:// URI (its identity), which names no file."""
     try:
-        info = os.lstat(row.real_path)
-    except OSError:
-        return False
-    return stat.S_ISREG(info.st_mode) and (info.st_size, info.st_mtime_ns) == (row.size, row.mtime_ns)
+        info = os.lstat(row.os_path)
+    except OSError as exc:
+        return f"gone since it was indexed ({exc.strerror or exc})"
+    if not stat.S_ISREG(info.st_mode):
+        return "no longer a regular file (replaced since it was indexed)"
+    if (info.st_size, info.st_mtime_ns) != (row.size, row.mtime_ns):
+        return "changed since it was indexed: run `shiwu index` again"
+    return None
 
 
 class DuplicateFinder:
@@ -77,9 +92,10 @@ class DuplicateFinder:
         self._guard = threading.Lock()
         self._answers: dict[tuple, tuple[float, int, concurrent.futures.Future]] = {}
 
-    async def groups(self, tier: str, threshold: float, rows: int, timeout: float) -> list[dict] | None:
-        """The groups as JSON-ready dicts, or None when they took longer than ``timeout`` (the
-        thread goes on: asking again later gets them). Raises Busy when another search runs."""
+    async def groups(self, tier: str, threshold: float, rows: int, timeout: float) -> dict | None:
+        """``{"groups": [...], "unread": [...]}`` ready for JSON, or None when they took longer
+        than ``timeout`` (the thread goes on: asking again later gets them). Raises Busy when
+        another search runs."""
         future = self._start(tier, threshold, rows)
         try:
             return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), timeout)
@@ -111,16 +127,27 @@ class DuplicateFinder:
         served = self._served
         started = time.monotonic()
         try:
-            found = tiered_duplicate_groups(_locked_index(served.index, served.lock), threshold, tier,
-                                            threads=HASH_THREADS)
-            answer = [_group(g) for g in found]
+            index = _locked_index(served.index, served.lock)
+            found = tiered_duplicate_groups(index, threshold, tier, threads=HASH_THREADS,
+                                            unreadable=lambda row, reason: index.unread.append((row, reason)))
+            answer = {"groups": [_group(g) for g in found],
+                      "unread": sorted((_unread(row, reason) for row, reason in index.unread),
+                                       key=lambda item: item["path"])}
         except BaseException as exc:  # the waiting request reports it (500) and the next one retries
             log.warning("duplicates (%s, %.2f) failed: %s", tier, threshold, exc)
             future.set_exception(exc)
             return
-        log.info("duplicates (%s, %.2f): %d groups in %.1f s", tier, threshold, len(answer),
-                 time.monotonic() - started)
+        log.info("duplicates (%s, %.2f): %d groups, %d files not read, in %.1f s", tier, threshold,
+                 len(answer["groups"]), len(answer["unread"]), time.monotonic() - started)
         future.set_result(answer)
+
+
+def _unread(row, reason: str) -> dict:
+    """A photo of the index left out of the exact and near tiers (and, when its file changed or
+    went, of every tier): named in the answer, never dropped without a word."""
+    from ..filenames import readable
+
+    return {"path": row.path, "id": str(row.id), "reason": readable(reason)}
 
 
 def _group(group) -> dict:

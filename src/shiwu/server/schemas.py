@@ -106,12 +106,21 @@ class DuplicateGroup(BaseModel):
     images: list[DuplicateImage]
 
 
+class UnreadImage(BaseModel):
+    path: str = Field(description="the path as it was indexed")
+    id: str = Field(description="row id (a string: row ids exceed JavaScript's exact integers)")
+    reason: str = Field(description="why its file was not read: gone or changed since it was indexed "
+                                    "(then in no group), or it cannot be read or decoded (then in no "
+                                    "exact or near group)")
+
+
 class DuplicatesAnswer(BaseModel):
     model: str
     index: IndexRows
     tier: str = Field(description="the loosest tier asked for")
     threshold: float
     groups: list[DuplicateGroup] = Field(description="by the first photo's path")
+    unread: list[UnreadImage] = Field(description="photos of the index whose file was not read, by path")
 
 
 class GalleryClass(BaseModel):

@@ -37,7 +37,8 @@ async def duplicates(service: ServiceDep, _auth: ApiKeyDep,
                                                        "the similar tier")] = DEFAULT_THRESHOLD):
     """Reads every indexed file once (its perceptual hash) on a background thread; an answer is
     reused for a minute while the index keeps its rows. Files changed or gone since they were
-    indexed take no part. Each group: `{"tier", "images": [{"path", "size", "match", "id",
+    indexed take no part, and files that cannot be read or decoded are in no exact or near group:
+    each is listed in `unread` with why. Each group: `{"tier", "images": [{"path", "size", "match", "id",
     "thumbnail"}, ...]}`, the representative (largest file) first with `match` null, then each
     copy with how it is tied to it."""
     metrics, index = service.metrics, service.index
@@ -49,12 +50,12 @@ async def duplicates(service: ServiceDep, _auth: ApiKeyDep,
         fail(metrics, 413, "too_many_rows", f"the index has {rows} rows; the web page looks for duplicates "
              f"in at most {MAX_ROWS}: run `shiwu dedupe --index {index.settings.index} --tier {tier}`")
     try:
-        groups = await index.duplicates.groups(tier, round(threshold, 4), rows, service.settings.request_timeout)
+        found = await index.duplicates.groups(tier, round(threshold, 4), rows, service.settings.request_timeout)
     except Busy as exc:
         fail(metrics, 503, "busy", str(exc), headers={**BUSY_HEADERS, "Retry-After": str(RETRY_SECONDS)})
-    if groups is None:
+    if found is None:
         fail(metrics, 503, "busy", f"still looking for duplicates after {service.settings.request_timeout:g} s; "
              f"the search goes on: ask again in a little while for its answer",
              headers={**BUSY_HEADERS, "Retry-After": str(RETRY_SECONDS)})
     return JSONResponse({"model": index.spec.name, "index": {"rows": rows}, "tier": tier,
-                         "threshold": threshold, "groups": groups})
+                         "threshold": threshold, **found})

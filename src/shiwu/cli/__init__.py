@@ -1,6 +1,7 @@
 """Command line: parse, call the library, print. One module per command; shared options in
 ``options``. Exit codes: 0 ok, 1 some inputs failed, 2 usage (bad option, unknown or unusable
-model, missing runtime), 130 interrupted."""
+model, missing runtime, an output that cannot be written), 3 an output failed at the end (disk
+full), 130 interrupted."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from ..gallery import GalleryError
 from ..models.spec import ModelNotFound
 from . import logs
 from . import batch, bench, dedupe, doctor, eval, export, index, models, predict, search, serve, tag, tune
-from .options import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE
+from .options import (EXIT_INTERRUPTED, EXIT_OK, EXIT_OUTPUT_FAILED, EXIT_SOME_FAILED, EXIT_USAGE,
+                      OutputFailed, UsageError)
 
 __all__ = ["main", "build_parser", "EXIT_OK", "EXIT_SOME_FAILED", "EXIT_USAGE", "EXIT_INTERRUPTED"]
 
@@ -68,9 +70,12 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(level)
     try:
         return args.run(args)
-    except (ModelNotFound, BackendUnavailable, GalleryError) as exc:
+    except (ModelNotFound, BackendUnavailable, GalleryError, UsageError) as exc:
         print(f"shiwu: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except OutputFailed as exc:
+        print(f"shiwu: error: {exc}", file=sys.stderr)
+        return EXIT_OUTPUT_FAILED
     except KeyboardInterrupt:
         print("shiwu: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -5,10 +5,11 @@ exact (same bytes or pixels), near (same photo resized, re-encoded, re-lit, grey
 from __future__ import annotations
 
 import csv
+import io
 import json
 import sys
 
-from .options import EXIT_OK, EXIT_USAGE, add_model_options, fraction, model_ref
+from .options import EXIT_OK, EXIT_USAGE, add_model_options, check_outputs, fraction, model_ref, write_output
 
 
 TIERS = ("exact", "near", "similar")
@@ -50,6 +51,7 @@ def run(args) -> int:
     if bool(args.inputs) == bool(args.index):
         print("shiwu: error: give photos (PATH...) or --index INDEX, not both", file=sys.stderr)
         return EXIT_USAGE
+    check_outputs(args.csv)  # before the photos are read and embedded, not after
     try:
         if args.tier != "similar" and args.inputs:
             groups = _without_model(args)
@@ -96,10 +98,12 @@ def _report(groups, args) -> None:
         print(f"shiwu: {len(groups)} groups of duplicates, {sum(len(g) - 1 for g in paths)} "
               "duplicates", file=sys.stderr)
     if args.csv:
-        with open(args.csv, "w", newline="", encoding="utf-8-sig") as f:
-            writer = csv.writer(f)
-            writer.writerow(["group", "image", "representative", "size", "tier", "match"])
-            for number, group in enumerate(groups, 1):
-                for i, (row, match) in enumerate(zip(group.members, group.matches)):
-                    writer.writerow([number, row.path, "yes" if i == 0 else "no", row.size, group.tier,
-                                     match or ""])
+        text = io.StringIO(newline="")
+        text.write("\ufeff")  # the BOM: spreadsheets then read the file as UTF-8
+        writer = csv.writer(text)
+        writer.writerow(["group", "image", "representative", "size", "tier", "match"])
+        for number, group in enumerate(groups, 1):
+            for i, (row, match) in enumerate(zip(group.members, group.matches)):
+                writer.writerow([number, row.path, "yes" if i == 0 else "no", row.size, group.tier,
+                                 match or ""])
+        write_output(args.csv, text.getvalue())  # whole or not at all

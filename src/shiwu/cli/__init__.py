@@ -1,11 +1,12 @@
 """Command line: parse, call the library, print. One module per command; shared options in
 ``options``. Exit codes: 0 ok, 1 some inputs failed, 2 usage (bad option, unknown or unusable
 model, missing runtime, an output that cannot be written), 3 an output failed at the end (disk
-full), 130 interrupted."""
+full), 130 interrupted, 141 the reader of stdout stopped early (a pipe into `head`)."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 
@@ -15,8 +16,8 @@ from ..gallery import GalleryError
 from ..models.spec import ModelNotFound
 from . import logs
 from . import batch, bench, dedupe, doctor, eval, export, index, models, predict, search, serve, tag, tune
-from .options import (EXIT_INTERRUPTED, EXIT_OK, EXIT_OUTPUT_FAILED, EXIT_SOME_FAILED, EXIT_USAGE,
-                      OutputFailed, UsageError)
+from .options import (EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_OK, EXIT_OUTPUT_FAILED, EXIT_SOME_FAILED,
+                      EXIT_USAGE, OutputFailed, UsageError)
 
 __all__ = ["main", "build_parser", "EXIT_OK", "EXIT_SOME_FAILED", "EXIT_USAGE", "EXIT_INTERRUPTED"]
 
@@ -59,6 +60,31 @@ def verbosity(args: argparse.Namespace) -> int | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        code = _run(argv)
+        # what is still buffered (doctor's one print) meets a reader that left here, not in the
+        # interpreter's final flush, whose error could only be printed as "Exception ignored"
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # the reader of stdout stopped early (`shiwu predict --json *.jpg | head -1`): stop
+        # quietly as Unix tools do, with the shell's code for a death by SIGPIPE. stdout goes to
+        # /dev/null so the interpreter's own flush at exit finds no broken pipe (the pattern of
+        # Python's signal docs; SIGPIPE's default action would also kill `serve` on a socket).
+        _stdout_to_devnull()
+        return EXIT_BROKEN_PIPE
+
+
+def _stdout_to_devnull() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass  # stdout is no file (captured in a test, closed): nothing will be flushed to a pipe
+
+
+def _run(argv: list[str] | None) -> int:
     _utf8_stdio()
     _interruptible()
     logs.configure()

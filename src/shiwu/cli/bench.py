@@ -78,7 +78,8 @@ def run(args) -> int:
     write_json(args.json, report.to_dict())
     if args.plot:
         try:
-            print(f"shiwu: plot written to {plot(report, args.plot)}", file=sys.stderr)
+            written = plot(report, args.plot)
         except OSError as exc:
             raise OutputFailed(f"cannot write {args.plot}: {exc.strerror or exc}") from None
+        print(f"shiwu: plot written to {written}", file=sys.stderr)
     return EXIT_INTERRUPTED if report.interrupted else EXIT_OK

@@ -14,6 +14,8 @@ from ..models.spec import DEFAULT_MODEL, INTERPOLATIONS, RESIZE_MODES, ModelRef
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 # an output that passed the check could not be written at the end (disk full), as batch's 3
 EXIT_OUTPUT_FAILED = 3
+# 128 + SIGPIPE: what the shell reports for a tool killed by a reader that stopped (`| head -1`)
+EXIT_BROKEN_PIPE = 141
 
 
 def positive_int(text: str) -> int:
@@ -241,5 +243,7 @@ def write_output(target: str, text: str) -> None:
             path.write_text(text, encoding="utf-8")
         else:
             atomic_write(path, text)
+    except BrokenPipeError:
+        raise  # --json /dev/stdout into `| head`: the quiet exit of cli.main, not a failed file
     except OSError as exc:
         raise OutputFailed(f"cannot write {target}: {exc.strerror or exc}") from None

@@ -19,7 +19,7 @@ from . import batch, bench, dedupe, doctor, eval, export, index, models, predict
 from .options import (EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_OK, EXIT_OUTPUT_FAILED, EXIT_SOME_FAILED,
                       EXIT_USAGE, OutputFailed, UsageError)
 
-__all__ = ["main", "build_parser", "EXIT_OK", "EXIT_SOME_FAILED", "EXIT_USAGE", "EXIT_INTERRUPTED"]
+__all__ = ["main", "build_parser", "parse_args", "EXIT_OK", "EXIT_SOME_FAILED", "EXIT_USAGE", "EXIT_INTERRUPTED"]
 
 COMMANDS = (predict, batch, index, search, dedupe, tag, serve, bench, eval, tune, export, doctor, models)
 
@@ -48,6 +48,16 @@ def add_verbosity(parser: argparse.ArgumentParser) -> None:
             # batch, index, dedupe, eval and bench have their own --quiet (no progress bar); it
             # quiets the log as well (verbosity() reads both)
             pass
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
+    """``parser.parse_args``, with one --quiet wherever it was given. A command's own --quiet (no
+    progress bar) defaults to False in the command's namespace, which argparse copies over what
+    was parsed before the command's name: ``shiwu -q batch`` quieted the log but kept the bar."""
+    args = parser.parse_args(argv)
+    if getattr(args, "log_quiet", False) and hasattr(args, "quiet"):
+        args.quiet = True
+    return args
 
 
 def verbosity(args: argparse.Namespace) -> int | None:
@@ -89,7 +99,7 @@ def _run(argv: list[str] | None) -> int:
     _interruptible()
     logs.configure()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     level = verbosity(args)
     if level is None:
         parser.error("--quiet and --verbose contradict each other: give one")

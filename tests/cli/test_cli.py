@@ -77,6 +77,16 @@ def test_usage_errors_exit_2(args):
     assert run.stderr.strip()
 
 
+@pytest.mark.parametrize("args, message", [
+    ([], "give photos (PATH...) or --index INDEX"),
+    ([DATA, "--index", "idx"], "give photos (PATH...) or --index INDEX, not both"),
+])
+def test_dedupe_says_what_it_needs(args, message):
+    # with nothing given it said "..., not both"
+    run = shiwu("dedupe", *args)
+    assert run.returncode == 2 and run.stderr.splitlines() == [f"shiwu: error: {message}"], run.stderr
+
+
 def test_works_with_an_ascii_locale():
     env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONIOENCODING": "ascii"}
     run = subprocess.run([str(SHIWU), "predict", str(DATA / "coffee.jpg"), "-k", "1"],

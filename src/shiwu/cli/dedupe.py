@@ -48,8 +48,9 @@ def run(args) -> int:
     from ..index import IndexFormatError, IndexMismatchError
     from ..indexing import IndexingError, duplicate_groups
 
-    if bool(args.inputs) == bool(args.index):
-        print("shiwu: error: give photos (PATH...) or --index INDEX, not both", file=sys.stderr)
+    if bool(args.inputs) == bool(args.index):  # "not both" only when both were given
+        both = ", not both" if args.inputs else ""
+        print(f"shiwu: error: give photos (PATH...) or --index INDEX{both}", file=sys.stderr)
         return EXIT_USAGE
     check_outputs(args.csv)  # before the photos are read and embedded, not after
     try:

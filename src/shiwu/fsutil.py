@@ -101,3 +101,56 @@ def remove_stray_temporaries(folder: str | os.PathLike, *, older_than: float = S
         except OSError:
             continue
     return removed
+
+
+def cannot_write(target: str | os.PathLike, *, folder: bool = False, parents: bool = False) -> str | None:
+    """Why ``target`` cannot be written, or None when it can: for commands to ask before their slow
+    work, so that an unwritable output fails at once instead of after an hour of recognising.
+
+    ``folder``: ``target`` is a folder the command fills; else a file, written beside its siblings
+    (temporary files, journals), so its folder must take new files too. ``parents``: the command
+    creates missing folders on the way, so the nearest existing one must take new folders.
+
+    Permissions alone do not tell (root passes them where the kernel still refuses, as in /sys),
+    so a folder is tried by creating and removing an empty temporary file in it, and an existing
+    file by opening it for appending, which changes nothing.
+    """
+    path = Path(target)
+    if path.is_dir() and not folder:
+        return "it is a folder; give a file name"
+    if path.exists() and not path.is_dir() and folder:
+        return "it is a file, not a folder"
+    if path.exists() and not path.is_dir():
+        if not os.access(path, os.W_OK):
+            return "permission denied (the file is read-only)"
+        if not path.is_file():
+            return None  # /dev/stdout, a FIFO: written as they are, never replaced
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_APPEND))
+        except OSError as exc:
+            return _reason(exc)
+    home = path if folder and path.is_dir() else (path.parent if str(path.parent) else Path("."))
+    while parents and not home.exists() and home != home.parent:
+        home = home.parent
+    if not home.exists():
+        return f"the folder {home} does not exist"
+    if not home.is_dir():
+        return f"{home} is a file, not a folder"
+    if not os.access(home, os.W_OK | os.X_OK):
+        return f"permission denied (no write access to the folder {home})"
+    try:
+        fd, probe = tempfile.mkstemp(dir=home, prefix=TEMP_PREFIX, suffix="-write-test")
+    except OSError as exc:
+        return f"{_reason(exc)} (no write access to the folder {home})"
+    os.close(fd)
+    try:
+        os.unlink(probe)
+    except OSError:
+        pass  # a folder that takes files but will not let them go: the output can still be written
+    return None
+
+
+def _reason(exc: OSError) -> str:
+    # "Permission denied" reads as the middle of a sentence after "cannot write PATH: "
+    text = exc.strerror or str(exc)
+    return text[:1].lower() + text[1:]

@@ -19,6 +19,7 @@ import pytest
 from support.batch import FAST, SHIWU, shiwu, small_photos
 from support.batch import read_back as read_rows
 from support.photos import DATA
+from support.unprivileged import as_unprivileged
 
 
 def run_in(cwd, *args, env=None, **kwargs):
@@ -82,19 +83,6 @@ def test_one_row_per_image_however_the_path_is_spelled(tmp_path):
 
 # --- 2. an output that cannot be written: one line, exit 2, before decoding ------------------------
 
-def _as_unprivileged():
-    """Root ignores file permissions: drop the two capabilities that let it (from the bounding
-    set, so the shiwu exec'd next never gets them) and permissions apply as for anyone."""
-    if os.geteuid() == 0:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        PR_CAPBSET_DROP, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 24, 1, 2
-        for cap in (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH):
-            if libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
-                os._exit(99)  # the test fails on the exit code: no silent root run
-
-
 @pytest.mark.slow
 def test_unwritable_outputs_are_one_line_and_exit_2_before_decoding():
     base = Path(tempfile.mkdtemp(prefix="shiwu-ro-", dir="/tmp"))
@@ -131,7 +119,7 @@ def test_unwritable_outputs_are_one_line_and_exit_2_before_decoding():
         for extra, message in cases:
             run = subprocess.run([SHIWU, "batch", str(images), *map(str, extra), *FAST],
                                  capture_output=True, text=True, timeout=120, env=env,
-                                 preexec_fn=_as_unprivileged)
+                                 preexec_fn=as_unprivileged)
             assert run.returncode == 2, (extra, run.stderr)
             lines = run.stderr.strip().splitlines()
             assert len(lines) == 1 and lines[0].startswith("shiwu: error: cannot write"), (extra, lines)

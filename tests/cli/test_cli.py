@@ -84,6 +84,23 @@ def test_usage_errors_exit_2(args):
     assert run.stderr.strip()
 
 
+@pytest.mark.parametrize("args, message", [
+    ([], "give photos (PATH...) or --index INDEX"),
+    ([DATA, "--index", "idx"], "give photos (PATH...) or --index INDEX, not both"),
+])
+def test_dedupe_says_what_it_needs(args, message):
+    # with nothing given it said "..., not both"
+    run = shiwu("dedupe", *args)
+    assert run.returncode == 2 and run.stderr.splitlines() == [f"shiwu: error: {message}"], run.stderr
+
+
+def test_dedupe_of_a_folder_without_photos_says_so_in_every_tier(tmp_path):
+    for tier in ("exact", "near"):  # no model for these: they said "0 groups", exit 0
+        run = shiwu("dedupe", tmp_path, "--tier", tier)
+        assert run.returncode == 2 and run.stderr.splitlines() == [
+            f"shiwu: error: no images found in {tmp_path}"], run.stderr
+
+
 def test_works_with_an_ascii_locale():
     env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONIOENCODING": "ascii"}
     run = subprocess.run([str(SHIWU), "predict", str(DATA / "coffee.jpg"), "-k", "1"],

@@ -59,6 +59,54 @@ def test_a_commands_own_quiet_still_quiets_its_progress_and_the_log():
     assert cli.verbosity(args) == cli.logs.QUIET
 
 
+# the commands with a --quiet of their own (no progress bar), and arguments each parses with
+COMMANDS_WITH_A_BAR = {"batch": ["photos", "--out", "x.jsonl"], "index": ["photos", "--out", "idx"],
+                       "dedupe": ["photos"], "eval": ["photos"], "bench": [], "tune": []}
+
+
+@pytest.mark.parametrize("command", COMMANDS_WITH_A_BAR)
+@pytest.mark.parametrize("before", [True, False])
+def test_quiet_before_or_after_the_command_hides_its_progress_bar(command, before):
+    # `shiwu -q batch` quieted the log but kept the bar: the command's own --quiet default
+    # (False) overwrote what was parsed before the command's name
+    rest = COMMANDS_WITH_A_BAR[command]
+    argv = ["-q", command, *rest] if before else [command, *rest, "-q"]
+    args = cli.parse_args(build_parser(), argv)
+    assert args.quiet is True and cli.verbosity(args) == cli.logs.QUIET
+    assert cli.parse_args(build_parser(), [command, *rest]).quiet is False
+
+
+@pytest.mark.parametrize("command", ["batch", "index", "eval"])
+def test_no_progress_bar_with_quiet_before_the_command(command, tmp_path):
+    """As a user runs it: the bar (tqdm's `shiwu batch: 100%|…`) is on stderr without -q, and
+    gone with -q before the command's name as with -q after it."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from support.photos import DATA
+
+    photos = tmp_path / "photos"
+    for label, photo in (("espresso", "coffee.jpg"), ("tabby_cat", "chelsea.jpg")):
+        (photos / label).mkdir(parents=True)
+        shutil.copy(DATA / photo, photos / label / photo)
+    target = {"batch": ["-r", "--out", tmp_path / "rows.jsonl", "--workers", "0"],
+              "index": ["-r", "--out", tmp_path / "idx", "--workers", "0"], "eval": []}[command]
+
+    def run(*quiet):
+        for made in (tmp_path / "rows.jsonl", tmp_path / "idx"):
+            shutil.rmtree(made, ignore_errors=True) if made.is_dir() else made.unlink(missing_ok=True)
+        done = subprocess.run([str(Path(sys.executable).parent / "shiwu"), *quiet, command, str(photos),
+                               *map(str, target), "--backend", "torch", "--threads", "1"],
+                              capture_output=True, text=True, encoding="utf-8", timeout=300)
+        assert done.returncode == 0, done.stderr
+        return done.stderr
+
+    assert f"shiwu {command}:" in run()  # the bar's description
+    assert f"shiwu {command}:" not in run("-q")
+
+
 def test_quiet_and_verbose_together_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exited:
         cli.main(["-q", "-v", "models"])

@@ -1,10 +1,12 @@
 """Command line: parse, call the library, print. One module per command; shared options in
 ``options``. Exit codes: 0 ok, 1 some inputs failed, 2 usage (bad option, unknown or unusable
-model, missing runtime), 130 interrupted."""
+model, missing runtime, an output that cannot be written), 3 an output failed at the end (disk
+full), 130 interrupted, 141 the reader of stdout stopped early (a pipe into `head`)."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 
@@ -14,9 +16,10 @@ from ..gallery import GalleryError
 from ..models.spec import ModelNotFound
 from . import logs
 from . import batch, bench, dedupe, doctor, eval, export, index, models, predict, search, serve, tag, tune
-from .options import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE
+from .options import (EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_OK, EXIT_OUTPUT_FAILED, EXIT_SOME_FAILED,
+                      EXIT_USAGE, OutputFailed, UsageError)
 
-__all__ = ["main", "build_parser", "EXIT_OK", "EXIT_SOME_FAILED", "EXIT_USAGE", "EXIT_INTERRUPTED"]
+__all__ = ["main", "build_parser", "parse_args", "EXIT_OK", "EXIT_SOME_FAILED", "EXIT_USAGE", "EXIT_INTERRUPTED"]
 
 COMMANDS = (predict, batch, index, search, dedupe, tag, serve, bench, eval, tune, export, doctor, models)
 
@@ -47,6 +50,16 @@ def add_verbosity(parser: argparse.ArgumentParser) -> None:
             pass
 
 
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
+    """``parser.parse_args``, with one --quiet wherever it was given. A command's own --quiet (no
+    progress bar) defaults to False in the command's namespace, which argparse copies over what
+    was parsed before the command's name: ``shiwu -q batch`` quieted the log but kept the bar."""
+    args = parser.parse_args(argv)
+    if getattr(args, "log_quiet", False) and hasattr(args, "quiet"):
+        args.quiet = True
+    return args
+
+
 def verbosity(args: argparse.Namespace) -> int | None:
     """The log level the options ask for; None when they contradict each other."""
     quiet = getattr(args, "log_quiet", False) or getattr(args, "quiet", False) is True
@@ -57,20 +70,48 @@ def verbosity(args: argparse.Namespace) -> int | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        code = _run(argv)
+        # what is still buffered (doctor's one print) meets a reader that left here, not in the
+        # interpreter's final flush, whose error could only be printed as "Exception ignored"
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # the reader of stdout stopped early (`shiwu predict --json *.jpg | head -1`): stop
+        # quietly as Unix tools do, with the shell's code for a death by SIGPIPE. stdout goes to
+        # /dev/null so the interpreter's own flush at exit finds no broken pipe (the pattern of
+        # Python's signal docs; SIGPIPE's default action would also kill `serve` on a socket).
+        _stdout_to_devnull()
+        return EXIT_BROKEN_PIPE
+
+
+def _stdout_to_devnull() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass  # stdout is no file (captured in a test, closed): nothing will be flushed to a pipe
+
+
+def _run(argv: list[str] | None) -> int:
     _utf8_stdio()
     _interruptible()
     logs.configure()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     level = verbosity(args)
     if level is None:
         parser.error("--quiet and --verbose contradict each other: give one")
     logs.configure(level)
     try:
         return args.run(args)
-    except (ModelNotFound, BackendUnavailable, GalleryError) as exc:
+    except (ModelNotFound, BackendUnavailable, GalleryError, UsageError) as exc:
         print(f"shiwu: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except OutputFailed as exc:
+        print(f"shiwu: error: {exc}", file=sys.stderr)
+        return EXIT_OUTPUT_FAILED
     except KeyboardInterrupt:
         print("shiwu: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

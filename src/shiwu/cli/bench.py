@@ -8,8 +8,8 @@ from __future__ import annotations
 import sys
 
 from ..backends import BACKENDS, RUN_PRECISIONS
-from .options import (EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, add_model_choice, input_size, list_of,
-                      model_ref, number, positive_int, write_json)
+from .options import (EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, OutputFailed, add_model_choice, check_outputs,
+                      input_size, list_of, model_ref, number, positive_int, write_json)
 
 
 def add_grid(cmd, *, precisions: str | None, seconds: float, batches: str, sizes_help: str,
@@ -65,6 +65,7 @@ def add(commands) -> None:
 def run(args) -> int:
     from ..bench import BenchError, PlotUnavailable, check_plot_available, format_table, plot, run_bench
 
+    check_outputs(args.json, args.plot)  # before minutes of measuring, not after
     try:
         if args.plot:
             check_plot_available()
@@ -76,5 +77,9 @@ def run(args) -> int:
     print(table, file=sys.stderr if args.json == "-" else sys.stdout, flush=True)
     write_json(args.json, report.to_dict())
     if args.plot:
-        print(f"shiwu: plot written to {plot(report, args.plot)}", file=sys.stderr)
+        try:
+            written = plot(report, args.plot)
+        except OSError as exc:
+            raise OutputFailed(f"cannot write {args.plot}: {exc.strerror or exc}") from None
+        print(f"shiwu: plot written to {written}", file=sys.stderr)
     return EXIT_INTERRUPTED if report.interrupted else EXIT_OK

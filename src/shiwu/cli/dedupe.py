@@ -5,10 +5,11 @@ exact (same bytes or pixels), near (same photo resized, re-encoded, re-lit, grey
 from __future__ import annotations
 
 import csv
+import io
 import json
 import sys
 
-from .options import EXIT_OK, EXIT_USAGE, add_model_options, fraction, model_ref
+from .options import EXIT_OK, EXIT_USAGE, add_model_options, check_outputs, fraction, model_ref, write_output
 
 
 TIERS = ("exact", "near", "similar")
@@ -49,9 +50,11 @@ def run(args) -> int:
     from ..index import IndexFormatError, IndexMismatchError
     from ..indexing import IndexingError, duplicate_groups
 
-    if bool(args.inputs) == bool(args.index):
-        print("shiwu: error: give photos (PATH...) or --index INDEX, not both", file=sys.stderr)
+    if bool(args.inputs) == bool(args.index):  # "not both" only when both were given
+        both = ", not both" if args.inputs else ""
+        print(f"shiwu: error: give photos (PATH...) or --index INDEX{both}", file=sys.stderr)
         return EXIT_USAGE
+    check_outputs(args.csv)  # before the photos are read and embedded, not after
     unread = _Unread(embedded_now=bool(args.inputs))
     try:
         if args.tier != "similar" and args.inputs:
@@ -94,12 +97,14 @@ class _Unread:
 
 def _without_model(args, unread: _Unread) -> list:
     """exact and near need the files, not embeddings: no model is loaded."""
-    from ..batch.sources import collect_images
+    from ..batch.sources import InputError, collect_images, no_images_found
     from ..index.dedupe import tiered_duplicate_groups
     from ..index.rows import IndexRow
 
-    rows = []
-    for path in collect_images(args.inputs, recursive=args.recursive):
+    rows, paths = [], collect_images(args.inputs, recursive=args.recursive)
+    if not paths:  # as the similar tier (and batch, index, tag) says it
+        raise InputError(no_images_found(args.inputs, recursive=args.recursive))
+    for path in paths:
         try:
             rows.append(IndexRow.for_file(path))
         except OSError as exc:
@@ -119,13 +124,16 @@ def _report(groups, unread: list[dict], args) -> None:
             print(f"group {number} ({group.tier}): {printable(group.members[0].path)}")
             for row, match in zip(group.members[1:], group.matches[1:]):
                 print(f"  {match}: {printable(row.path)}")
-        print(f"shiwu: {len(groups)} groups of duplicates, {sum(len(g) - 1 for g in paths)} "
-              "duplicates", file=sys.stderr)
+        copies = sum(len(g) - 1 for g in paths)
+        print(f"shiwu: {len(groups)} group{'s' * (len(groups) != 1)} of duplicates, {copies} "
+              f"duplicate{'s' * (copies != 1)}", file=sys.stderr)
     if args.csv:
-        with open(args.csv, "w", newline="", encoding="utf-8-sig") as f:
-            writer = csv.writer(f)
-            writer.writerow(["group", "image", "representative", "size", "tier", "match"])
-            for number, group in enumerate(groups, 1):
-                for i, (row, match) in enumerate(zip(group.members, group.matches)):
-                    writer.writerow([number, row.path, "yes" if i == 0 else "no", row.size, group.tier,
-                                     match or ""])
+        text = io.StringIO(newline="")
+        text.write("\ufeff")  # the BOM: spreadsheets then read the file as UTF-8
+        writer = csv.writer(text)
+        writer.writerow(["group", "image", "representative", "size", "tier", "match"])
+        for number, group in enumerate(groups, 1):
+            for i, (row, match) in enumerate(zip(group.members, group.matches)):
+                writer.writerow([number, row.path, "yes" if i == 0 else "no", row.size, group.tier,
+                                 match or ""])
+        write_output(args.csv, text.getvalue())  # whole or not at all

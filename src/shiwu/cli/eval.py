@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from .options import (EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, add_gallery_options,
-                      add_model_options, model_ref, positive_int, write_json)
+                      add_model_options, check_outputs, model_ref, positive_int, write_json)
 
 
 def add(commands) -> None:
@@ -27,6 +27,7 @@ def add(commands) -> None:
 def run(args) -> int:
     from ..evaluate import EvalError, evaluate, format_report
 
+    check_outputs(args.json)  # the report must not be lost after the whole evaluation
     try:
         report = evaluate(args.folder, model=model_ref(args), backend=args.backend,
                           precision=args.precision, threads=args.threads, size=args.size,

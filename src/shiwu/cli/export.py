@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from .options import EXIT_OK, add_calibration, add_model_choice, input_size, model_ref
+from .options import EXIT_OK, add_calibration, add_model_choice, check_outputs, input_size, model_ref
 
 
 def add(commands) -> None:
@@ -20,8 +20,16 @@ def add(commands) -> None:
 
 def run(args) -> int:
     from ..backends.deploy import export_for_deployment
+    from pathlib import Path
+
     from ..models.registry import get_model
 
+    # the files export_for_deployment writes (its folder is created if missing), checked before
+    # the model is built, exported or calibrated
+    out = Path(args.out)
+    check_outputs(args.out, parents=True)
+    check_outputs(*(str(p) for p in (out.with_suffix(".bin"), out.with_name(out.name + ".labels.tsv"),
+                                     out.with_name("shiwu.json")) if p.exists()))
     spec = get_model(model_ref(args))
     size = args.size or spec.preprocessing.size
     for path in export_for_deployment(spec, size=size, fmt=args.format, out=args.out,

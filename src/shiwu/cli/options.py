@@ -12,6 +12,10 @@ from ..backends import BACKENDS, PRECISIONS
 from ..models.spec import DEFAULT_MODEL, INTERPOLATIONS, RESIZE_MODES, ModelRef
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+# an output that passed the check could not be written at the end (disk full), as batch's 3
+EXIT_OUTPUT_FAILED = 3
+# 128 + SIGPIPE: what the shell reports for a tool killed by a reader that stopped (`| head -1`)
+EXIT_BROKEN_PIPE = 141
 
 
 def positive_int(text: str) -> int:
@@ -196,9 +200,50 @@ def model_ref(args) -> ModelRef:
                     prompt=getattr(args, "prompt", None))
 
 
+class UsageError(Exception):
+    """A command refuses what it was asked before doing any work: ``main`` prints the message as
+    the one line ``shiwu: error: …`` and exits 2."""
+
+
+class OutputFailed(Exception):
+    """An output passed the check but its writing failed at the end (disk full): one line, exit 3."""
+
+
+def check_outputs(*paths: str | None, folder: bool = False, parents: bool = False) -> None:
+    """Raise UsageError for the first of ``paths`` that cannot be written (None and "-", stdout,
+    are skipped). Called before the slow work: a report or an index that cannot be written must
+    not cost the run first. ``folder``/``parents`` as ``fsutil.cannot_write``."""
+    from ..fsutil import cannot_write
+
+    for path in paths:
+        if path is None or path == "-":
+            continue
+        problem = cannot_write(path, folder=folder, parents=parents)
+        if problem:
+            raise UsageError(f"cannot write {path}: {problem}")
+
+
 def write_json(target: str | None, data: dict) -> None:
+    """``data`` to stdout ("-") or the file ``target``, which is replaced whole or not at all."""
     text = json.dumps(data, ensure_ascii=False, indent=2)
     if target == "-":
         print(text)
     elif target:
-        Path(target).write_text(text + "\n", encoding="utf-8")
+        write_output(target, text + "\n")
+
+
+def write_output(target: str, text: str) -> None:
+    """``text`` (UTF-8) to ``target``: atomically for a file, so a failed write leaves no half
+    of one; as it is for what is not a file (/dev/stdout, a FIFO), which cannot be replaced."""
+    from ..fsutil import atomic_write
+
+    path = Path(target)
+    try:
+        if path.exists() and not path.is_file():
+            path.write_text(text, encoding="utf-8")
+        else:
+            atomic_write(path, text)
+    except BrokenPipeError:
+        raise  # --json /dev/stdout into `| head`: the quiet exit of cli.main, not a failed file
+    except OSError as exc:
+        raise OutputFailed(f"cannot write {target}: {exc.strerror or exc}") from None

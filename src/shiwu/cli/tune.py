@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 
 from .bench import add_grid, grid_options
-from .options import (EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, fraction, model_ref,
-                      write_json)
+from .options import (EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, check_outputs, fraction,
+                      model_ref, write_json)
 
 
 def add(commands) -> None:
@@ -38,6 +38,7 @@ def run(args) -> int:
     from ..evaluate import EvalError
     from ..tune import format_result, tune
 
+    check_outputs(args.json)  # before minutes of measuring, not after
     try:
         result = tune(model_ref(args), max_drop=args.max_drop, eval_dir=args.eval_dir,
                       save=not args.dry_run, **grid_options(args))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ...fsutil import cannot_write
 from .csvfile import CsvWriter
 from .errors import OutputError, OutputWriteError
 from .jsonl import JsonlWriter
@@ -40,13 +41,11 @@ def output_format(path: str | os.PathLike) -> str:
 
 def _writable(path: Path) -> None:
     """Refuse, before anything is decoded, an output that cannot be written: the file itself if
-    it exists, and its folder (new files, the Parquet journal and temporary files live there)."""
-    folder = path.parent if str(path.parent) else Path(".")
-    if path.exists() and not os.access(path, os.W_OK):
-        raise OutputError(f"cannot write {path}: permission denied (the file is read-only)")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise OutputError(f"cannot write {path}: permission denied (no write access to the "
-                          f"folder {folder})")
+    it exists, and its folder (new files, the Parquet journal and temporary files live there).
+    The same check as every command's output (``fsutil.cannot_write``)."""
+    problem = cannot_write(path)
+    if problem:
+        raise OutputError(f"cannot write {path}: {problem}")
 
 
 def open_writer(path: str | os.PathLike, *, topk: int, resume: bool = False,

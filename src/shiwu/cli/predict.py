@@ -13,7 +13,7 @@ from .options import (EXIT_OK, EXIT_SOME_FAILED, add_gallery_options, add_model_
 def add(commands) -> None:
     predict = commands.add_parser("predict", help="recognise images and print their top labels")
     predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
-    predict.add_argument("--topk", "-k", type=positive_int, default=5, help="labels per image (default 5)")
+    predict.add_argument("--topk", "-k", type=positive_int, default=None, help="labels per image (default 5)")
     predict.add_argument("--batch-size", type=positive_int, default=None,
                          help="images per inference batch (default: tuned, else 8)")
     predict.add_argument("--json", action="store_true", help="one JSON object per image (JSON Lines)")
@@ -31,7 +31,9 @@ def run(args) -> int:
                             threads=args.threads, size=args.size, batch_size=args.batch_size,
                             calibration=args.calibration, gallery=args.gallery,
                             gallery_mode=args.gallery_mode, min_similarity=args.min_similarity)
-    if args.topk > len(recognizer.labels):  # as batch says it: more would only repeat the list
+    if args.topk is None:  # the default: up to 5 (fewer where the model has fewer), without a word
+        args.topk = 5
+    elif args.topk > len(recognizer.labels):  # asked for more than there are: said, as batch says it
         print(f"shiwu: warning: --topk {args.topk} is more than the {len(recognizer.labels)} classes of "
               f"{recognizer.model_name}; printing {len(recognizer.labels)}", file=sys.stderr)
         args.topk = len(recognizer.labels)

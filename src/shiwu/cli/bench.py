@@ -58,7 +58,8 @@ def add(commands) -> None:
              sizes_help="comma-separated input sizes, e.g. 224,196,168 (default: the model's)")
     bench.add_argument("--plot", metavar="PNG", default=None,
                        help="draw latency against agreement (pip install 'shiwu[plot]')")
-    bench.add_argument("--no-cold", action="store_true", help="skip the cold-start measurements")
+    bench.add_argument("--no-cold", action="store_true", help="skip the cold starts with an empty cache (a process per setting); the cold start "
+                            "with the cache as it is comes free and stays")
     bench.set_defaults(run=run)
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from .calibrate import IMAGE_SUFFIXES
+from .display import printable
 from .fsutil import TEMP_PREFIX, atomic_write, remove_stray_temporaries
 from .postprocess import Prediction
 
@@ -275,6 +276,10 @@ def class_folders(folder: str | Path, *, allow_none: bool = False) -> dict[str, 
                            "named by its label, a few photos in each)")
     classes = {}
     for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        bad = next((c for c in sub.name if unicodedata.category(c) in FORBIDDEN_CATEGORIES), None)
+        if bad is not None:  # a label is printed, sent as JSON and written as a keyword: plain text only
+            raise GalleryError(f"class folder {printable(sub)} has {bad!r} in its name (a control "
+                               "character, or bytes that are not UTF-8): rename it to the class's plain name")
         if _only_strays(sub):
             log.warning("gallery: skipped %s: it holds only a photo whose writing was cut off", sub)
             continue

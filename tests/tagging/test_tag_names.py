@@ -89,3 +89,37 @@ def test_a_gbk_named_photo_is_tagged_in_place(folder, capsys):
     assert main(["tag", str(photo), "--in-place", "--remove"]) == 0
     assert f"{folder}/{SHOWN}: -" in capsys.readouterr().out
     assert keywords(photo) == {"subject": [], "hierarchy": [], "iptc": []}
+
+
+def test_a_line_break_in_a_name_fails_that_photo_and_writes_nowhere_else(tmp_path, monkeypatch, capsys):
+    # exiftool's -stay_open reads one argument per line: "a\n-all=\n.jpg" once reached it as the
+    # option -all=, and "new\nline.jpg" made it write line.jpg.xmp into the current folder
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(DATA / "coffee.jpg", folder / "coffee.jpg")
+    for name in ("new\nline.jpg", "a\n-all=\n.jpg"):
+        shutil.copy(DATA / "camera.jpg", folder / name)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    for mode in ([], ["--in-place"]):
+        assert main(["tag", str(folder), *FAST, *mode]) == 1
+        err = capsys.readouterr().err
+        assert err.count("exiftool cannot take a file name with a line break in it: rename it") == 2, err
+        assert "failed 2" in err
+        assert list(elsewhere.iterdir()) == []
+    assert CJK.search(" ".join(keywords(folder / "coffee.jpg")["subject"]))  # the others were tagged
+    assert sorted(os.listdir(folder)) == sorted(["coffee.jpg", "coffee.jpg.xmp", "new\nline.jpg", "a\n-all=\n.jpg"])
+
+
+def test_a_gallery_class_whose_name_has_a_line_break_is_refused_by_name(tmp_path, capsys):
+    gallery = tmp_path / "gallery"
+    (gallery / "好猫\n-XMP-dc:Creator=injected").mkdir(parents=True)
+    shutil.copy(DATA / "chelsea.jpg", gallery / "好猫\n-XMP-dc:Creator=injected" / "1.jpg")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(DATA / "chelsea.jpg", photos / "cat.jpg")
+    assert main(["tag", str(photos), "--gallery", str(gallery), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "好猫\\n-XMP-dc:Creator=injected has '\\n' in its name" in err and "rename it" in err
+    assert os.listdir(photos) == ["cat.jpg"]

@@ -137,6 +137,8 @@ class ExifTool:
         """Set the three lists of ``path`` (edited in place: the caller gives a temporary copy,
         or a new .xmp file exiftool creates)."""
         args = ["-overwrite_original"]
+        for value in (*keywords.subject, *keywords.hierarchy, *(keywords.iptc or ())):
+            _one_line(value, "keyword")
         for tag, values in ((SUBJECT, keywords.subject), (HIERARCHY, keywords.hierarchy)):
             args += [f"-{tag}="] + [f"-{tag}={v}" for v in values]
         if keywords.iptc is not None:
@@ -152,7 +154,17 @@ def _argument(path: str | os.PathLike) -> bytes:
     """Absolute: exiftool keeps the folder it was started in, and "-photo.jpg" would be an option.
     Bytes: the name's own bytes, which is what exiftool opens; a name that is not UTF-8 (GBK, say)
     is a str with surrogates (PEP 383), which pyexiftool's strict encoding would refuse."""
-    return os.fsencode(os.path.abspath(os.fspath(path)))
+    raw = os.fsencode(os.path.abspath(os.fspath(path)))
+    _one_line(raw, "file name")
+    return raw
+
+
+def _one_line(value: str | bytes, what: str) -> None:
+    """-stay_open reads one argument per line and has no escape for a line break: a name or a
+    keyword with one would become several arguments, options among them (a photo named
+    "a\n-all=\n.jpg" once read as "-all=", and a sidecar was written into the current folder)."""
+    if any(c in value for c in ((b"\n", b"\r") if isinstance(value, bytes) else ("\n", "\r"))):
+        raise MetadataError(f"exiftool cannot take a {what} with a line break in it: rename it")
 
 
 def _text(raw: bytes | str | None) -> str:

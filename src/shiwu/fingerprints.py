@@ -22,6 +22,10 @@ import numpy as np
 from .images import ImageError, load_image
 
 NEAR_BITS = 8  # of 64: pHash distance up to which two photos are the same photo (`near`)
+# Identical pixels can hash a few bits apart: a JPEG is hashed from its draft decode (1/8 scale
+# in the DCT) and the same pixels saved as PNG from a full decode (seen: 2 bits). Pairs this
+# close are read in full to check; the exact tier is decided by the digests, never by the hash.
+EXACT_CANDIDATE_BITS = 4
 HASH_SIZE = 8  # imagehash's default: an 8x8 = 64-bit hash
 CHUNK = 1 << 20
 
@@ -104,8 +108,8 @@ def near_pairs(hashes: np.ndarray, bits: int = NEAR_BITS) -> tuple[np.ndarray, n
 
 def exact_pairs(paths: Sequence[str], prints: Sequence[Fingerprint | Unreadable],
                 near_a: np.ndarray, near_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs with the same bytes or the same pixels. Only pairs already within the near tier
-    at distance 0 can be either, so only those files are read in full."""
+    """Pairs with the same bytes or the same pixels. Only near pairs whose hashes are at most
+    EXACT_CANDIDATE_BITS apart can be either, so only those files are read in full."""
     a_out, b_out = [], []
     digests: dict[tuple[str, int], str | None] = {}
 
@@ -115,7 +119,7 @@ def exact_pairs(paths: Sequence[str], prints: Sequence[Fingerprint | Unreadable]
         return digests[kind, i]
 
     for a, b in zip(near_a.tolist(), near_b.tolist()):
-        if np.any(prints[a].phash != prints[b].phash):
+        if np.unpackbits(prints[a].phash ^ prints[b].phash).sum() > EXACT_CANDIDATE_BITS:
             continue
         same_bytes = prints[a].size == prints[b].size and digest("bytes", a) is not None \
             and digest("bytes", a) == digest("bytes", b)

@@ -106,3 +106,16 @@ def test_tiers_of_an_index_used_from_another_folder(library, capsys, tmp_path, m
     assert main(["dedupe", "--index", str(index), "--tier", "near", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert len(result["groups"]) == 8 and set(result["tiers"]) == {"near"}
+
+
+def test_a_jpeg_and_its_pixels_saved_as_png_are_exact(tmp_path, capsys):
+    # the JPEG is hashed from its draft decode, the PNG from a full one: 2 bits apart for these
+    # photos, and the exact tier only looked at hashes 0 bits apart (ImageNet photos showed it too)
+    for name in ("retina.jpg", "coins.jpg"):
+        shutil.copy(DATA / name, tmp_path / name)
+        with Image.open(DATA / name) as photo:
+            photo.save(tmp_path / f"{Path(name).stem} pixels.png")
+    found = groups_of(capsys, tmp_path, "--tier", "exact")
+    assert sorted(sorted(names) for names, _, _ in found) == [
+        ["coins pixels.png", "coins.jpg"], ["retina pixels.png", "retina.jpg"]]
+    assert all(matches == [None, "exact"] for _, _, matches in found)

@@ -248,8 +248,11 @@ def _from_array(array: np.ndarray, name: str, max_pixels: int) -> Image.Image:
     if array.dtype == np.uint8:
         data = array
     elif np.issubdtype(array.dtype, np.floating):
-        # Floats are read as 0..1 images, the convention of scikit-image and matplotlib.
-        data = np.clip(np.nan_to_num(array) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        # Floats are read as 0..1 images, the convention of scikit-image and matplotlib, unless a
+        # value is above 1: then 0..255 (np.asarray(photo).astype(np.float32) made them), as for a
+        # Pillow mode-F image; clipped to 0..1 they were a white picture and a nonsense answer
+        scale = 255.0 if np.nanmax(array, initial=0) <= 1.0 else 1.0
+        data = np.clip(np.nan_to_num(array) * scale + 0.5, 0, 255).astype(np.uint8)
     elif array.dtype == np.uint16:
         data = (array >> 8).astype(np.uint8)
     elif array.dtype == np.bool_:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import numbers
+import os
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Sequence
 
@@ -227,6 +228,9 @@ class Recognizer:
         """Like ``recognize``, but yields results in input order as each batch finishes."""
         if isinstance(topk, bool) or not isinstance(topk, numbers.Integral) or topk < 1:
             raise ValueError(f"topk must be a whole number of at least 1, not {topk!r}")  # as the CLI says
+        if isinstance(sources, (str, bytes, bytearray, memoryview, os.PathLike)):
+            # one photo where a list belongs: walked as characters it read as "/: is a directory"
+            raise TypeError("give a list of photos (one photo: predict(source), or [source])")
         if embed:
             self.backend.require_embedding()  # before any image: a model without one says why
         waiting: list[Result] = []  # results not yet yielded, in input order

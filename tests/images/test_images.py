@@ -103,6 +103,10 @@ def test_float_images_read_as_zero_to_one():
     assert 126 <= np.asarray(load_image(values))[0, 0, 0] <= 129
     float_mode = Image.fromarray(np.full((3, 3), 0.25, dtype=np.float32), "F")
     assert 62 <= np.asarray(load_image(float_mode))[0, 0, 0] <= 65
+    # a photo's 0..255 values as floats (np.asarray(photo).astype(np.float32)) are the photo, as
+    # for a Pillow mode-F image: clipped as 0..1 they were a white picture
+    photo = np.asarray(Image.open(DATA / "chelsea.jpg").convert("RGB"))
+    assert np.array_equal(np.asarray(load_image(photo.astype(np.float32))), photo)
 
 
 def test_animated_gif_gives_the_first_frame():

@@ -30,6 +30,19 @@ def test_topk_probabilities_are_sorted_softmax(recognizer):
     for wrong in (0, -1, 2.5, True):  # as the CLI refuses --topk 0, not one answer in silence
         with pytest.raises(ValueError, match="topk must be a whole number of at least 1"):
             recognizer.predict(DATA / "astronaut.jpg", topk=wrong)
+    for one in (str(DATA / "astronaut.jpg"), DATA / "astronaut.jpg", b"\xff\xd8"):  # one photo, not a list
+        with pytest.raises(TypeError, match="give a list of photos"):
+            recognizer.predict_batch(one)
+        with pytest.raises(TypeError, match="give a list of photos"):
+            recognizer.embed(one)
+
+
+def test_an_unknown_backend_is_named_with_the_choices():
+    from shiwu.backends import BackendUnavailable
+
+    for name in ("cuda", "CUDA", ""):
+        with pytest.raises(BackendUnavailable, match=f"unknown backend {name!r}; choose from auto, "):
+            Recognizer(backend=name, precision="auto")  # the default: it was a KeyError there
 
 
 def test_batch_keeps_input_order_and_matches_single_predictions(recognizer):

@@ -107,6 +107,8 @@ def create_backend(name: str, spec, *, size: int, precision: str = "fp32",
     numbers when it loses more than ``max_drop`` (relative top-1; default 1%)."""
     if precision not in PRECISIONS:
         raise BackendUnavailable(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    if name != "auto":  # a typo or another machine's word ("cuda"): said with the choices, before
+        backend_class(name)  # precision auto looked it up in its own table (a KeyError)
     if spec.fixed_size is not None and size != spec.fixed_size:
         raise BackendUnavailable(f"{spec.name} takes {spec.fixed_size}x{spec.fixed_size} inputs only "
                                  f"(fixed in the file), not {size}")

@@ -24,13 +24,14 @@ def bundled_photos() -> list[Path]:
     return sorted(Path(str(p)) for p in folder.iterdir() if Path(str(p)).suffix.lower() in IMAGE_SUFFIXES)
 
 
-def photos_in(folder: str | Path) -> list[Path]:
+def photos_in(folder: str | Path, what: str = "calibration folder") -> list[Path]:
+    """The photos under ``folder``; ``what`` names the option it came from in the error."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"calibration folder {folder} does not exist")
+        raise FileNotFoundError(f"{what} {folder} does not exist")
     photos = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not photos:
-        raise FileNotFoundError(f"no images in calibration folder {folder}")
+        raise FileNotFoundError(f"no images in {what} {folder}")
     return photos
 
 

@@ -84,6 +84,12 @@ def test_usage_errors_exit_2(args):
     assert run.stderr.strip()
 
 
+def test_bench_names_the_images_option_it_could_not_read(tmp_path):
+    run = shiwu("bench", "--images", tmp_path / "4", "--seconds", "1")  # it said "calibration folder"
+    assert run.returncode == 2 and run.stderr.splitlines() == [
+        f"shiwu: error: --images folder {tmp_path / '4'} does not exist"], run.stderr
+
+
 @pytest.mark.parametrize("args, message", [
     ([], "give photos (PATH...) or --index INDEX"),
     ([DATA, "--index", "idx"], "give photos (PATH...) or --index INDEX, not both"),

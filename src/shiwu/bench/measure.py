@@ -56,7 +56,7 @@ def agreement_photos(folder: str | Path | None, count: int) -> list[Path]:
     """The photos given (evenly sampled down to ``count``), else shiwu's bundled ones."""
     from ..calibrate import bundled_photos, photos_in
 
-    photos = photos_in(folder) if folder else bundled_photos()
+    photos = photos_in(folder, "--images folder") if folder else bundled_photos()
     if len(photos) > count:
         step = len(photos) / count
         photos = [photos[int(i * step)] for i in range(count)]

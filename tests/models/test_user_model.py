@@ -189,6 +189,26 @@ def test_broken_files_are_clear_errors_with_exit_2(article, tmp_path, capsys, ca
     assert message in err, err
 
 
+
+def test_a_class_saved_from_a_script_says_to_move_it_into_a_module(tmp_path, capsys):
+    # torch.save(model) in a script stores the class as __main__.Net: "put the .py file next to
+    # the model" (what the message said) can never find it
+    script = ("import torch\n"
+              "class Net(torch.nn.Module):\n"
+              "    def __init__(self):\n"
+              "        super().__init__(); self.fc = torch.nn.Linear(3 * 32 * 32, 4)\n"
+              "    def forward(self, x):\n"
+              "        return self.fc(x.flatten(1))\n"
+              f"torch.save(Net(), {str(tmp_path / 'model.pth')!r})\n")
+    (tmp_path / "train.py").write_text(script)
+    subprocess.run([sys.executable, str(tmp_path / "train.py")], check=True, timeout=120)
+    code = main(["predict", str(DATA / "coffee.jpg"), "--model", str(tmp_path / "model.pth"),
+                 "--trust-model-code", "--backend", "torch"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "defined in the script that saved it (__main__): move the class into a module" in err, err
+    assert "Put the .py file that defines it next to" not in err
+
 def test_no_labels_gives_placeholders_and_a_warning(article, tmp_path, capsys):
     lonely = tmp_path / "model.onnx"
     lonely.write_bytes((article["folder"] / "model.onnx").read_bytes())

@@ -139,10 +139,14 @@ def load_module(path: Path, kind: str):
         try:
             module = torch.load(path, map_location="cpu", weights_only=False)
         except (AttributeError, ModuleNotFoundError, ImportError) as exc:
+            where = (  # a class of the script that saved it is stored as __main__.X: no file next to
+                # the model can ever be that module
+                "It was defined in the script that saved it (__main__): move the class into a module "
+                f"(net.py), import it from there, save again and put net.py next to {path.name}"
+                if "__main__" in str(exc) else f"Put the .py file that defines it next to {path.name}")
             raise ModelNotFound(
                 f"{path} needs the Python class it was saved from ({_first_line(exc)}): "
-                "torch.save(model) stores the class by name, not its code. Put the .py file that "
-                f"defines it next to {path.name}, or " + SAVE_INSTEAD) from None
+                f"torch.save(model) stores the class by name, not its code. {where}, or " + SAVE_INSTEAD) from None
         except Exception as exc:  # noqa: BLE001 - any unpickling failure is this file's problem
             raise ModelNotFound(f"{path}: cannot load this model file: it is truncated, corrupt or not "
                                 f"a PyTorch file ({type(exc).__name__}: {_first_line(exc)})") from None

@@ -271,6 +271,8 @@ def class_folders(folder: str | Path, *, allow_none: bool = False) -> dict[str, 
     """{label: example photos} of a gallery folder (photos may sit deeper in a class folder).
     ``allow_none``: a folder without classes gives {} instead of GalleryError."""
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise GalleryError(f"gallery {folder} is a file: give the folder that holds one sub-folder per class")
     if not folder.is_dir():
         raise GalleryError(f"gallery folder {folder} does not exist (one sub-folder per class, "
                            "named by its label, a few photos in each)")

@@ -77,6 +77,8 @@ def test_bad_galleries_are_clear_errors_and_bad_photos_are_skipped(tmp_path, rec
         load_gallery(tmp_path / "g" / "猫", recognizer)
     with pytest.raises(GalleryError, match="does not exist"):
         load_gallery(tmp_path / "nowhere", recognizer)
+    with pytest.raises(GalleryError, match="is a file: give the folder"):  # it said "does not exist"
+        load_gallery(DATA / "horse.png", recognizer)
     other = Gallery(folder, ["x"], np.eye(1, 2048, dtype=np.float32), np.zeros(1, int), ["x.jpg"])
     with pytest.raises(GalleryError, match="another model"):
         other.classify(np.ones((1, 1280), np.float32))

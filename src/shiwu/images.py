@@ -263,9 +263,22 @@ def _from_array(array: np.ndarray, name: str, max_pixels: int) -> Image.Image:
     return _to_rgb(image, name)
 
 
+# Formats no camera RAW starts with: a file named .dng that holds one of these was renamed (or
+# exported under the wrong name) and is read by its content, as every other misnamed photo is
+_NOT_RAW_STARTS = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"RIFF", b"BM")
+
+
 def _is_raw(source) -> bool:
     name = source if isinstance(source, (str, os.PathLike)) else getattr(source, "name", None)
-    return isinstance(name, (str, os.PathLike)) and Path(name).suffix.lower() in RAW_SUFFIXES
+    if not (isinstance(name, (str, os.PathLike)) and Path(name).suffix.lower() in RAW_SUFFIXES):
+        return False
+    if isinstance(source, (str, os.PathLike)):
+        try:
+            with open(source, "rb") as file:
+                return not file.read(4).startswith(_NOT_RAW_STARTS)
+        except OSError:
+            return True  # _load_raw says what is wrong with it
+    return True
 
 
 # LibRaw's flip codes (raw.sizes.flip) as the PIL transposition that turns the preview upright

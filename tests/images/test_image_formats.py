@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -111,6 +112,14 @@ def test_raw_is_read_by_libraw_and_a_raw_without_preview_says_so(tmp_path):
     (tmp_path / "fake.nef").write_bytes(b"not a raw file at all" * 10)
     with pytest.raises(ImageError, match="corrupt or unsupported RAW"):
         load_image(tmp_path / "fake.nef")
+    # a JPEG or PNG under a RAW name (renamed, or exported under the wrong name) is read by its
+    # content, as every other misnamed photo is: it was "corrupt or unsupported RAW file"
+    coffee = Path(__file__).parents[1] / "data" / "coffee.jpg"
+    png = io.BytesIO()
+    Image.open(coffee).save(png, "PNG")
+    for name, data in (("coffee.dng", coffee.read_bytes()), ("coffee.nef", png.getvalue())):
+        (tmp_path / name).write_bytes(data)
+        assert np.array_equal(np.asarray(load_image(tmp_path / name)), np.asarray(load_image(coffee)))
 
 
 def test_without_rawpy_a_raw_file_names_the_extra(tmp_path):

@@ -326,6 +326,8 @@ def test_export_writes_a_folder_that_runs_the_same_way_and_an_ir_only_openvino_r
     settings = json.loads((out.parent / "shiwu.json").read_text(encoding="utf-8"))
     assert settings["model"] == "model.xml" and settings["resize"] == "squash" and settings["size"] == 224
     assert np.allclose(settings["mean"], MEAN) and np.allclose(settings["std"], STD)
+    # the recipe line prints the numbers as written, not float sums (57.120000000000005)
+    assert "(pixel - (123.675, 116.28, 103.53)) / (58.395, 57.12, 57.375)" in capsys.readouterr().err
     recognizer = Recognizer(str(out.parent), backend="openvino", threads=2)  # no flags: shiwu.json says it all
     assert recognizer.model_name == "model.xml" and recognizer.preprocessing.resize == "squash"
     assert [r.predictions[0].index for r in recognizer.recognize(PHOTOS)] == [article["top1"][p] for p in PHOTOS]

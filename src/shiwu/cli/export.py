@@ -39,6 +39,11 @@ def run(args) -> int:
     how = (f"resize to {size}x{size}" if pre.resize == "squash"
            else f"resize short side to {pre.resize_short}, centre crop {size}")
     print(f"input: float32 NCHW (batch, 3, {size}, {size}), RGB; {how}, "
-          f"(pixel - {pre.mean}) / {pre.std} on the 0-255 scale; output: logits",
+          f"(pixel - {_numbers(pre.mean)}) / {_numbers(pre.std)} on the 0-255 scale; output: logits",
           file=sys.stderr)
     return EXIT_OK
+
+
+def _numbers(values) -> str:
+    """(123.675, 116.28, 103.53), not the float sums' 57.120000000000005."""
+    return "(" + ", ".join(f"{float(v):.6g}" for v in values) + ")"

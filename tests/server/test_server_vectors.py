@@ -5,6 +5,7 @@ grows by HTTP and survives a restart."""
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -367,6 +368,28 @@ def test_the_gallery_survives_a_restart_without_embedding_again(gclient, gallery
     run = shiwu("predict", RIGHT, "--gallery", folder, *FAST, "--json")
     assert run.returncode == 0 and json.loads(run.stdout)["predictions"][0]["label"] == "我的摩托"
 
+
+
+@pytest.mark.slow
+def test_a_class_removed_or_added_by_hand_is_seen_by_the_running_server(tmp_path):
+    """The gallery lives on disk: `rm -r` of a class folder, or a folder of photos copied in, is
+    what the next request sees (it kept answering with a removed class until a restart, and
+    counted its old examples when the class was taught again)."""
+    folder = tmp_path / "类别"
+    with ServerProcess([*SERVE, "--gallery", str(folder)]) as server, \
+            httpx.Client(base_url=server.url, timeout=120) as c:
+        assert c.post("/v1/gallery/杯子", files=_views(DATA / "coffee.jpg", 2)).json()["examples"] == 2
+        shutil.rmtree(folder / "杯子")
+        assert c.get("/v1/gallery").json()["classes"] == []
+        answer = c.post("/v1/recognize", files=[upload(DATA / "coffee.jpg")]).json()["results"][0]
+        assert all(p.get("source") != "gallery" for p in answer["predictions"])
+        assert c.post("/v1/gallery/杯子", files=_views(DATA / "coffee.jpg", 1, seed=5)).json()["examples"] == 1
+        (folder / "火箭").mkdir()
+        shutil.copy(DATA / "rocket.jpg", folder / "火箭" / "1.jpg")
+        listing = {k["label"]: k["examples"] for k in c.get("/v1/gallery").json()["classes"]}
+        assert listing == {"杯子": 1, "火箭": 1}
+        top = c.post("/v1/recognize", files=[upload(DATA / "rocket.jpg")]).json()["results"][0]["predictions"][0]
+        assert top["label"] == "火箭" and top["source"] == "gallery"
 
 @pytest.mark.slow
 def test_a_gallery_with_an_empty_or_unreadable_class_is_refused_at_start(tmp_path):

@@ -4,9 +4,10 @@ The folder is the store (one sub-folder per class, photos named by content) and 
 cache (``shiwu.gallery.EmbeddingCache``, SQLite, by photo content) holds the vectors. Both are
 on disk and shared by every worker process of ``serve --workers N``: after a worker adds
 examples it rewrites the change marker ``DIR/.shiwu-gallery-changed``; every worker compares the
-marker (one ``stat``) before each recognition and gallery listing and, when another process
-changed it, reloads the gallery from the folder (vectors come from the shared cache, so nothing
-is embedded again). Additions are serialised across processes by ``fcntl.flock`` on
+marker and the modification times of the folder and its class folders (a ``stat`` each) before
+each recognition and gallery listing and, when another process or a person changed them
+(``rm -r DIR/class``, a folder of photos copied in), reloads the gallery from the folder
+(vectors come from the shared cache, so nothing is embedded again). Additions are serialised across processes by ``fcntl.flock`` on
 ``DIR/.shiwu-gallery.lock``.
 """
 
@@ -80,15 +81,27 @@ class ServedGallery:
             rec.gallery = None
 
     def _marker(self):
+        """What says the gallery changed: the marker another worker rewrites, and the folder and
+        its class folders as they stand (a class removed or photos put in by hand change their
+        modification times: the gallery lives on disk). A stat per class per request."""
         try:
             info = os.stat(self.folder / CHANGE_MARKER)
+            marker = info.st_ino, info.st_mtime_ns, info.st_size
         except FileNotFoundError:
-            return None
-        return info.st_ino, info.st_mtime_ns, info.st_size
+            marker = None
+        try:
+            folders = [(self.folder.name, os.stat(self.folder).st_mtime_ns)]
+            with os.scandir(self.folder) as entries:
+                folders += sorted((e.name, e.stat().st_mtime_ns) for e in entries
+                                  if not e.name.startswith(".") and e.is_dir())
+        except OSError:
+            folders = None
+        return marker, folders
 
     async def refresh(self) -> None:
-        """Reload when another process (a worker, or a `shiwu` command) changed the gallery."""
-        if self.folder is None or self.recognizer is None or self._marker() == self._seen:
+        """Reload when another process (a worker, a `shiwu` command, a person) changed the gallery;
+        not while this process adds examples (its own swap follows)."""
+        if self.folder is None or self.recognizer is None or self.lock.locked() or self._marker() == self._seen:
             return
         await asyncio.to_thread(self._reload)
 

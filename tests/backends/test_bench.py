@@ -141,6 +141,33 @@ def test_rows_cover_the_whole_grid_and_unavailable_ones_say_why(monkeypatch):
     assert sum("as above" in line for line in rows) == 7  # 8 int8 rows, one reason
 
 
+
+@pytest.mark.parametrize("remeasure", [True, False])
+def test_a_process_that_filled_the_cache_is_measured_again_or_marked(monkeypatch, tmp_path, remeasure):
+    """Its memory and start include the one-time export: bench measures it again; tune (which
+    does not, to save time) marks those two figures, where its table showed 410 MB and 4.2 s
+    beside 150 MB and 0.45 s for the sizes already cached."""
+    monkeypatch.setenv("SHIWU_CACHE", str(tmp_path))
+    exported = set()
+
+    class Exporting(FakeRunner):
+        def run(self, job, *, cache=None):
+            if job["mode"] == "measure" and job["size"] not in exported:  # the first process of a size
+                exported.add(job["size"])
+                (tmp_path / f"model-{job['size']}.onnx").write_bytes(b"x")
+            return super().run(job, cache=cache)
+
+    monkeypatch.setattr(bench, "_Runner", lambda workdir, timeout: Exporting(workdir, timeout))
+    report = run_bench(None, agreement_images=9, progress=False, backends=["onnxruntime"], precisions=["fp32"],
+                       sizes=[224, 168], threads=[1], batches=[1], cold=False, remeasure=remeasure)
+    marked = [row.filled_cache for row in report.rows]
+    table = format_table(report)
+    if remeasure:
+        assert marked == [False, False] and "*" not in table
+    else:
+        assert marked == [True, True]
+        assert "| 100* | 0.50* |" in table and "exported or compiled the model first" in table
+
 def test_ctrl_c_keeps_what_was_measured(monkeypatch):
     # jobs: the reference, then torch b1, torch b8, onnxruntime b1 (done), onnxruntime b8 (Ctrl-C)
     report, _ = fake_bench(monkeypatch, interrupt_at=5, backends=["torch", "onnxruntime"],

@@ -228,19 +228,22 @@ def run_bench(model=None, *, backends: Iterable[str] = DEFAULT_BACKENDS,
                     continue
                 bar.set_postfix_str(job_rows[0].config.label if len(job_rows) == 1 else
                                     f"{backend} {precision} {size}px {job_rows[0].threads}t")
-                before = _cache_state(real_cache) if remeasure else None
+                before = _cache_state(real_cache)
                 job = {**base_job, "mode": "measure", "backend": backend, "precision": precision,
                        "size": size, "threads": job_rows[0].threads, "batches": [r.batch for r in job_rows],
                        "inputs": inputs[size]}
                 result = runner.run(job)
-                if remeasure and result.get("status") == "ok" and _cache_state(real_cache) != before:
-                    # This process filled the cache (export, int8 model, compiled blobs): its
-                    # start was not a cached one, and exporting (torch) inflated its memory.
-                    # Measure again, now that the cache is filled.
-                    result = runner.run(job)
+                # This process filled the cache (export, int8 model, compiled blobs): its start
+                # was not a cached one, and exporting (torch) inflated its memory. Measure again,
+                # now that the cache is filled; else (tune) mark those two figures.
+                filled = result.get("status") == "ok" and _cache_state(real_cache) != before
+                if filled and remeasure:
+                    result, filled = runner.run(job), False
                 if result.get("status") == "unavailable":
                     unavailable = result.get("error")
                 _apply(job_rows, result, ref_top1, ref_embeddings)
+                for row in job_rows:
+                    row.filled_cache = filled
                 bar.update()
                 for row in job_rows:
                     if on_row:

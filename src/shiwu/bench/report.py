@@ -47,6 +47,7 @@ class Row:
     agreement_images: int | None = None
     embedding_cosine: float | None = None       # mean cosine of its embeddings with the reference's
     embedding_cosine_min: float | None = None
+    filled_cache: bool = False  # its process exported / compiled first: memory and start not a cached run's
 
     @property
     def config(self) -> Config:
@@ -139,12 +140,17 @@ def format_table(report: BenchReport) -> str:
         ratio = f"{row.images_per_s / base.images_per_s:.2f}x" if base and base.images_per_s else ""
         backend = row.backend if row.runs_as in (None, row.backend) else f"{row.backend} ({row.runs_as})"
         head = f"| {backend} | {row.precision} | {row.size} | {row.threads} | {row.batch} "
+        first = "*" if row.filled_cache else ""
         lines.append(head + f"| {_fmt(row.ms_p50, '.2f')} | {_fmt(row.ms_p95, '.2f')} "
-                     f"| {_fmt(row.images_per_s, '.1f')} | {ratio} | {_fmt(row.peak_rss_mb, '.0f')} "
-                     f"| {_fmt(row.cold_start_s, '.2f')} | {_fmt(row.cold_start_no_cache_s, '.2f')} "
+                     f"| {_fmt(row.images_per_s, '.1f')} | {ratio} | {_fmt(row.peak_rss_mb, '.0f')}{first} "
+                     f"| {_fmt(row.cold_start_s, '.2f')}{first} | {_fmt(row.cold_start_no_cache_s, '.2f')} "
                      f"| {_fmt(row.agreement, '.1%')} "
                      f"| {_cosine(row)} |")
     measured = sum(r.ok for r in report.rows)
+    if any(r.ok and r.filled_cache for r in report.rows):
+        lines.append("")
+        lines.append("*: that process exported or compiled the model first, so its memory and start are not a "
+                     "cached run's (shiwu bench measures such rows again)")
     if report.interrupted:
         lines.append("")
         lines.append(f"interrupted: {measured} of {len(report.rows)} configurations measured")

@@ -279,6 +279,9 @@ def test_class_names_that_are_paths_are_refused_and_nothing_is_written(gclient, 
         assert response.status_code in (400, 404, 405), (label, response.status_code, response.text)
         if response.status_code == 400:
             assert "class name" in response.json()["detail"] or "outside" in response.json()["detail"]
+    for label in ("a%0Ab", "a%0Db"):  # a line break reached no route (404): refused like the others
+        response = httpx.post(gallery_server.url + "/v1/gallery/" + label, files=photo, headers=AUTH, timeout=60)
+        assert response.status_code == 400 and "class name" in response.json()["detail"], response.text
     # the client-normalised spelling of ../ too: it never reaches a gallery route
     response = gclient.post("/v1/gallery/../escaped", files=photo, headers=AUTH)
     assert response.status_code in (400, 404, 405)

@@ -118,6 +118,8 @@ class Recognizer:
 
         if mode not in MODES:
             raise GalleryError(f"gallery mode must be one of {', '.join(MODES)}, not {mode!r}")
+        if min_similarity is not None and not -1.0 <= min_similarity <= 1.0:  # a cosine: 2 matched nothing
+            raise GalleryError(f"min_similarity is a cosine similarity from -1 to 1, not {min_similarity!r}")
         self.backend.require_embedding()
         self.gallery = gallery if isinstance(gallery, Gallery) else load_gallery(gallery, self)
         self.gallery_mode = mode

@@ -79,6 +79,9 @@ def test_bad_galleries_are_clear_errors_and_bad_photos_are_skipped(tmp_path, rec
         load_gallery(tmp_path / "nowhere", recognizer)
     with pytest.raises(GalleryError, match="is a file: give the folder"):  # it said "does not exist"
         load_gallery(DATA / "horse.png", recognizer)
+    for wrong in (2, -1.5):  # a cosine: 2 matched no example, without a word
+        with pytest.raises(GalleryError, match="min_similarity is a cosine similarity from -1 to 1"):
+            recognizer.use_gallery(folder, min_similarity=wrong)
     other = Gallery(folder, ["x"], np.eye(1, 2048, dtype=np.float32), np.zeros(1, int), ["x.jpg"])
     with pytest.raises(GalleryError, match="another model"):
         other.classify(np.ones((1, 1280), np.float32))

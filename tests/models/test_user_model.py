@@ -215,6 +215,11 @@ def test_no_labels_gives_placeholders_and_a_warning(article, tmp_path, capsys):
     predictions = Recognizer(str(lonely), resize="squash", backend="onnxruntime").predict(DATA / "coffee.jpg")
     assert predictions[0].label == f"类别{article['top1'][DATA / 'coffee.jpg']}"
     assert "no labels for model.onnx" in capsys.readouterr().err
+    # a labels file beside it is used, and a line says which (nobody named it)
+    (tmp_path / "label_map.json").write_bytes(Path(article["labels"]).read_bytes())
+    beside = Recognizer(str(lonely), resize="squash", backend="onnxruntime")
+    assert beside.predict(DATA / "coffee.jpg")[0].label == "浓缩咖啡"
+    assert "labels of model.onnx: label_map.json, found beside it" in capsys.readouterr().err
 
 
 class TwoOutputs(torch.nn.Module):

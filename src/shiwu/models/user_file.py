@@ -207,6 +207,10 @@ def _labels(ref: ModelRef, settings: dict, model_file: Path, num_classes: int) -
         found = [model_file.parent / n for n in (f"{model_file.name}.labels.tsv", *LABEL_FILES)
                  if (model_file.parent / n).is_file()]
         candidate = found[0] if found else None
+        if candidate is not None and str(candidate) not in _warned:  # said once: a file nobody named
+            _warned.add(str(candidate))
+            log.info("labels of %s: %s, found beside it (--labels FILE to choose another)", model_file.name,
+                     candidate.name)
     if candidate is None:
         key = str(model_file)
         if key not in _warned:

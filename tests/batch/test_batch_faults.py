@@ -8,9 +8,7 @@ import json
 import os
 import resource
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 

@@ -9,11 +9,9 @@ hanging up mid-body, a non-ASCII API key, and JSON + security headers everywhere
 
 import io
 import json
-import os
 import re
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile

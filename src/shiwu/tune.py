@@ -247,4 +247,6 @@ def format_result(result: TuneResult) -> str:
         if result.config_path:
             lines.append(f"saved to {result.config_path}; predict, batch, serve and eval use it "
                          "unless an option says otherwise")
+        else:
+            lines.append("not saved (--dry-run): run without it to make this the default")
     return "\n".join(lines)

@@ -297,3 +297,18 @@ def test_tune_measures_the_precisions_this_cpu_runs_natively_unless_told(monkeyp
         assert f"{precision} not measured: this CPU has no" in text
     shiwu.tune.tune(None, precisions=["fp32", "bf16", "int8"], save=False, progress=False)
     assert asked[-1] == ["fp32", "bf16", "int8"]
+
+
+def test_the_result_says_whether_the_choice_was_saved():
+    from shiwu.bench import BenchReport
+    from shiwu.tune import TuneResult, format_result
+
+    report = BenchReport(model="m", native_size=224, machine={}, seconds=1,
+                         reference={"backend": "torch", "precision": "fp32", "size": 224},
+                         images={"count": 0, "photos": 0, "source": "bundled"})
+    chosen = {"backend": "onnxruntime", "precision": "fp32", "size": 224, "threads": 2, "batch_size": 8,
+              "ms_per_image": 8.0, "drop": None, "accuracy_basis": None}
+    dry = format_result(TuneResult(report, 0.01, chosen, None, None))  # --dry-run said nothing of it
+    assert dry.splitlines()[-1] == "not saved (--dry-run): run without it to make this the default"
+    saved = format_result(TuneResult(report, 0.01, chosen, None, None, config_path="/x/config.toml"))
+    assert "saved to /x/config.toml" in saved and "not saved" not in saved

@@ -126,8 +126,10 @@ def format_report(info: dict) -> str:
         timings = ", ".join([f"{k} {v:.2f} ms" for k, v in c.get("ms_per_image", {}).items()]
                             + [f"{k} eliminated ({v})" for k, v in c.get("eliminated", {}).items()])
         winner = f"{c['winner']} {c.get('winner_precision', c['precision'])}"
-        lines.append(f"  {c['model']} {c['size']}px {c.get('backend', 'auto')} {c['precision']} "
-                     f"{c['threads']} threads -> {winner}  ({timings}; measured {c.get('measured_at', '?')})"
+        timed = f"{timings}; " if timings else ""  # a single candidate is chosen without timing
+        lines.append(f"  {c['model']} {c['size']}px, backend {c.get('backend', 'auto')}, precision {c['precision']}, "
+                     f"{c['threads']} thread{'s' * (c['threads'] != 1)} -> {winner}  "
+                     f"({timed}measured {c.get('measured_at', '?')})"
                      + ("; machine not recorded, may be another's" if c.get("current") is None else "")
                      + (f"; timed while other programs used {c.get('others_cpu', 0):.0%} of these CPUs: "
                         "measured again by a run that finds the machine quiet" if c.get("provisional") else ""))

@@ -119,6 +119,9 @@ def test_doctor_lists_the_choices_in_use_and_counts_those_of_another_setup(tmp_p
     assert "(1 more measured with another CPU, runtime version or shiwu" in out.stdout
     unknown = next(x for x in out.stdout.splitlines() if "-> torchscript fp32" in x)
     assert "machine not recorded" in unknown
+    chosen = next(x for x in out.stdout.splitlines() if "-> openvino fp32" in x)  # each field named
+    assert chosen.startswith("  efficientnet-lite0 224px, backend auto, precision auto, 2 threads -> openvino fp32")
+    assert "(openvino fp32 2.00 ms; measured 2026-12-04" in chosen
     data = json.loads(subprocess.run([shiwu, "doctor", "--json"], capture_output=True, text=True, timeout=300,
                                      env=env).stdout)
     assert sorted((c["winner"], c["current"]) for c in data["auto_choices"]) == [

@@ -112,8 +112,8 @@ class Service:
         chosen = best if gain >= BATCH_GAIN_NEEDED else 1
         self.batch_measurement = {"per_image_ms": {str(n): round(t * 1000, 2) for n, t in per_image.items()},
                                   "gain": round(gain, 3), "gain_needed": BATCH_GAIN_NEEDED}
-        log.info("model time per image by batch size: %s; batches of %d pay %.2fx "
-                 "(%.2fx needed): batches of up to %d",
+        log.info("model time per image by batch size: %s; batches of %d are %.2fx as fast per image as one "
+                 "at a time (worth it from %.2fx): batches of up to %d",
                  ", ".join(f"{n}: {t * 1000:.1f} ms" for n, t in per_image.items()), best, gain,
                  BATCH_GAIN_NEEDED, chosen)
         return chosen

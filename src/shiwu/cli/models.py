@@ -23,11 +23,12 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(rows, ensure_ascii=False, indent=2))
         return EXIT_OK
+    width = max(len(row["name"]) for row in rows)  # the ModelScope names are long: one column for all
     for row in rows:
         mark = "installed" if row["weights_installed"] else "not installed"
         default = " (default)" if row["name"] == DEFAULT_MODEL else ""
-        print(f"{row['name']:<22} {row['classes']:>6} classes  {row['input_size']}px  {mark:<13} "
+        print(f"{row['name']:<{width}}  {row['classes']:>6} classes  {row['input_size']}px  {mark:<13}  "
               f"{row['description']}{default}")
         if row["install"]:
-            print(f"{'':<22} {row['install']}")
+            print(f"{'':<{width}}  {row['install']}")
     return EXIT_OK

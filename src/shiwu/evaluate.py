@@ -154,10 +154,11 @@ def evaluate(folder: str | Path, *, recognizer=None, model=None, backend: str | 
         raise EvalError(f"{root} is not a folder")
     if recognizer is None and gallery is None:  # a folder that names no class: said before the
         from .models.registry import get_model  # seconds of building and timing the model
-        names = ClassNames(get_model(model).labels())
+        spec = get_model(model)
+        names = ClassNames(spec.labels())
         subs = [p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
         if not any(names.lookup(name)[0] is not None for name in subs):
-            raise _names_no_class(root, get_model(model).name, names,
+            raise _names_no_class(root, spec.name, names,
                                   [{"folder": n, "reason": names.lookup(n)[1]} for n in subs])
     if recognizer is None:
         from .recognizer import Recognizer

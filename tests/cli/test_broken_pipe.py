@@ -53,7 +53,6 @@ def test_doctor_into_a_reader_that_left():
     assert (code, err) == (141, ""), err
 
 
-@pytest.mark.skipif(shutil.which("exiftool") is None, reason="shiwu tag needs exiftool")
 def test_tag_json_into_head(photos):
     got, code, err = read_then_close(["tag", photos, "-r", "--json", "--dry-run", *FAST], 1)
     assert got[0].startswith("{"), got

@@ -6,6 +6,7 @@ import logging
 import numbers
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
@@ -171,9 +172,18 @@ class Recognizer:
         for result in results:
             if result.error is not None:
                 raise result.error
-        if not results:
-            return np.zeros((0, 0), np.float32)
+        if not results:  # still (0, D): callers stack and concatenate these
+            return np.zeros((0, self.embedding_dimension), np.float32)
         return np.stack([r.embedding for r in results])
+
+    @cached_property
+    def embedding_dimension(self) -> int:
+        """D of ``embed``'s (N, D) rows: measured once on a blank input (raises, saying why,
+        for a model without embeddings)."""
+        self.backend.require_embedding()
+        size = self.preprocessing.size
+        probe = np.zeros((1, 3, size, size), np.float32)
+        return int(self.logits_and_embeddings(probe)[1].shape[1])
 
     def predict_arrays(self, batch: np.ndarray, topk: int = 5) -> list[list[Prediction]]:
         """Top-k predictions for an already preprocessed batch (see ``self.preprocessing``),

@@ -1,6 +1,5 @@
 """Our EfficientNet-Lite equals the reference implementation on the same real weights."""
 
-import numpy as np
 import pytest
 import torch
 

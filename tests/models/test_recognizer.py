@@ -57,6 +57,14 @@ def test_batch_keeps_input_order_and_matches_single_predictions(recognizer):
         np.testing.assert_allclose([p.score for p in preds], [p.score for p in single], atol=1e-5)
 
 
+def test_no_photos_embed_to_no_rows_of_the_models_width(recognizer):
+    some = recognizer.embed([DATA / "coffee.jpg", DATA / "chelsea.jpg"])
+    none = recognizer.embed([])
+    assert none.shape == (0, some.shape[1]) == (0, recognizer.embedding_dimension)
+    assert none.dtype == np.float32
+    assert np.concatenate([none, some]).shape == some.shape  # it was (0, 0): concatenating failed
+
+
 def test_bad_images_get_errors_and_the_rest_still_run(recognizer, tmp_path):
     empty = tmp_path / "empty.jpg"
     empty.write_bytes(b"")

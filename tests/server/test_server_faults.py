@@ -2,18 +2,15 @@
 
 Each test names the fault it guards against; each failed on the server before this work:
 memory and decode work admitted before bodies are read, small photos not queued behind huge
-ones, bounded /metrics labels, header-phase and idle timeouts, a connection cap, fd
-exhaustion logged once, a drain on SIGTERM that answers everything and exits 0, a client
-hanging up mid-body, a non-ASCII API key, and JSON + security headers everywhere.
+ones, bounded /metrics labels, a drain on SIGTERM that answers everything and exits 0, a
+client hanging up mid-body, overload answered 200 or 503, several workers under the same
+guards. Connections: test_server_connections.py; the protocol's edges: test_server_protocol.py.
 """
 
 import io
 import json
 import re
 import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -23,11 +20,11 @@ import pytest
 import httpx
 
 from support.photos import DATA  # noqa: E402
+from support.raw_http import (AUTH, KEY, connect, new_log, raw_upload_head, read_reply,  # noqa: E402
+                              server_args, split_reply)
 
 from shiwu.server.process import ServerProcess  # noqa: E402
 
-KEY = "密钥"  # the README's own example: it must work
-AUTH = [(b"X-API-Key", KEY.encode("utf-8"))]
 MIB = 1024 * 1024
 MAX_UPLOAD_MB = 4
 INFLIGHT_MB = 12     # three bodies of the upload limit
@@ -35,13 +32,6 @@ MAX_IMAGES = 8
 MAX_QUEUE = 16       # three requests of four big images and the small photos fit
 BIG_PER_REQUEST = 4
 BIG_BUDGET_MP = 600  # three requests of four 7000x7000 images (588 MP) fit, a fourth does not
-MAX_CONNECTIONS = 48
-HEADER_TIMEOUT = 2
-
-
-def server_args(*extra):
-    return ["--backend", "torch", "--threads", "1", "--max-batch-size", "4", "--max-wait-ms", "2",
-            "--warmup-seconds", "0", "--no-access-log", *extra]
 
 
 @pytest.fixture(scope="module")
@@ -49,9 +39,7 @@ def server():
     with ServerProcess(server_args(
             "--max-upload-mb", str(MAX_UPLOAD_MB), "--max-inflight-mb", str(INFLIGHT_MB),
             "--max-images", str(MAX_IMAGES), "--max-queue", str(MAX_QUEUE),
-            "--max-decode-megapixels", str(BIG_BUDGET_MP), "--timeout", "90",
-            "--header-timeout", str(HEADER_TIMEOUT), "--keep-alive-timeout", "2",
-            "--max-connections", str(MAX_CONNECTIONS), "--cors-origin", "https://app.example"),
+            "--max-decode-megapixels", str(BIG_BUDGET_MP), "--timeout", "90"),
             env={"SHIWU_API_KEY": KEY}) as process:
         yield process
 
@@ -90,43 +78,6 @@ def post_photo(server, name="coffee.jpg", timeout=60, **kwargs):
                       headers=[(b"Content-Type", b"image/jpeg")] + AUTH, timeout=timeout, **kwargs)
 
 
-def connect(server, timeout=10.0) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", server.port), timeout=timeout)
-    return sock
-
-
-def read_reply(sock, limit=8.0) -> bytes:
-    """Everything the server sends until it closes, or ``limit`` seconds."""
-    sock.settimeout(limit)
-    data = b""
-    deadline = time.monotonic() + limit
-    try:
-        while time.monotonic() < deadline:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    except (socket.timeout, ConnectionResetError):
-        pass
-    return data
-
-
-def split_reply(reply: bytes):
-    head, _, body = reply.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1])
-    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
-    return status, headers, body
-
-
-def raw_upload_head(length: int | None, content_type="image/jpeg") -> bytes:
-    size = f"Content-Length: {length}\r\n" if length is not None else "Transfer-Encoding: chunked\r\n"
-    return (f"POST /v1/recognize HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n{size}"
-            f"X-API-Key: ").encode() + KEY.encode() + b"\r\n\r\n"
-
-
-def new_log(server, since: int) -> str:
-    return server.log()[since:]
 
 
 # ---------------------------------------------------------------- 1. bytes admitted before reading
@@ -252,92 +203,6 @@ def test_invented_http_methods_do_not_grow_metrics(server):
     assert metric(after, "shiwu_http_requests_total", path="other", method="other") >= 6
 
 
-# ---------------------------------------------------------------- 4. connections
-
-
-@pytest.mark.slow
-def test_a_request_head_that_trickles_in_is_cut_off(server):
-    head = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 200 + b"\r\n\r\n"
-    with connect(server) as sock:
-        started = time.monotonic()
-        closed_after = None
-        for byte in head:  # one byte every 0.2 s: each byte used to reset uvicorn's timer
-            try:
-                sock.sendall(bytes([byte]))
-            except (BrokenPipeError, ConnectionResetError):
-                closed_after = time.monotonic() - started
-                break
-            time.sleep(0.2)
-            sock.settimeout(0.001)
-            try:
-                reply = sock.recv(65536)
-            except (socket.timeout, BlockingIOError):
-                continue
-            except ConnectionResetError:
-                reply = b""
-            closed_after = time.monotonic() - started
-            break
-    assert closed_after is not None, "a head sent 1 byte every 0.2 s kept the connection open"
-    assert closed_after < HEADER_TIMEOUT + 3
-    if reply:
-        status, headers, body = split_reply(reply)
-        assert status == 408 and headers["content-type"] == "application/json"
-
-
-@pytest.mark.slow
-def test_idle_connections_are_closed(server):
-    with connect(server) as sock:  # connects, never sends anything
-        started = time.monotonic()
-        assert read_reply(sock, HEADER_TIMEOUT + 5) == b""
-        assert time.monotonic() - started < HEADER_TIMEOUT + 3
-    with connect(server) as sock:  # one request, then idle on keep-alive
-        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        started = time.monotonic()
-        reply = read_reply(sock, 10)
-        assert reply.startswith(b"HTTP/1.1 200") and time.monotonic() - started < 5
-
-
-@pytest.mark.slow
-def test_connections_over_the_cap_get_503_and_the_server_recovers(server):
-    socks = []
-    try:
-        for _ in range(MAX_CONNECTIONS + 12):
-            socks.append(connect(server))
-        replies = [read_reply(sock, 0.5) for sock in socks[MAX_CONNECTIONS - 4:]]
-    finally:
-        for sock in socks:
-            sock.close()
-    refused = [split_reply(r) for r in replies if r.startswith(b"HTTP/1.1 503")]
-    assert len(refused) >= 8, [r[:60] for r in replies]
-    status, headers, body = refused[0]
-    assert headers["retry-after"] == "1" and headers["content-type"] == "application/json"
-    assert "too many open connections" in json.loads(body)["detail"]
-    time.sleep(0.3)
-    assert httpx.get(server.url + "/healthz", timeout=10).status_code == 200
-
-
-@pytest.mark.slow
-def test_running_out_of_file_descriptors_is_logged_once_not_a_flood():
-    # 160 descriptors: the process needs ~40 of its own; 300 connections exhaust the rest.
-    with ServerProcess(server_args("--max-connections", "5000", "--header-timeout", "6"),
-                       open_files=160) as server:
-        start = len(server.log())
-        socks = []
-        try:
-            for _ in range(300):
-                socks.append(connect(server, timeout=2))
-            time.sleep(3.5)  # the server retries accept() every second meanwhile
-        finally:
-            for sock in socks:
-                sock.close()
-        time.sleep(1.5)
-        assert httpx.get(server.url + "/healthz", timeout=10).status_code == 200
-        log = new_log(server, start)
-    assert "Traceback" not in log, log[-3000:]
-    resource_lines = [line for line in log.splitlines() if "descriptors" in line]
-    assert 1 <= len(resource_lines) <= 2, log[-3000:]
-    assert "ulimit -n" in resource_lines[0]
-
 
 # ---------------------------------------------------------------- 5. drain on SIGTERM
 
@@ -411,102 +276,6 @@ def test_a_client_that_hangs_up_mid_body_is_counted_not_a_500(server):
     log = new_log(server, start)
     assert "Traceback" not in log and "ERROR" not in log, log
     assert len([line for line in log.splitlines() if line.strip()]) <= 1, log
-
-
-# ---------------------------------------------------------------- 7. non-ASCII API key
-
-
-def test_a_non_ascii_api_key_is_compared_as_utf8_bytes(server):
-    data = (DATA / "horse.png").read_bytes()
-
-    def call(headers):
-        return httpx.post(server.url + "/v1/recognize", content=data, timeout=30,
-                          headers=[(b"Content-Type", b"image/png")] + headers)
-
-    assert call(AUTH).status_code == 200
-    assert call([(b"Authorization", b"Bearer " + KEY.encode("utf-8"))]).status_code == 200
-    assert call([(b"X-API-Key", "密码".encode("utf-8"))]).status_code == 401
-    assert call([(b"X-API-Key", KEY.encode("gb18030"))]).status_code == 401  # other bytes
-    assert call([]).status_code == 401
-
-
-def test_an_api_key_that_is_not_text_is_refused_at_start():
-    run = subprocess.run([sys.executable, "-m", "shiwu", "serve", "--api-key", "bad\x01key"],
-                         capture_output=True, text=True, timeout=120)
-    assert run.returncode == 2 and "API key" in run.stderr
-
-
-# ---------------------------------------------------------------- 8. JSON and headers everywhere
-
-
-SECURITY = ("x-content-type-options", "content-security-policy", "x-frame-options")
-
-
-@pytest.mark.parametrize("request_bytes", [
-    b"GET /v1/models?q=\xe4\xbd\xa0 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",             # raw non-ASCII query
-    b"POST /v1/recognize HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: abc\r\n\r\n",   # bad Content-Length
-    b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 20000,                      # head over 16 KiB
-], ids=["non-ascii-target", "bad-content-length", "huge-head"])
-def test_invalid_http_requests_get_json(server, request_bytes):
-    with connect(server) as sock:
-        sock.sendall(request_bytes)
-        status, headers, body = split_reply(read_reply(sock))
-    assert status == 400 and headers["content-type"] == "application/json"
-    assert "invalid HTTP request" in json.loads(body)["detail"]
-    assert all(name in headers for name in SECURITY)
-
-
-def test_every_response_has_security_headers_and_head_works(server):
-    with httpx.Client(base_url=server.url, timeout=30) as client:
-        for path in ("/", "/docs", "/openapi.json", "/v1/models", "/healthz", "/metrics", "/nope"):
-            response = client.get(path)
-            assert response.status_code in (200, 404), path
-            for name in SECURITY:
-                assert name in response.headers, (path, name)
-            assert "frame-ancestors 'none'" in response.headers["content-security-policy"], path
-            if response.status_code == 404:
-                assert response.json()["detail"]
-        assert client.get("/v1/models").headers["content-security-policy"].startswith("default-src 'none'")
-        docs = client.get("/docs").headers["content-security-policy"]
-        assert "script-src 'self'" in docs  # Swagger UI's own files still load
-        head = client.head("/")
-        assert head.status_code == 200 and head.content == b""
-        assert head.headers["content-type"].startswith("text/html")
-        for path in ("/healthz", "/readyz", "/v1/models"):
-            assert client.head(path).status_code == 200, path
-
-
-def test_cors_refusal_is_json(server):
-    refused = httpx.options(server.url + "/v1/recognize", timeout=10, headers={
-        "Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
-    assert refused.status_code == 400
-    assert refused.headers["content-type"] == "application/json"
-    assert refused.json() == {"detail": "Disallowed CORS origin"}
-    assert "access-control-allow-origin" not in refused.headers
-
-
-@pytest.mark.parametrize("query, status, words", [
-    ("topk=2&topk=3", 400, "topk given 2 times"),
-    ("topk=1.0", 422, "whole number"),
-    ("topk=%201", 422, "whole number"),
-    ("top_k=3", 400, "unknown query parameter 'top_k'; accepted: topk"),
-    ("topk=2&x=1&y=2", 400, "'x', 'y'; accepted: topk"),
-])
-def test_query_parameters_are_checked(server, query, status, words):
-    response = httpx.post(f"{server.url}/v1/recognize?{query}", content=(DATA / "horse.png").read_bytes(),
-                          headers=[(b"Content-Type", b"image/png")] + AUTH, timeout=30)
-    assert response.status_code == status, response.text
-    assert words in response.json()["detail"]
-
-
-def test_query_parameters_are_documented(server):
-    schema = httpx.get(server.url + "/openapi.json", timeout=10).json()
-    (parameter,) = schema["paths"]["/v1/recognize"]["post"]["parameters"]
-    assert parameter["name"] == "topk" and parameter["schema"]["type"] == "integer"
-    assert "only query parameter" in parameter["description"]
-    ok = httpx.post(f"{server.url}/v1/recognize?topk=2", content=(DATA / "horse.png").read_bytes(),
-                    headers=[(b"Content-Type", b"image/png")] + AUTH, timeout=30)
-    assert ok.status_code == 200 and len(ok.json()["results"][0]["predictions"]) == 2
 
 
 # ---------------------------------------------------------------- overload

@@ -4,7 +4,6 @@ threads that may hang in the kernel (/healthz must say so)."""
 
 import asyncio
 import threading
-import time
 
 from starlette.datastructures import Headers
 from starlette.formparsers import MultiPartParser

@@ -1,5 +1,5 @@
-"""`shiwu` run as a subprocess by the embedding-route and web page tests, and the quick server
-settings they share."""
+"""`shiwu` run as a subprocess by the embedding-route, gallery and web page tests, the quick server
+settings and the multipart uploads they share."""
 
 import subprocess
 import sys
@@ -14,3 +14,11 @@ SERVE = [*FAST, "--max-batch-size", "4", "--warmup-seconds", "0", "--no-access-l
 def shiwu(*args, timeout=600):
     return subprocess.run([SHIWU, *map(str, args)], capture_output=True, text=True, encoding="utf-8",
                           timeout=timeout)
+
+
+def upload(path: Path, name: str | None = None):
+    """One photo as a multipart ``files`` part, under its own name or ``name``."""
+    return ("files", (name or path.name, path.read_bytes(), "image/jpeg"))
+
+
+BROKEN = ("files", ("坏的.jpg", b"not an image at all", "image/jpeg"))

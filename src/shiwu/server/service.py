@@ -86,10 +86,8 @@ class Service:
         """The index (--index) and the gallery (--gallery), with the model's embedding size."""
         if not (self.index.configured or self.gallery.configured):
             return
-        recognizer.backend.require_embedding()  # a model without embeddings says why, now
-        size = recognizer.preprocessing.size
-        probe = np.zeros((1, 3, size, size), np.float32)
-        self.embedding_dimension = int(recognizer.logits_and_embeddings(probe)[1].shape[1])
+        # Now: a model without embeddings says why before the server starts.
+        self.embedding_dimension = recognizer.embedding_dimension
         if self.index.configured:
             self.index.load(recognizer, self.embedding_dimension)
         if self.gallery.configured:

@@ -172,4 +172,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(record_run("vs_article", main))
+    # the reader's own model is another table than the default model's: each keeps its own file
+    sys.exit(record_run("vs_article_own_model" if "--model" in sys.argv else "vs_article", main))

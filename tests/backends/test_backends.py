@@ -172,6 +172,11 @@ def test_ipex_explains_why_it_is_missing():
     except Exception:
         with pytest.raises(BackendUnavailable, match="2.8"):
             backend_class("ipex")(SPEC, size=224)
+        # asked for by name with the default precision (auto): the runtime is named, not "auto"
+        with pytest.raises(BackendUnavailable) as refused:
+            create_backend("ipex", SPEC, size=224, precision="auto")
+        assert str(refused.value).startswith("--backend ipex cannot run here: ipex ")
+        assert "2.8" in str(refused.value) and "run auto" not in str(refused.value)
     else:
         assert backend_class("ipex")(SPEC, size=224).run(np.zeros((1, 3, 224, 224), np.float32)).shape == (1, 1000)
 

@@ -59,6 +59,10 @@ CASES = {
     "eval-locked": (["eval", "{ds}", "--json", "{locked}/e.json"], "{locked}/e.json", NO_ACCESS),
     "eval-read-only-file": (["eval", "{ds}", "--json", "{base}/done.json"], "{base}/done.json",
                             "permission denied (the file is read-only)"),
+    "batch-no-folder": (["batch", "{data}", "--out", "{base}/nodir/r.jsonl"], "{base}/nodir/r.jsonl",
+                        "the folder {base}/nodir does not exist"),
+    "export-new-folders": (["export", "--format", "onnx", "--out", "{locked}/new/m.onnx"], "{locked}/new/m.onnx",
+                           NO_ACCESS),
     "dedupe-no-folder": (["dedupe", "{data}", "--csv", "{base}/nodir/d.csv"], "{base}/nodir/d.csv",
                          "the folder {base}/nodir does not exist"),
     "dedupe-a-folder": (["dedupe", "{data}", "--csv", "{dir}", "--tier", "near"], "{dir}", A_FOLDER),
@@ -76,7 +80,7 @@ def test_an_output_that_cannot_be_written_is_refused_first(places, case):
     args, path, reason = (text.format(**names) if isinstance(text, str) else [a.format(**names) for a in text]
                           for text in CASES[case])
     before = sorted(places.rglob("*"))
-    run = shiwu(*args, *(FAST if args[0] in ("index", "eval", "dedupe") else []))
+    run = shiwu(*args, *(FAST if args[0] in ("index", "eval", "dedupe", "batch") else []))
     assert run.returncode == 2, (args, run.stderr)
     assert "Traceback" not in run.stderr
     # one line: nothing ran before it (no progress bar, no model loaded, no summary)

@@ -50,6 +50,16 @@ def test_the_options_decide_what_a_library_log_shows(capsys, argv, shown, hidden
         assert text not in err
 
 
+def test_exports_input_facts_are_a_log_line_that_quiet_hides(tmp_path, capsys):
+    for quiet in ([], ["-q"]):
+        out = tmp_path / f"q{len(quiet)}" / "m.pt"
+        assert cli.main(["export", "--format", "torchscript", "--out", str(out), *quiet]) == 0
+        captured = capsys.readouterr()
+        assert captured.out.splitlines()[0] == str(out)  # the files written: results, on stdout
+        fact = "shiwu: input: float32 NCHW (batch, 3, 224, 224), RGB; resize short side to"
+        assert (fact in captured.err) == (not quiet), captured.err
+
+
 def test_a_commands_own_quiet_still_quiets_its_progress_and_the_log():
     # `shiwu batch -q` existed before (no progress bar): it keeps that meaning
     args = build_parser().parse_args(["batch", "-q", "photos", "--out", "x.jsonl"])

@@ -37,6 +37,21 @@ def test_topk_probabilities_are_sorted_softmax(recognizer):
             recognizer.embed(one)
 
 
+def test_what_a_caller_catches_is_exported_by_the_package(tmp_path):
+    import shiwu
+
+    assert {"ImageError", "ModelNotFound", "UntrustedModel", "BackendUnavailable", "GalleryError"} <= set(shiwu.__all__)
+    with pytest.raises(shiwu.ModelNotFound, match="no-such-model"):
+        Recognizer("no-such-model")
+    with pytest.raises(shiwu.BackendUnavailable):
+        Recognizer(backend="cuda")
+    with pytest.raises(shiwu.GalleryError, match="does not exist"):
+        Recognizer(gallery=tmp_path / "没有这个文件夹")
+    torch.save(torch.nn.Linear(2, 2), tmp_path / "m.pth")  # a whole pickled module: code to run
+    with pytest.raises(shiwu.UntrustedModel, match="trust"):
+        Recognizer(str(tmp_path / "m.pth"))
+
+
 def test_an_unknown_backend_is_named_with_the_choices():
     from shiwu.backends import BackendUnavailable
 

@@ -198,6 +198,14 @@ def _candidates(spec, backend: str, precision: str) -> tuple[list[tuple[str, str
     return out, skipped
 
 
+def _none_can_run(backend: str, precision: str, skipped: dict[str, str]) -> str:
+    """Why nothing ran: "no backend can run int8 here: …", "--backend ipex cannot run here: …"
+    (precision auto is a choice, not a precision to name), each setting with its reason."""
+    who = "no backend can run" if backend == "auto" else f"--backend {backend} cannot run"
+    what = "" if precision == "auto" else f" {precision}"
+    return f"{who}{what} here: " + "; ".join(f"{k}: {v}" for k, v in skipped.items())
+
+
 def _build(spec, runtime: str, precision: str, *, size, threads, calibration, **options):
     from .runtimes import BY_NAME
 
@@ -276,7 +284,7 @@ def select(spec, *, size: int, precision: str, threads: int | None, backend: str
     pairs, skipped = _candidates(spec, backend, precision)
     reduced = any(p != "fp32" for _, p in pairs)
     log.info("measuring backends for %s (%spx, backend %s, precision %s, %s threads) on this machine, "
-             "once: %d settings built (exported%s where not cached yet), %stimed in interleaved rounds; "
+             "once: %d setting(s) built (exported%s where not cached yet), %stimed in interleaved rounds; "
              "this takes %s, later runs reuse the choice", spec.name, size, backend, precision, threads,
              len(pairs), ", int8 quantized" if any(p == "int8" for _, p in pairs) else "",
              "their accuracy checked, " if reduced else "", "up to a minute" if reduced else "a few seconds")
@@ -291,8 +299,7 @@ def select(spec, *, size: int, precision: str, threads: int | None, backend: str
         else:
             built[f"{runtime} {p}"] = ready
     if not built:
-        raise BackendUnavailable(f"no backend can run {precision} here: "
-                                 + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
+        raise BackendUnavailable(_none_can_run(backend, precision, skipped))
     batch = np.random.default_rng(0).standard_normal((1, 3, size, size), dtype=np.float32)
     judge = lambda name, ready: _judge(spec, ready, size=size, threads=threads,  # noqa: E731
                                        calibration=calibration, max_drop=max_drop)
@@ -311,8 +318,7 @@ def select(spec, *, size: int, precision: str, threads: int | None, backend: str
     for name, m in measured.items():
         log.info("  %-18s %8.2f ms per image (median of %d rounds)", name, m["median_ms"], len(m["rounds_ms"]))
     if outcome.winner is None:
-        raise BackendUnavailable(f"no backend can run {precision} here: "
-                                 + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
+        raise BackendUnavailable(_none_can_run(backend, precision, skipped))
     best = built.pop(outcome.winner)
     built.clear()
     gc.collect()  # a large model must not sit in memory twice

@@ -9,7 +9,8 @@ import io
 import json
 import sys
 
-from .options import EXIT_OK, EXIT_USAGE, add_model_options, check_outputs, fraction, model_ref, write_output
+from .options import (EXIT_OK, EXIT_USAGE, add_model_options, check_outputs, fraction, model_ref,
+                      require_extra, write_output)
 
 
 TIERS = ("exact", "near", "similar")
@@ -33,10 +34,10 @@ def add(commands) -> None:
     dedupe.add_argument("--recursive", "-r", action="store_true", help="look into sub-folders")
     dedupe.add_argument("--threshold", type=fraction, default=None,
                         help=f"cosine similarity that makes two photos copies (default "
-                             f"{DEFAULT_DUPLICATE_THRESHOLD}, measured: see README)")
+                             f"{DEFAULT_DUPLICATE_THRESHOLD}, measured: docs/en/embeddings.md)")
     dedupe.add_argument("--json", action="store_true", help="print the groups as JSON")
     dedupe.add_argument("--csv", metavar="FILE", default=None,
-                        help="also write group,image,representative,size rows (UTF-8 with BOM, for spreadsheets)")
+                        help="also write group,image,representative,size,tier,match rows (UTF-8 with BOM, for spreadsheets)")
     dedupe.add_argument("--tier", choices=TIERS, default="similar",
                         help="the loosest tie that makes copies: exact, near (no model needed for "
                              "these two), similar (default: all three)")
@@ -54,6 +55,9 @@ def run(args) -> int:
         both = ", not both" if args.inputs else ""
         print(f"shiwu: error: give photos (PATH...) or --index INDEX{both}", file=sys.stderr)
         return EXIT_USAGE
+    require_extra("dedupe")  # every tier hashes or groups with the index extra
+    if args.index:
+        require_extra("dedupe", args.index)
     check_outputs(args.csv)  # before the photos are read and embedded, not after
     unread = _Unread(embedded_now=bool(args.inputs))
     try:

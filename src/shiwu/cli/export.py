@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sys
+import logging
 
 from .options import EXIT_OK, add_calibration, add_model_choice, check_outputs, input_size, model_ref
 
@@ -38,9 +38,10 @@ def run(args) -> int:
     pre = spec.preprocessing.with_size(size)
     how = (f"resize to {size}x{size}" if pre.resize == "squash"
            else f"resize short side to {pre.resize_short}, centre crop {size}")
-    print(f"input: float32 NCHW (batch, 3, {size}, {size}), RGB; {how}, "
-          f"(pixel - {_numbers(pre.mean)}) / {_numbers(pre.std)} on the 0-255 scale; output: logits",
-          file=sys.stderr)
+    # a fact for the person deploying the file (also in its shiwu.json): --quiet hides it
+    logging.getLogger("shiwu.export").info(
+        "input: float32 NCHW (batch, 3, %d, %d), RGB; %s, (pixel - %s) / %s on the 0-255 scale; "
+        "output: logits", size, size, how, _numbers(pre.mean), _numbers(pre.std))
     return EXIT_OK
 
 

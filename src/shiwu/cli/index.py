@@ -7,7 +7,7 @@ import sqlite3
 import sys
 
 from .options import (EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, add_model_options,
-                      check_outputs, count, model_ref, positive_int)
+                      check_outputs, count, model_ref, positive_int, require_extra)
 
 
 def add(commands) -> None:
@@ -68,6 +68,7 @@ def run(args) -> int:
     from ..index import IndexFormatError, IndexMismatchError
     from ..indexing import IndexingError, build_index
 
+    require_extra("index", args.store)
     # the index is created after the first batch is embedded (it needs the embedding's size):
     # an unwritable --out must fail now, not then (a Milvus --store is checked on connecting)
     check_outputs(args.out, folder=True, parents=True)

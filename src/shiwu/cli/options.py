@@ -187,7 +187,7 @@ def add_gallery_options(parser: argparse.ArgumentParser, *, modes: bool = True) 
                                 "model's own labels; replace: the gallery alone")
         group.add_argument("--min-similarity", type=fraction, default=DEFAULT_MIN_SIMILARITY,
                            help=f"merge: the cosine similarity a gallery class's closest example needs "
-                                f"(default {DEFAULT_MIN_SIMILARITY}, measured: see README)")
+                                f"(default {DEFAULT_MIN_SIMILARITY}, measured: docs/en/embeddings.md)")
 
 
 def model_ref(args) -> ModelRef:
@@ -207,6 +207,29 @@ class UsageError(Exception):
 
 class OutputFailed(Exception):
     """An output passed the check but its writing failed at the end (disk full): one line, exit 3."""
+
+
+# What an index location needs beyond a plain install, checked before the work: a plain
+# `pip install shiwu` gets one line naming the extra, not a traceback after every photo was
+# embedded. A local index: the `index` extra; a Milvus store: the `milvus` extra.
+INDEX_EXTRA = {"faiss": "faiss-cpu", "scipy": "scipy", "imagehash": "imagehash", "pydantic": "pydantic"}
+MILVUS_EXTRA = {"pymilvus": "pymilvus", "pydantic": "pydantic"}
+
+
+def require_extra(command: str, location: str | None = None) -> None:
+    """Raise UsageError naming what `shiwu command` needs for the index at ``location`` (None: a
+    local one) that is not installed, and the extra that brings it."""
+    import importlib.util
+
+    from ..index.milvus import is_milvus_location
+
+    milvus = location is not None and is_milvus_location(location)
+    extra, modules = ("milvus", dict(MILVUS_EXTRA)) if milvus else ("index", INDEX_EXTRA)
+    if milvus and not str(location).startswith("milvus://"):
+        modules["milvus_lite"] = "milvus-lite"  # a .db file is Milvus Lite, in this process
+    missing = [dist for module, dist in modules.items() if importlib.util.find_spec(module) is None]
+    if missing:
+        raise UsageError(f"`shiwu {command}` needs {', '.join(missing)}: pip install 'shiwu[{extra}]'")
 
 
 def check_outputs(*paths: str | None, folder: bool = False, parents: bool = False) -> None:

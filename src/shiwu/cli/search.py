@@ -6,7 +6,7 @@ import json
 import sys
 
 from ..display import display_width, pad, printable
-from .options import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, positive_int
+from .options import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, positive_int, require_extra
 
 
 def add(commands) -> None:
@@ -39,6 +39,7 @@ def run(args) -> int:
     if not args.queries and not args.text:
         print("shiwu: error: give query photos, or --text WORDS", file=sys.stderr)
         return EXIT_USAGE
+    require_extra("search", args.index)
     try:
         results = search(args.index, images=args.queries, texts=args.text, topk=args.topk,
                          backend=args.backend, precision=args.precision, threads=args.threads,

@@ -69,7 +69,7 @@ def add(commands) -> None:
                        help="time allowed for running every batch size once before /readyz says "
                             f"ready (default {d.warmup_seconds:g}; 0: no warm-up)")
     serve.add_argument("--api-key", default=None,
-                       help=f"require this key on every POST and on thumbnails (or set {ENV_API_KEY})")
+                       help=f"require this key on every POST, on thumbnails and on /v1/duplicates (or set {ENV_API_KEY})")
     serve.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                        help="allow browser calls from this origin, e.g. https://app.example (repeatable; "
                             "CORS is off by default, and a POST from any other site's page is refused)")

@@ -15,3 +15,8 @@ class IndexMismatchError(IndexFormatError):
 
 class IndexExistsError(IndexFormatError):
     """``create`` found an index already there (another process may just have made it)."""
+
+
+class IndexUnreachable(IndexFormatError):
+    """A Milvus store that cannot be reached (server down, wrong address or token): named with
+    its address, never a traceback."""

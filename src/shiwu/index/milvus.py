@@ -22,7 +22,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from .base import Index, Match
-from .errors import IndexExistsError, IndexFormatError
+from .errors import IndexExistsError, IndexFormatError, IndexUnreachable
 from .manifest import Manifest
 from .rows import FIELDS, IndexRow
 
@@ -81,8 +81,14 @@ class MilvusIndex(Index):
         except ImportError:
             raise ImportError("a Milvus index needs pymilvus (and milvus-lite for a .db file): "
                               "pip install 'shiwu[milvus]'") from None
+        from pymilvus.exceptions import MilvusException
+
         uri, token, collection = parse_location(location)
-        return MilvusClient(uri=uri, token=token), collection
+        try:
+            return MilvusClient(uri=uri, token=token), collection
+        except MilvusException as exc:  # the client connects as it is made
+            raise IndexUnreachable(f"cannot reach the Milvus store {location}: "
+                                   f"{getattr(exc, 'message', None) or exc}") from None
 
     @classmethod
     def create(cls, location: str, manifest: Manifest) -> "MilvusIndex":

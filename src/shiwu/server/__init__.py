@@ -60,7 +60,7 @@ def run(settings: ServerSettings, *, host: str = "127.0.0.1", port: int = 8000, 
     configure_logging(log_level)
     settings.log_level = log_level
     if not is_loopback(host):
-        what = "an API key is required on every POST and on thumbnails" if settings.api_key else \
+        what = "an API key is required on every POST, on thumbnails and on /v1/duplicates" if settings.api_key else \
             "anyone who can reach it can use it (consider --api-key)"
         log.warning("listening on %s, not only on this machine: %s", host, what)
         if "*" in settings.allowed_hosts:

@@ -62,9 +62,7 @@ def open_writer(path: str | os.PathLike, *, topk: int, resume: bool = False,
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"{path} is a folder; give a file name for the results")
-    if path.parent and not path.parent.is_dir():
-        raise OutputError(f"the folder {path.parent} does not exist")
-    _writable(path)
+    _writable(path)  # a missing folder too: "cannot write PATH: the folder … does not exist"
     writer = WRITERS[kind](path, topk=topk, resume=resume, overwrite=overwrite)
     if model is not None and writer.models and model not in writer.models:
         writer.close()

@@ -22,6 +22,7 @@ import io
 import os
 import re
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Union
 
@@ -72,6 +73,11 @@ class ImageError(ValueError):
         self.reason = reason
         super().__init__(f"{source}: {reason}")
 
+    def __reduce__(self):
+        # pickled with its two arguments: a worker process of multiprocessing sends it back to
+        # its parent (without this the pool's result thread died on it and map() never returned)
+        return type(self), (self.source, self.reason)
+
 
 def describe(source: object) -> str:
     """A short human name for a source, used in errors and in results."""
@@ -99,13 +105,15 @@ def load_image(source: ImageSource, *, min_size: int | None = None,
         return _from_array(source, name, max_pixels)
     if isinstance(source, Image.Image):
         _check_pixels(source.size, name, max_pixels)
-        return _to_rgb(_upright(source), name)
+        with _decode_errors(name, max_pixels):
+            source.load()  # Image.open() is lazy: a truncated file fails here, an ImageError
+            return _to_rgb(_upright(source), name)
 
     if _is_raw(source):
         return _load_raw(source, name, max_pixels)
     stream = _open_stream(source, name)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _decode_errors(name, max_pixels, stream):
             # Our own, configurable, pixel limit applies below, so Pillow's bomb warning would
             # only be noise; and a damaged file's warnings ("Corrupt EXIF data", "Truncated
             # File Read", found by benchmarks/fuzz_images.py) would print one line per image in
@@ -118,6 +126,16 @@ def load_image(source: ImageSource, *, min_size: int | None = None,
             image.load()
             image = _upright(image)
             return _to_rgb(image, name)
+    finally:
+        if isinstance(source, (str, os.PathLike)):
+            stream.close()
+
+
+@contextmanager
+def _decode_errors(name: str, max_pixels: int, stream=None):
+    """Pillow's ways of failing on a bad image, as an ImageError naming ``name`` and the reason."""
+    try:
+        yield
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
@@ -136,9 +154,6 @@ def load_image(source: ImageSource, *, min_size: int | None = None,
         raise ImageError(name, f"corrupt or truncated image data ({exc})") from None
     except MemoryError:
         raise ImageError(name, "not enough memory to decode this image") from None
-    finally:
-        if isinstance(source, (str, os.PathLike)):
-            stream.close()
 
 
 def _open_stream(source, name: str):
@@ -216,13 +231,16 @@ def _to_rgb(image: Image.Image, name: str) -> Image.Image:
     if mode == "RGB":
         return image
     if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
+        # premultiplied La converts only to LA (Pillow), and LA to RGBA
+        rgba = (image.convert("LA") if mode == "La" else image).convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     if mode in _SIXTEEN_BIT or mode == "I":
-        # Pillow's convert() clips 16-bit values at 255, which turns most photos white.
+        # Pillow's convert() clips 16-bit values at 255, which turns most photos white. Values
+        # that all fit in 8 bits are 8-bit pixels in a wider container (convert("I;16") of a
+        # photo): read as 0..255, as floats above 1 are; scaled as 16-bit they were black.
         values = np.asarray(image).astype(np.float64)
-        peak = 65535.0 if mode in _SIXTEEN_BIT or values.max(initial=0) > 255 else 255.0
+        peak = 255.0 if values.max(initial=0) <= 255 else 65535.0
         return _gray_array_to_rgb(values / peak)
     if mode == "F":
         values = np.asarray(image, dtype=np.float64)
@@ -253,8 +271,8 @@ def _from_array(array: np.ndarray, name: str, max_pixels: int) -> Image.Image:
         # Pillow mode-F image; clipped to 0..1 they were a white picture and a nonsense answer
         scale = 255.0 if np.nanmax(array, initial=0) <= 1.0 else 1.0
         data = np.clip(np.nan_to_num(array) * scale + 0.5, 0, 255).astype(np.uint8)
-    elif array.dtype == np.uint16:
-        data = (array >> 8).astype(np.uint8)
+    elif array.dtype == np.uint16:  # 8-bit values in 16-bit storage are 0..255, as in _to_rgb
+        data = array.astype(np.uint8) if array.max(initial=0) <= 255 else (array >> 8).astype(np.uint8)
     elif array.dtype == np.bool_:
         data = array.astype(np.uint8) * 255
     else:

@@ -98,6 +98,35 @@ def test_sixteen_bit_images_are_scaled_not_clipped():
         assert 150 <= pixel[0] <= 160, (type(source), pixel)
 
 
+def test_eight_bit_values_in_sixteen_bit_storage_are_the_photo_not_black():
+    # np.asarray(photo).astype(np.uint16) and photo.convert("I;16") keep 0..255: scaled as
+    # 16-bit they were a black picture (and 线虫 instead of 埃及猫)
+    photo = Image.open(DATA / "chelsea.jpg").convert("RGB")
+    pixels = np.asarray(photo)
+    assert np.array_equal(np.asarray(load_image(pixels.astype(np.uint16))), pixels)
+    gray = photo.convert("L")
+    for wide in (gray.convert("I;16"), gray.convert("I")):
+        assert np.array_equal(np.asarray(load_image(wide))[..., 0], np.asarray(gray)), wide.mode
+
+
+def test_a_lazy_pil_image_that_fails_to_decode_is_an_image_error(tmp_path):
+    data = (DATA / "horse.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    lazy = Image.open(tmp_path / "cut.png")  # Pillow reads the pixels only when asked
+    with pytest.raises(ImageError, match="corrupt or truncated"):
+        load_image(lazy)
+    premultiplied = Image.new("La", (2, 2), (100, 128))  # converts only to LA in Pillow
+    assert tuple(np.asarray(load_image(premultiplied))[0, 0]) == (227, 227, 227)  # 199 half over white
+
+
+def test_an_image_error_survives_pickling_as_a_worker_process_sends_it():
+    import pickle
+
+    error = pickle.loads(pickle.dumps(ImageError("照片.jpg", "file not found")))
+    assert isinstance(error, ImageError) and (error.source, error.reason) == ("照片.jpg", "file not found")
+    assert str(error) == "照片.jpg: file not found"
+
+
 def test_float_images_read_as_zero_to_one():
     values = np.full((5, 5, 3), 0.5, dtype=np.float32)
     assert 126 <= np.asarray(load_image(values))[0, 0, 0] <= 129

@@ -93,6 +93,25 @@ def test_http_answers_equal_the_library_on_every_photo(client, recognizer):
             assert got[0]["score"] == pytest.approx(expected[0].score, abs=2e-3), path.name
 
 
+def test_a_big_image_gets_the_librarys_answer_too(client, recognizer):
+    # over 4 MP once decoded (WebP is never draft-decoded): the server's big-image lane once
+    # box-reduced it first and answered differently from `shiwu predict`
+    import io
+
+    from PIL import Image
+
+    cat = Image.open(DATA / "chelsea.jpg")
+    big = io.BytesIO()
+    cat.resize((cat.width * 6, cat.height * 6), Image.Resampling.BICUBIC).save(big, "WEBP", quality=90)
+    assert len(big.getvalue()) < MAX_UPLOAD
+    response = recognize(client, [("files", ("大猫.webp", big.getvalue(), "image/webp"))], params={"topk": 5})
+    assert response.status_code == 200, response.text
+    got = response.json()["results"][0]["predictions"]
+    expected = recognizer.predict(big.getvalue(), topk=5)
+    assert [p["index"] for p in got] == [p.index for p in expected]
+    assert [p["score"] for p in got] == pytest.approx([p.score for p in expected], abs=1e-4)
+
+
 def test_raw_body_with_or_without_a_content_type(client):
     data = (DATA / "coffee.jpg").read_bytes()
     for headers in ({"Content-Type": "image/jpeg"}, {"Content-Type": "application/octet-stream"}, {}):

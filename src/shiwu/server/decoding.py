@@ -40,21 +40,6 @@ def decoded_pixels(upload, min_size: int | None) -> int:
         return 0
 
 
-def reduce_for(image, preprocessing):
-    """A big image box-reduced by a whole factor that keeps at least twice the pixels the
-    resize needs (Pillow's reducing_gap=2 idea): the resize then reads 1/factor^2 of them."""
-    target = preprocessing.decode_min_size
-    if not target:
-        return image
-    width, height = image.size
-    if preprocessing.resize == "squash":
-        factor = (max(1, width // (2 * target)), max(1, height // (2 * target)))
-    else:
-        factor = max(1, min(width, height) // (2 * target))
-        factor = (factor, factor)
-    return image.reduce(factor) if max(factor) >= 2 else image
-
-
 class Job:
     """A function to run on a thread, settling an asyncio future on the loop that asked."""
 

@@ -83,6 +83,31 @@ def test_another_sites_page_cannot_post(server, tree):
     assert httpx.post(server.url + "/v1/recognize", files=[photo()], timeout=60).status_code == 200
 
 
+def test_another_sites_page_cannot_probe_thumbnails_or_start_a_library_read(server, tree):
+    indexed = row(tree, "kept", "astronaut.jpg")
+    # what an <img src=…> on another site sends: no Origin, Sec-Fetch-Site cross-site. Both an
+    # indexed and a made-up row get the same 403 before the route runs: nothing to tell apart
+    for path in (f"/v1/thumbnails/{indexed}", "/v1/thumbnails/12345", "/v1/duplicates", "/v1/index"):
+        response = httpx.get(server.url + path, timeout=60,
+                             headers={"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Dest": "image"})
+        assert response.status_code == 403, (path, response.text)
+        assert "cross-site" in response.json()["detail"]
+    evil_fetch = httpx.get(server.url + "/v1/duplicates", headers={"Origin": EVIL}, timeout=60)
+    assert evil_fetch.status_code == 403 and "answers are refused" in evil_fetch.json()["detail"]
+    # the page itself, curl, and a link to the page from anywhere still work
+    own = httpx.get(server.url + f"/v1/thumbnails/{indexed}", timeout=60, headers={"Sec-Fetch-Site": "same-origin"})
+    assert own.status_code == 200 and own.headers["cross-origin-resource-policy"] == "same-origin"
+    assert httpx.get(server.url + f"/v1/thumbnails/{indexed}", timeout=60).status_code == 200
+    page = httpx.get(server.url + "/", headers={"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate"})
+    assert page.status_code == 200
+
+
+def test_any_origin_needs_an_api_key():
+    run = shiwu("serve", *SERVE, "--cors-origin", "*", "--port", "1", timeout=120)
+    assert run.returncode == 2 and "--cors-origin '*'" in run.stderr and "--api-key" in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1, run.stderr
+
+
 def test_only_the_names_it_is_served_as_are_answered(server):
     # a DNS-rebinding page: the browser sends its own name as Host
     for host in ("evil.example", f"evil.example:{server.port}", "127.0.0.1.evil.example"):

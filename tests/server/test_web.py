@@ -21,7 +21,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 if CHROMIUM is None:
     raise RuntimeError("the web page test needs Debian's chromium: apt-get install -y chromium")
 
-KEY = "web-test-key-42"
+KEY = "识物网页密钥-42"  # not ASCII, as the README's own example: the page sends its UTF-8 bytes
 PHONE = {"width": 390, "height": 844}
 
 

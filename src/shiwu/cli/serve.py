@@ -184,8 +184,14 @@ def _check_port(host: str, port: int) -> str | None:
 
 
 def _check_hosts(args) -> str | None:
+    from ..server.settings import ENV_API_KEY
+
     if args.allowed_hosts is not None and not allowed_hosts(args):
         return "--allowed-hosts needs at least one host name (or '*': any)"
+    if "*" in args.cors_origin and not (args.api_key or os.environ.get(ENV_API_KEY)):
+        # '*' lets every web site's page call it and read the answers: only behind a key
+        return ("--cors-origin '*' lets every web site's page use this server and read its answers: "
+                "give --api-key too, or name the sites (--cors-origin https://app.example)")
     return None
 
 

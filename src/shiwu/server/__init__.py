@@ -66,6 +66,9 @@ def run(settings: ServerSettings, *, host: str = "127.0.0.1", port: int = 8000, 
         if "*" in settings.allowed_hosts:
             log.warning("any Host name is accepted: name the ones clients use with --allowed-hosts "
                         "(a DNS-rebinding page could otherwise reach it from a browser)")
+    if "*" in settings.cors_origins:
+        log.warning("--cors-origin '*': any web site's page may call this server; only the API key "
+                    "stands between them and it")
     # Workers are separate processes: hand them the settings through the environment.
     os.environ[ENV_SETTINGS] = settings.to_env()
     options = dict(factory=True, host=host, port=port, workers=workers, log_level=log_level,

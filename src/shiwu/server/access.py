@@ -14,6 +14,11 @@ origin and reads everything. So, before any route runs:
   ``--cors-origin``. Anything else, ``Origin: null`` included, is refused with 403, key or no
   key. Clients that are not browsers (curl, scripts) send no Origin and are not affected; a
   request without Origin whose ``Sec-Fetch-Site`` says ``cross-site`` is refused too.
+- The same check on **every ``/v1/`` request**, reads included: a page cannot read a
+  cross-site answer, but an ``<img src=/v1/thumbnails/ID>`` told it whether a guessed path is
+  indexed (row ids are a hash of the path), and ``/v1/duplicates`` reads every indexed file.
+  Every answer also carries ``Cross-Origin-Resource-Policy: same-origin`` (middleware.py).
+  The page at ``/`` stays reachable from a link on another site.
 
 Pure ASGI, like the rest of the middleware; refusals are JSON ``{"detail"}`` as everywhere.
 """
@@ -98,13 +103,14 @@ class AccessMiddleware:
         if scope["path"] not in PROBES and "*" not in self.allowed_hosts and (host is None or not host_allowed(host[0], self.allowed_hosts)):
             return await self._refuse(scope, receive, send, 400, "bad_host",
                                       f"Host {raw_host[:100]!r} refused: {self.host_hint}")
-        if scope["method"] in STATE_CHANGING:
-            why = self._cross_site(headers, host)
+        changes = scope["method"] in STATE_CHANGING
+        if changes or scope["path"].startswith("/v1/"):
+            why = self._cross_site(headers, host, changes)
             if why:
                 return await self._refuse(scope, receive, send, 403, "cross_site", why)
         return await self.app(scope, receive, send)
 
-    def _cross_site(self, headers, host) -> str | None:
+    def _cross_site(self, headers, host, changes: bool) -> str | None:
         origin = headers.get(b"origin")
         if origin is None:
             if headers.get(b"sec-fetch-site", b"").lower() == b"cross-site":
@@ -119,8 +125,9 @@ class AccessMiddleware:
             # spoke: the name alone decides
             if key[0] == host[0] and (host[1] is None or key[1] == host[1]):
                 return None
-        return (f"requests that change something are refused from another site's page (Origin "
-                f"{origin[:100]!r}); allow it with --cors-origin ORIGIN")
+        what = "requests that change something are" if changes else "this server's answers are"
+        return (f"{what} refused from another site's page (Origin {origin[:100]!r}); allow it with "
+                "--cors-origin ORIGIN")
 
     async def _refuse(self, scope, receive, send, status: int, kind: str, detail: str):
         self.metrics.errors.labels(kind).inc()

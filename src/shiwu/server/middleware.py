@@ -25,8 +25,11 @@ CLIENT_CLOSED = 499
 # Every response says: do not sniff types, do not frame me, send no referrer. The page and the
 # API docs get a CSP that allows what they load (all same-origin or inline: no CDN); everything
 # else (JSON, metrics, errors) may load nothing at all.
+# same-origin resource policy: another site's <img>/<script> cannot load an answer (a thumbnail's
+# load or error told a page whether a guessed path is indexed); CORS fetches (--cors-origin) are
+# not affected
 BASE_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
-                (b"referrer-policy", b"no-referrer")]
+                (b"referrer-policy", b"no-referrer"), (b"cross-origin-resource-policy", b"same-origin")]
 CSP_NONE = b"default-src 'none'; frame-ancestors 'none'"
 CSP_PAGE = (b"default-src 'self'; img-src 'self' blob: data:; style-src 'unsafe-inline'; "
             b"script-src 'unsafe-inline'; connect-src 'self'; frame-ancestors 'none'")

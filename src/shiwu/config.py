@@ -27,6 +27,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import ShiwuError
+
 log = logging.getLogger(__name__)
 
 if sys.version_info >= (3, 11):
@@ -44,7 +46,7 @@ TUNED_FIELDS = ("backend", "precision", "threads", "size", "batch_size")
 _warned: set[str] = set()
 
 
-class ConfigError(ValueError):
+class ConfigError(ShiwuError, ValueError):
     """The settings file exists but cannot be used; the message names the file and the problem."""
 
 

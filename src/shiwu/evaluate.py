@@ -16,11 +16,12 @@ from pathlib import Path
 
 from .calibrate import IMAGE_SUFFIXES
 from .labels import LabelSet
+from .errors import ShiwuError
 
 MAX_CONFUSED_PAIRS = 10
 
 
-class EvalError(ValueError):
+class EvalError(ShiwuError, ValueError):
     """The folder cannot be evaluated at all (missing, or no sub-folder names a class)."""
 
 

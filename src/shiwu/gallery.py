@@ -29,6 +29,7 @@ from .calibrate import IMAGE_SUFFIXES
 from .display import printable
 from .fsutil import TEMP_PREFIX, atomic_write, remove_stray_temporaries
 from .postprocess import Prediction
+from .errors import ShiwuError
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ KEPT_FORMATS = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "WEBP": ".webp", "
                 "GIF": ".gif", "TIFF": ".tif"}
 
 
-class GalleryError(ValueError):
+class GalleryError(ShiwuError, ValueError):
     """The gallery folder cannot be used (missing, no classes, a class without photos)."""
 
 

@@ -29,6 +29,8 @@ from typing import Union
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError, features
 
+from .errors import ShiwuError
+
 try:  # HEIC is what iPhones (and many Android phones) save by default
     import pillow_heif
 except ImportError:  # a core dependency; tolerated missing so a broken install still reads JPEG
@@ -65,7 +67,7 @@ if "PILLOW_BLOCKS_MAX" not in os.environ and Image.core.get_blocks_max() < DECOD
 ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray, io.IOBase]
 
 
-class ImageError(ValueError):
+class ImageError(ShiwuError, ValueError):
     """An input could not be turned into an image. ``str(err)`` names the input and the reason."""
 
     def __init__(self, source: str, reason: str):

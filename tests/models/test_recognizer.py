@@ -40,16 +40,21 @@ def test_topk_probabilities_are_sorted_softmax(recognizer):
 def test_what_a_caller_catches_is_exported_by_the_package(tmp_path):
     import shiwu
 
-    assert {"ImageError", "ModelNotFound", "UntrustedModel", "BackendUnavailable", "GalleryError"} <= set(shiwu.__all__)
-    with pytest.raises(shiwu.ModelNotFound, match="no-such-model"):
-        Recognizer("no-such-model")
-    with pytest.raises(shiwu.BackendUnavailable):
-        Recognizer(backend="cuda")
-    with pytest.raises(shiwu.GalleryError, match="does not exist"):
-        Recognizer(gallery=tmp_path / "没有这个文件夹")
+    assert {"ImageError", "ModelNotFound", "UntrustedModel", "BackendUnavailable", "GalleryError",
+            "ShiwuError"} <= set(shiwu.__all__)
     torch.save(torch.nn.Linear(2, 2), tmp_path / "m.pth")  # a whole pickled module: code to run
-    with pytest.raises(shiwu.UntrustedModel, match="trust"):
-        Recognizer(str(tmp_path / "m.pth"))
+    refusals = [(shiwu.ModelNotFound, LookupError, "no-such-model", lambda: Recognizer("no-such-model")),
+                (shiwu.BackendUnavailable, RuntimeError, "cuda", lambda: Recognizer(backend="cuda")),
+                (shiwu.GalleryError, ValueError, "does not exist",
+                 lambda: Recognizer(gallery=tmp_path / "没有这个文件夹")),
+                (shiwu.UntrustedModel, LookupError, "trust", lambda: Recognizer(str(tmp_path / "m.pth"))),
+                (shiwu.ImageError, ValueError, "file not found",
+                 lambda: Recognizer(backend="torch").predict(tmp_path / "no.jpg"))]
+    for error, builtin, words, call in refusals:
+        with pytest.raises(error, match=words) as raised:
+            call()
+        # one base for every refusal, and the built-in base that callers caught before
+        assert isinstance(raised.value, shiwu.ShiwuError) and isinstance(raised.value, builtin)
 
 
 def test_an_unknown_backend_is_named_with_the_choices():

@@ -10,8 +10,10 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
+from ..errors import ShiwuError
 
-class BackendUnavailable(RuntimeError):
+
+class BackendUnavailable(ShiwuError, RuntimeError):
     """A backend or precision cannot run here; the message says why and what to install."""
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from ..errors import ShiwuError
 
-class IndexFormatError(ValueError):
+
+class IndexFormatError(ShiwuError, ValueError):
     """The folder or collection is not a usable shiwu index: not one at all, made by another
     format version, or damaged. The message names it and says how to get a usable one."""
 

@@ -15,13 +15,14 @@ from typing import Callable
 
 from ..labels import LabelSet
 from ..preprocess import Preprocessing
+from ..errors import ShiwuError
 
 DEFAULT_MODEL = "efficientnet-lite0"
 RESIZE_MODES = ("crop", "squash")
 INTERPOLATIONS = ("bilinear", "bicubic")
 
 
-class ModelNotFound(LookupError):
+class ModelNotFound(ShiwuError, LookupError):
     """A model name is unknown, its files are missing or unreadable, or it cannot be used as
     asked; the message says what to do instead."""
 

@@ -82,6 +82,7 @@ def create_app(settings: ServerSettings | None = None, *, recognizer=None) -> Fa
         app.include_router(module.router)
     app.add_exception_handler(RequestValidationError, _validation_error_in_one_line)
     _document_topk_limit(app, settings.max_topk)
+    _document_errors_as_sent(app)
     return app
 
 
@@ -91,6 +92,32 @@ async def _validation_error_in_one_line(request, exc: RequestValidationError) ->
     first = exc.errors()[0]
     where = ".".join(str(part) for part in first.get("loc", ())[1:]) or "request"
     return JSONResponse({"detail": f"{where}: {first.get('msg', 'invalid')}"}, status_code=422)
+
+
+def _document_errors_as_sent(app: FastAPI) -> None:
+    """/openapi.json says what is sent: a 422 is ``{"detail": "text"}`` (Problem, as every
+    error here; FastAPI documents its own list of error objects, which this app never sends),
+    and any route may answer 500 with a Problem (SecurityMiddleware's JSON for a bug)."""
+    build = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = build()
+        problem = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+        for item in schema.get("paths", {}).values():
+            for operation in item.values():
+                answers = operation.setdefault("responses", {})
+                if "422" in answers and "HTTPValidationError" in str(answers["422"]):
+                    answers["422"] = {"description": "a query parameter of the wrong type or out of range",
+                                      **problem}
+                answers.setdefault("500", {"description": "an error in shiwu itself (logged)", **problem})
+        for unused in ("HTTPValidationError", "ValidationError"):
+            schema.get("components", {}).get("schemas", {}).pop(unused, None)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi
 
 
 def _document_topk_limit(app: FastAPI, max_topk: int) -> None:

@@ -80,3 +80,25 @@ def recognize_topk(service: ServiceDep, request: Request) -> int:
 
 
 RecognizeTopK = Annotated[int, Depends(recognize_topk)]
+
+
+def _query_names(dependant) -> set[str]:
+    names = {param.alias for param in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
+def only_declared_query_parameters(service: ServiceDep, request: Request) -> None:
+    """A router dependency: a query parameter the route does not declare is a 400 naming the
+    ones it takes (FastAPI ignores it: ?top_k=2 gave 10 matches in silence)."""
+    route = request.scope.get("route")
+    known = _query_names(route.dependant) if route is not None else set()
+    unknown = sorted({name for name, _ in request.query_params.multi_items()} - known)
+    if unknown:
+        accepted = ", ".join(sorted(known)) or "none"
+        fail(service.metrics, 400, "bad_request", f"unknown query parameter{'s' if len(unknown) > 1 else ''} "
+             f"{', '.join(repr(name[:40]) for name in unknown[:5])}; accepted: {accepted}")
+
+
+DeclaredQuery = Depends(only_declared_query_parameters)

@@ -8,13 +8,13 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
-from ..deps import ApiKeyDep, ServiceDep
+from ..deps import ApiKeyDep, ServiceDep, DeclaredQuery
 from ..duplicates import MAX_ROWS, Busy
 from ..errors import BUSY_HEADERS, fail
 from ..schemas import DuplicatesAnswer, problems
 from ..served_index import NO_INDEX
 
-router = APIRouter(tags=["embeddings"])
+router = APIRouter(tags=["embeddings"], dependencies=[DeclaredQuery])
 
 # index.dedupe.DEFAULT_DUPLICATE_THRESHOLD, spelled out: importing it would load faiss at start
 DEFAULT_THRESHOLD = 0.92

@@ -8,7 +8,7 @@ import logging
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from ..deps import ApiKeyDep, ServiceDep
+from ..deps import ApiKeyDep, ServiceDep, DeclaredQuery
 from ..embeddings import embed_uploads
 from ..errors import fail, when_every_image_failed
 from ..schemas import UPLOAD_BODY, UPLOAD_RESPONSES, GalleryAdded, GalleryInfo, problems
@@ -16,7 +16,7 @@ from ..served_gallery import NO_GALLERY
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(tags=["gallery"])
+router = APIRouter(tags=["gallery"], dependencies=[DeclaredQuery])
 
 
 def _classes(counts: dict[str, int]) -> list[dict]:

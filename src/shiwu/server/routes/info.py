@@ -17,7 +17,16 @@ from ..settings import BIG_PIXELS
 router = APIRouter(tags=["info"])
 
 
-@router.api_route("/v1/models", methods=["GET", "HEAD"], response_model=ModelsAnswer,
+def get_and_head(path: str, **documented):
+    """GET ``path`` as documented, and HEAD on the same function left out of /openapi.json: one
+    operation per route there (GET and HEAD shared an operationId, which code generators refuse)."""
+    def register(function):
+        router.api_route(path, methods=["HEAD"], include_in_schema=False)(function)
+        return router.get(path, **documented)(function)
+    return register
+
+
+@get_and_head("/v1/models", response_model=ModelsAnswer,
                   summary="the model being served, and the limits")
 async def models(service: ServiceDep):
     from ...models.registry import get_model
@@ -49,7 +58,7 @@ async def models(service: ServiceDep):
     })
 
 
-@router.api_route("/healthz", methods=["GET", "HEAD"], response_model=Health,
+@get_and_head("/healthz", response_model=Health,
                   summary="the process is alive and its threads are not hung (503 when they are)",
                   responses={503: {"model": Health, "description": "every thread of a pool is stuck"}})
 async def healthz(service: ServiceDep):
@@ -59,7 +68,7 @@ async def healthz(service: ServiceDep):
     return JSONResponse({"status": "ok"})
 
 
-@router.api_route("/readyz", methods=["GET", "HEAD"], response_model=Readiness,
+@get_and_head("/readyz", response_model=Readiness,
                   summary="the model is loaded and warmed up (503 while loading or shutting down)",
                   responses={503: {"model": Readiness, "description": "loading, failed or draining"}})
 async def readyz(service: ServiceDep):

@@ -6,7 +6,7 @@ import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from ..deps import ACCEPTED_QUERY, ApiKeyDep, RecognizeTopK, ServiceDep
+from ..deps import ACCEPTED_QUERY, ApiKeyDep, DeclaredQuery, RecognizeTopK, ServiceDep
 from ..embeddings import embed_uploads
 from ..errors import count_images, when_every_image_failed
 from ..schemas import UPLOAD_BODY, UPLOAD_RESPONSES, EmbedAnswer, RecognizeAnswer, problems
@@ -47,7 +47,9 @@ async def recognize(service: ServiceDep, request: Request, _auth: ApiKeyDep, top
 
 
 @router.post("/v1/embed", openapi_extra=UPLOAD_BODY, tags=["embeddings"], response_model=EmbedAnswer,
-             responses=UPLOAD_RESPONSES,
+             responses={**UPLOAD_RESPONSES, **problems(_400="an empty body, or a query parameter or form field "
+                                                            "it does not take")},
+             dependencies=[DeclaredQuery],
              summary="图片向量 · L2-normalised embeddings of one or more images")
 async def embed(service: ServiceDep, request: Request, _auth: ApiKeyDep):
     """Images as for /v1/recognize. Answers `{"model", "dimension", "backend", "precision",

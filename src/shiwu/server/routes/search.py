@@ -10,14 +10,14 @@ import numpy as np
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from ..deps import ApiKeyDep, ServiceDep
+from ..deps import ApiKeyDep, ServiceDep, DeclaredQuery
 from ..embeddings import embed_uploads
 from ..errors import fail, when_every_image_failed
 from ..schemas import UPLOAD_BODY, UPLOAD_RESPONSES, IndexInfo, SearchAnswer, problems
 from ..served_index import NO_INDEX
 from ..settings import ServerSettings
 
-router = APIRouter(tags=["embeddings"])
+router = APIRouter(tags=["embeddings"], dependencies=[DeclaredQuery])
 
 THUMBNAIL_SIZE = 256
 MAX_TEXT_LENGTH = 200  # characters per search text; Chinese-CLIP reads 52 tokens anyway

@@ -116,3 +116,38 @@ def test_query_parameters_are_documented(server):
     ok = httpx.post(f"{server.url}/v1/recognize?topk=2", content=(DATA / "horse.png").read_bytes(),
                     headers=[(b"Content-Type", b"image/png")] + AUTH, timeout=30)
     assert ok.status_code == 200 and len(ok.json()["results"][0]["predictions"]) == 2
+
+
+def test_options_that_would_be_ignored_are_refused_by_name(server):
+    photo = [("files", ("horse.png", (DATA / "horse.png").read_bytes(), "image/png"))]
+    # FastAPI ignores an undeclared query parameter: 10 matches came back for ?top_k=2
+    search = httpx.post(f"{server.url}/v1/search?top_k=2", files=photo, headers=AUTH, timeout=30)
+    assert search.status_code == 400, search.text
+    assert search.json()["detail"] == "unknown query parameter 'top_k'; accepted: text, topk"
+    embed = httpx.post(f"{server.url}/v1/embed?topk=2", files=photo, headers=AUTH, timeout=30)
+    assert embed.status_code == 400 and "accepted: none" in embed.json()["detail"]
+    # a form field was ignored too: five predictions for topk=1
+    form = httpx.post(f"{server.url}/v1/recognize", files=photo, data={"topk": "1"}, headers=AUTH, timeout=30)
+    assert form.status_code == 400, form.text
+    assert "form field 'topk' not read" in form.json()["detail"] and "?topk=3" in form.json()["detail"]
+
+
+def test_the_api_schema_says_what_is_sent():
+    import warnings
+
+    from shiwu.server import ServerSettings
+    from shiwu.server.app import create_app
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # FastAPI warned of duplicate operation ids (GET and HEAD)
+        schema = create_app(ServerSettings()).openapi()
+    operations = [operation for item in schema["paths"].values() for operation in item.values()]
+    ids = [operation["operationId"] for operation in operations]
+    assert len(ids) == len(set(ids)) and len(ids) >= 12
+    assert "HTTPValidationError" not in json.dumps(schema)  # the app never sends FastAPI's list
+    problem = {"$ref": "#/components/schemas/Problem"}
+    for operation in operations:
+        assert operation["responses"]["500"]["content"]["application/json"]["schema"] == problem
+    for path in ("/v1/duplicates", "/v1/thumbnails/{row_id}", "/v1/search"):
+        (operation,) = schema["paths"][path].values()
+        assert operation["responses"]["422"]["content"]["application/json"]["schema"] == problem, path

@@ -104,7 +104,8 @@ class AccessMiddleware:
             return await self._refuse(scope, receive, send, 400, "bad_host",
                                       f"Host {raw_host[:100]!r} refused: {self.host_hint}")
         changes = scope["method"] in STATE_CHANGING
-        if changes or scope["path"].startswith("/v1/"):
+        # a CORS preflight (OPTIONS) carries nothing and is answered by the CORS middleware
+        if changes or (scope["path"].startswith("/v1/") and scope["method"] != "OPTIONS"):
             why = self._cross_site(headers, host, changes)
             if why:
                 return await self._refuse(scope, receive, send, 403, "cross_site", why)

@@ -128,13 +128,13 @@ async def read_uploads(request: Request, content_type: str, opened: list, settin
         raise
     files = [value for _, value in form.multi_items() if not isinstance(value, str)]
     opened.extend(f.file for f in files)
+    if not files:
+        fail(metrics, 400, "bad_request", "no file in the multipart body. " + NO_URL_FETCHING)
     fields = sorted({name for name, value in form.multi_items() if isinstance(value, str)})
     if fields:  # a form field topk=3 was ignored in silence: the answer was not the one asked for
         fail(metrics, 400, "bad_request", f"form field{'s' if len(fields) > 1 else ''} "
              f"{', '.join(repr(f[:40]) for f in fields[:5])} not read: the multipart body holds "
              "only images; options are query parameters (?topk=3)")
-    if not files:
-        fail(metrics, 400, "bad_request", "no file in the multipart body. " + NO_URL_FETCHING)
     uploads = []
     for index, upload in enumerate(files):
         size = upload.size or 0

@@ -168,6 +168,8 @@ def _open_stream(source, name: str):
         if path.is_symlink() and not path.exists():
             raise ImageError(name, "broken symbolic link (its target does not exist)")
         if not path.exists():
+            if re.match(r"(?i)(https?|ftp)://", os.fspath(source)):
+                raise ImageError(name, "is a URL: shiwu never downloads; save the photo and give its path")
             raise ImageError(name, "file not found")
         if path.is_dir():
             raise ImageError(name, "is a directory, not an image file")
@@ -181,6 +183,8 @@ def _open_stream(source, name: str):
             raise ImageError(name, "permission denied") from None
         except OSError as exc:
             raise ImageError(name, f"cannot read file ({exc.strerror or exc})") from None
+    if isinstance(source, io.TextIOBase):
+        raise ImageError(name, "a file opened as text: open it in binary mode (open(path, \"rb\"))")
     if hasattr(source, "read"):
         return source
     raise ImageError(name, f"unsupported input type {type(source).__name__}; "

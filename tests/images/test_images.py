@@ -119,6 +119,14 @@ def test_a_lazy_pil_image_that_fails_to_decode_is_an_image_error(tmp_path):
     assert tuple(np.asarray(load_image(premultiplied))[0, 0]) == (227, 227, 227)  # 199 half over white
 
 
+def test_a_url_and_a_text_mode_file_say_what_to_do_instead():
+    with pytest.raises(ImageError, match="is a URL: shiwu never downloads"):
+        load_image("https://example.com/猫.jpg")
+    with open(DATA / "chelsea.jpg") as text:  # was "corrupt … (embedded null byte)"
+        with pytest.raises(ImageError, match="open it in binary mode"):
+            load_image(text)
+
+
 def test_an_image_error_survives_pickling_as_a_worker_process_sends_it():
     import pickle
 

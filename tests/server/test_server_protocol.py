@@ -76,6 +76,7 @@ def test_every_response_has_security_headers_and_head_works(server):
             if response.status_code == 404:
                 assert response.json()["detail"]
         assert client.get("/v1/models").headers["content-security-policy"].startswith("default-src 'none'")
+        assert client.get("/redoc").status_code == 404  # it loaded broken under the CSP: /docs only
         docs = client.get("/docs").headers["content-security-policy"]
         assert "script-src 'self'" in docs  # Swagger UI's own files still load
         head = client.head("/")
@@ -151,3 +152,13 @@ def test_the_api_schema_says_what_is_sent():
     for path in ("/v1/duplicates", "/v1/thumbnails/{row_id}", "/v1/search"):
         (operation,) = schema["paths"][path].values()
         assert operation["responses"]["422"]["content"]["application/json"]["schema"] == problem, path
+
+
+def test_a_compressed_body_is_named_as_such(server):
+    import gzip
+
+    body = gzip.compress((DATA / "horse.png").read_bytes())
+    response = httpx.post(f"{server.url}/v1/recognize", content=body, timeout=30,
+                          headers=[(b"Content-Type", b"image/png"), (b"Content-Encoding", b"gzip")] + AUTH)
+    assert response.status_code == 415
+    assert "Content-Encoding 'gzip' is not read" in response.json()["detail"]

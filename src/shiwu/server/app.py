@@ -62,9 +62,11 @@ def create_app(settings: ServerSettings | None = None, *, recognizer=None) -> Fa
                               "named in Chinese, on a CPU.")
     try:  # Swagger UI from files shipped in a wheel, so /docs works offline
         from fastapi_offline import FastAPIOffline
-        app = FastAPIOffline(**kwargs)
+        # /docs (Swagger UI) only: ReDoc's search runs in a blob: worker and its logo comes from
+        # the network, both refused by the page's CSP: it loaded broken
+        app = FastAPIOffline(redoc_url=None, **kwargs)
     except ImportError:
-        app = FastAPI(**kwargs)
+        app = FastAPI(redoc_url=None, **kwargs)
     app.state.service = service
     app.state.settings = settings
 

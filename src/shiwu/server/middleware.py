@@ -42,7 +42,7 @@ CSP_DOCS = (b"default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe
 def csp_for(path: str) -> bytes:
     if path == "/":
         return CSP_PAGE
-    if path in ("/docs", "/redoc") or path.startswith("/docs/"):
+    if path == "/docs" or path.startswith("/docs/"):
         return CSP_DOCS
     return CSP_NONE
 

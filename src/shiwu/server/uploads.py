@@ -152,6 +152,11 @@ def _admit(request: Request, service) -> tuple[str, int]:
     if not service.ready:
         fail(metrics, 503, "not_ready", service.error or "the model is still loading",
              headers={"Retry-After": "2"})
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):  # images are compressed already; a gzip body read as
+        # an image was "not a recognised image format", which named the wrong thing
+        fail(metrics, 415, "unsupported_media", f"Content-Encoding {encoding[:30]!r} is not read: send the "
+             "image bytes as they are (image formats are compressed already)")
     content_type = request.headers.get("content-type", "").strip().lower()
     if content_type and not content_type.startswith(("multipart/form-data",) + RAW_TYPES):
         fail(metrics, 415, "unsupported_media", f"unsupported content type {content_type!r}. "

@@ -8,6 +8,7 @@ cleaned up, and hidden, so nothing that lists photos or examples ever takes one 
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 import time
@@ -73,6 +74,65 @@ def atomic_write(target: str | os.PathLike, data: bytes | str, *, mode: int | No
     with atomic_output(target, mode=mode) as temporary:
         with open(temporary, "wb") as file:
             file.write(payload)
+
+
+class LockTimeout(OSError):
+    """Another process held the lock for longer than the caller would wait."""
+
+
+@contextmanager
+def folder_lock(folder: str | os.PathLike, *, timeout: float = 120.0) -> Iterator[bool]:
+    """Hold an exclusive lock on ``folder`` (``flock`` on the folder itself: nothing is created
+    beside the user's files) for the block, so that two processes that both read, change and
+    replace a file in it take turns instead of each losing the other's change. Yields whether
+    the lock is held: where locks do not exist (Windows) or the file system refuses them (some
+    network mounts), the block runs unlocked and the caller relies on its own checks. Waits at
+    most ``timeout`` seconds for another holder (raises LockTimeout); a signal handler runs
+    while it waits."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield False
+        return
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        yield False  # a folder that cannot be opened for reading (no r permission)
+        return
+    try:
+        deadline = time.monotonic() + timeout
+        pause = 0.002
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                held = True
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise LockTimeout(errno.EWOULDBLOCK, f"another process has kept {folder} locked for "
+                                                         f"{timeout:.0f} s") from None
+                time.sleep(pause)
+                pause = min(pause * 2, 0.05)
+            except OSError:
+                held = False  # ENOLCK, EOPNOTSUPP, EBADF: a file system without these locks
+                break
+        yield held
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def out_of_space(folder: str | os.PathLike, needed: int = 0) -> bool:
+    """Whether ``folder``'s file system has less than ``needed`` bytes (plus 64 KiB) or no inode
+    left: what a failed write by another program (exiftool says only "Error writing output file")
+    most likely met. Unknown (no statvfs) reads as False."""
+    try:
+        info = os.statvfs(folder)
+    except (OSError, AttributeError):
+        return False
+    blocks = info.f_bfree if hasattr(os, "geteuid") and os.geteuid() == 0 else info.f_bavail
+    no_inodes = info.f_files > 0 and (info.f_ffree if hasattr(os, "geteuid") and os.geteuid() == 0
+                                      else info.f_favail) == 0
+    return blocks * info.f_frsize < needed + 65536 or no_inodes
 
 
 def stray_temporaries(folder: str | os.PathLike, *, of: str | None = None) -> list[Path]:

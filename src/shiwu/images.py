@@ -18,8 +18,10 @@ numpy array. What this module promises, whatever the source:
 
 from __future__ import annotations
 
+import errno
 import io
 import os
+import stat
 import re
 import warnings
 from contextlib import contextmanager
@@ -158,6 +160,28 @@ def _decode_errors(name: str, max_pixels: int, stream=None):
         raise ImageError(name, "not enough memory to decode this image") from None
 
 
+def path_problem(path: str | os.PathLike) -> str | None:
+    """Why ``path`` cannot be a photo to open, in the words every command uses, or None for a
+    regular file (or a link to one): a FIFO or a device named x.jpg, a folder, a link loop."""
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symbolic link loop (the link leads back to itself)"
+        if os.path.islink(path):
+            return "broken symbolic link (its target does not exist)"
+        if isinstance(exc, (FileNotFoundError, NotADirectoryError)):
+            return "file not found"
+        if isinstance(exc, PermissionError):
+            return "permission denied"
+        return f"cannot read file ({exc.strerror or exc})"
+    if stat.S_ISDIR(info.st_mode):
+        return "is a directory, not an image file"
+    if not stat.S_ISREG(info.st_mode):
+        return "not a regular file"
+    return None
+
+
 def _open_stream(source, name: str):
     if isinstance(source, (bytes, bytearray, memoryview)):
         if len(source) == 0:
@@ -165,16 +189,11 @@ def _open_stream(source, name: str):
         return io.BytesIO(source)
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
-        if path.is_symlink() and not path.exists():
-            raise ImageError(name, "broken symbolic link (its target does not exist)")
-        if not path.exists():
-            if re.match(r"(?i)(https?|ftp)://", os.fspath(source)):
-                raise ImageError(name, "is a URL: shiwu never downloads; save the photo and give its path")
-            raise ImageError(name, "file not found")
-        if path.is_dir():
-            raise ImageError(name, "is a directory, not an image file")
-        if not path.is_file():
-            raise ImageError(name, "not a regular file")
+        problem = path_problem(path)
+        if problem == "file not found" and re.match(r"(?i)(https?|ftp)://", os.fspath(source)):
+            problem = "is a URL: shiwu never downloads; save the photo and give its path"
+        if problem:
+            raise ImageError(name, problem)
         try:
             if path.stat().st_size == 0:
                 raise ImageError(name, "empty file (0 bytes)")

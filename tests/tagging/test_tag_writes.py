@@ -159,3 +159,24 @@ def test_copies_a_killed_run_left_are_removed_by_the_next_run_in_that_folder(tmp
     [row] = run(tool, [photo], labels={"cat.jpg": [("猫", 0.9)]})
     assert row.error is None and row.changed
     assert sorted(os.listdir(tmp_path)) == sorted(["cat.jpg", "cat.jpg.xmp", young, *foreign, ".tmp-build"])
+
+
+def test_a_fifo_and_a_link_loop_are_named_for_what_they_are(tmp_path, tool):
+    """A FIFO named x.jpg and a symbolic link loop are not "file not found" (they are there):
+    each gets load_image's reason, nothing is written for them, and the run goes on."""
+    os.mkfifo(tmp_path / "x.jpg")
+    os.symlink("b.jpg", tmp_path / "a.jpg")
+    os.symlink("a.jpg", tmp_path / "b.jpg")
+    os.symlink("gone.jpg", tmp_path / "dangling.jpg")
+    fine = make_photo(tmp_path / "fine.jpg")
+    rows = run(tool, [tmp_path / "x.jpg", tmp_path / "a.jpg", tmp_path / "dangling.jpg", fine])
+    assert rows[0].error == f"{tmp_path / 'x.jpg'}: not a regular file"
+    assert rows[1].error.startswith(f"{tmp_path / 'a.jpg'}: symbolic link loop")
+    assert rows[2].error.startswith(f"{tmp_path / 'dangling.jpg'}: broken symbolic link")
+    assert rows[3].error is None and keywords(tmp_path / "fine.jpg.xmp")["subject"] == ["猫"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jpg", "b.jpg", "dangling.jpg", "fine.jpg",
+                                                          "fine.jpg.xmp", "x.jpg"]
+    from shiwu import ImageError, load_image
+    for name, reason in (("x.jpg", "not a regular file"), ("a.jpg", "symbolic link loop")):
+        with pytest.raises(ImageError, match=reason):  # the same words as every command
+            load_image(tmp_path / name)

@@ -12,9 +12,10 @@ class StopFlag:
     """Set by the first Ctrl-C (or SIGTERM): finish the current batch, write it, stop. A second
     Ctrl-C stops at once (rows already written stay valid)."""
 
-    def __init__(self, say: Callable[[str], None]):
+    def __init__(self, say: Callable[[str], None], *, unit: str = "batch"):
         self.event = threading.Event()
         self.say = say
+        self.unit = unit  # what is finished before stopping: "batch", "photo"
         self.previous: dict = {}
 
     def __call__(self) -> bool:
@@ -24,7 +25,7 @@ class StopFlag:
         if self.event.is_set() and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.event.set()
-        self.say("shiwu: stopping after the current batch (press Ctrl-C again to stop now)")
+        self.say(f"shiwu: stopping after the current {self.unit} (press Ctrl-C again to stop now)")
 
     def install(self) -> None:
         if threading.current_thread() is not threading.main_thread():

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 
-from .options import (EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, add_gallery_options, add_model_options,
+from .options import (EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, add_gallery_options, add_model_options,
                       fraction, list_of, model_ref, positive_int)
 
 LANGUAGES = ("zh", "en")
@@ -64,18 +64,37 @@ def run(args) -> int:
     if not args.remove:
         recognize = _recognizer(args)
         journal = Journal(settings.journal_key(_model_key(args)))
+    from ..batch.stopping import StopFlag
+
     counts = {"changed": 0, "unchanged": 0, "failed": 0}
-    with tool:
-        try:
-            for row in tag_photos(photos, settings, tool, recognize=recognize, journal=journal):
-                counts["failed" if row.error else "changed" if row.changed else "unchanged"] += 1
-                _show(row, args)
-        finally:
-            if journal is not None:
-                journal.close()
+    # Ctrl-C or SIGTERM (as batch and index): the photo being written is finished, then the
+    # summary; a second Ctrl-C stops at once (every write is a rename: nothing is half-written)
+    stop = StopFlag(lambda message: print(message, file=sys.stderr, flush=True), unit="photo")
+    stop.install()
+    interrupted = False
+    try:
+        with tool:
+            try:
+                for row in tag_photos(photos, settings, tool, recognize=recognize, journal=journal,
+                                      should_stop=stop):
+                    counts["failed" if row.error else "changed" if row.changed else "unchanged"] += 1
+                    _show(row, args)
+            finally:
+                if journal is not None:
+                    journal.close()
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        stop.restore()
+    done = sum(counts.values())
+    interrupted = interrupted or (stop() and done < len(photos))
     verb = "would change" if args.dry_run else "removed from" if args.remove else "tagged"
     print(f"shiwu: {len(photos)} photos: {verb} {counts['changed']}, unchanged {counts['unchanged']}, "
           f"failed {counts['failed']}", file=sys.stderr)
+    if interrupted:
+        print(f"shiwu: interrupted: {len(photos) - done} photos left; run the same command again to "
+              "continue", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return EXIT_SOME_FAILED if counts["failed"] else EXIT_OK
 
 

@@ -13,6 +13,9 @@ import json
 import logging
 import os
 import shutil
+import threading
+import warnings
+from contextlib import contextmanager
 
 from .keywords import Keywords
 
@@ -66,13 +69,15 @@ class ExifTool:
             # -charset), and a zh_CN.GBK locale would otherwise send them as GBK
             self._tool = self._module.ExifToolHelper(executable=self._executable, encoding="utf-8",
                                                      common_args=["-G1", "-n", "-charset", "filename=utf8"])
-            self._tool.run()
+            with _own_session(self._module):
+                self._tool.run()
         except (OSError, self._module.exceptions.ExifToolException) as exc:
             raise ExifToolMissing(f"{INSTALL} ({exc})") from None
 
     def close(self) -> None:
-        if self._tool is not None and self._tool.running:
-            self._tool.terminate()
+        with _quiet():
+            if self._tool is not None and self._tool.running:
+                self._tool.terminate()
 
     def __enter__(self):
         return self
@@ -86,7 +91,8 @@ class ExifTool:
         decoding would turn into a crash; decoded as Python decodes file names (surrogateescape),
         such a message shows the name like every other (``filenames.readable`` when printed)."""
         try:
-            out = self._tool.execute(*params, raw_bytes=True)
+            with _quiet():
+                out = self._tool.execute(*params, raw_bytes=True)
         except self._module.exceptions.ExifToolExecuteError as exc:
             raise MetadataError(_first_line(_text(exc.stderr)) or f"{failed} ({exc.returncode})") from None
         except self._module.exceptions.ExifToolException as exc:
@@ -108,7 +114,8 @@ class ExifTool:
     def _restart(self) -> None:
         # exiftool died (killed, or a write limit ended it): the next photo gets a new one
         try:
-            self._tool.terminate()
+            with _quiet():
+                self._tool.terminate()
         except Exception:  # noqa: BLE001 - a dead process may fail to terminate in any way
             pass
         self._start()
@@ -148,6 +155,49 @@ class ExifTool:
         error = _text(self._tool.last_stderr)
         if "Error" in error:  # exit status 0, yet the file was refused
             raise MetadataError(_first_line(error))
+
+
+@contextmanager
+def _quiet():
+    """pyexiftool warns (UserWarning, on stderr) when it finds exiftool dead; shiwu says what
+    that means for the photo instead (MetadataError) and starts another."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"exiftool\b")
+        yield
+
+
+_STARTING = threading.Lock()
+
+
+@contextmanager
+def _own_session(module):
+    """exiftool started in a session of its own, so that a Ctrl-C at the terminal (SIGINT to the
+    whole foreground group) or a SIGTERM to shiwu's process group reaches shiwu, which finishes
+    the photo in hand and stops, and not exiftool in the middle of a command (pyexiftool would
+    then wait for its answer forever). pyexiftool has no option for it: its child set-up, which
+    makes exiftool die with shiwu (Linux's parent-death signal), is extended by setsid, only
+    where that set-up exists (elsewhere exiftool must stay in shiwu's group to end with it)."""
+    with _STARTING:  # one start at a time: the set-up is pyexiftool's module-wide function
+        inner = getattr(getattr(module, "exiftool", None), "_set_pdeathsig", None)
+        if inner is None or not hasattr(os, "setsid"):
+            yield
+            return
+
+        def with_session(sig):
+            die_with_parent = inner(sig)
+            if die_with_parent is None:
+                return None
+
+            def child():
+                os.setsid()
+                return die_with_parent()
+            return child
+
+        module.exiftool._set_pdeathsig = with_session
+        try:
+            yield
+        finally:
+            module.exiftool._set_pdeathsig = inner
 
 
 def _argument(path: str | os.PathLike) -> bytes:

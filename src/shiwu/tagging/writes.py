@@ -12,6 +12,7 @@ Sidecars get the same temp-file + fsync + rename (``shiwu.fsutil``).
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -34,11 +35,19 @@ EMBEDDABLE = {".jpg": True, ".jpeg": True, ".jpe": True, ".png": False, ".webp":
 
 # fsutil.atomic_output's name for a temporary copy of NAME: .tmp-, mkstemp's 8 characters, -NAME
 _COPY = re.compile(r"^\.tmp-[a-z0-9_]{8}-(?P<name>.+)$")
-EXIFTOOL_TEMPORARY = "_exiftool_tmp"  # exiftool's own copy of the file it edits, killed with it
+EXIFTOOL_TEMPORARY = "_exiftool_tmp"
+# exiftool's words for a file it could not write ("Error writing output file", "Error creating ...",
+# "Error renaming temporary file"): it does not say why
+_WRITING = re.compile(r"writ|creat|renam|output", re.IGNORECASE)  # exiftool's own copy of the file it edits, killed with it
 
 
 class TagWriteError(RuntimeError):
     """This photo was not changed; the message says why."""
+
+
+class SidecarChanged(TagWriteError):
+    """Another program wrote the sidecar between shiwu's read and its write: nothing was written;
+    read it again and merge again."""
 
 
 @dataclass(frozen=True)
@@ -71,25 +80,70 @@ def check_embeddable(photo: str | os.PathLike) -> None:
                             "(JPEG, PNG, WebP, HEIC, AVIF, TIFF only): use a sidecar (drop --in-place)")
 
 
-def write_sidecar(tool: ExifTool, sidecar: Path, keywords: Keywords) -> None:
+_NOW = object()
+
+
+def write_sidecar(tool: ExifTool, sidecar: Path, keywords: Keywords, read_state=_NOW) -> None:
+    """Make ``sidecar``'s keywords ``keywords``, merged from the sidecar as it was when its state
+    was ``read_state`` (None: there was none; not given: as it is now). Raises SidecarChanged, leaving it as it is now,
+    when another program wrote it since (the caller reads and merges again), TagWriteError when
+    it cannot be written. The caller holds ``fsutil.folder_lock`` so shiwu's own runs take turns;
+    the state check is what catches a program that takes no lock (digiKam saving its edits)."""
+    sidecar = Path(sidecar)
+    read_state = state_of(sidecar) if read_state is _NOW else read_state
+    temporary = None
     try:
         with fsutil.atomic_output(sidecar) as temporary:
-            if sidecar.exists():
+            if read_state is not None:
                 shutil.copyfile(sidecar, temporary)
+                _unchanged(sidecar, read_state)  # the copy is the version the keywords were read from
             else:
                 temporary.unlink()  # exiftool creates a new XMP file only where none exists
             tool.write(temporary, keywords)
             if tool.keywords(temporary, iptc=False) != keywords:
                 raise TagWriteError(f"{sidecar}: the keywords read back differ from the ones written")
+            _unchanged(sidecar, read_state)
     except MetadataError as exc:
-        raise TagWriteError(f"{sidecar}: {exc}") from None
+        raise TagWriteError(f"{sidecar}: {_refused(exc, temporary, sidecar)}") from None
+    except FileNotFoundError as exc:
+        if read_state is not None and not sidecar.exists():  # removed meanwhile: not ours to recreate
+            raise SidecarChanged(f"{sidecar}: removed by another program while it was being tagged") from None
+        raise TagWriteError(f"{sidecar}: cannot write ({exc.strerror or exc})") from None
     except OSError as exc:
         raise TagWriteError(f"{sidecar}: cannot write ({exc.strerror or exc})") from None
+
+
+def state_of(path: Path) -> FileState | None:
+    """``path``'s FileState, None when there is no such file."""
+    try:
+        return FileState.of(path)
+    except FileNotFoundError:
+        return None
+
+
+def _unchanged(path: Path, read_state: FileState | None) -> None:
+    if state_of(path) != read_state:
+        raise SidecarChanged(f"{path}: changed by another program while it was being tagged")
+
+
+def _refused(exc: MetadataError, temporary: Path | None, target: Path) -> str:
+    """exiftool's refusal in the user's terms: the file it names is the user's (not the hidden
+    temporary copy it wrote), and a write that failed on a full disk says so (exiftool's own
+    words are only "Error writing output file")."""
+    text = str(exc)
+    if temporary is not None:
+        for name in {os.path.abspath(temporary), os.fspath(temporary)}:
+            text = text.replace(name, os.fspath(target))
+        size = os.stat(target).st_size if target.exists() else 0
+        if _WRITING.search(text) and fsutil.out_of_space(temporary.parent, needed=size):
+            return f"cannot write ({os.strerror(errno.ENOSPC)})"
+    return text
 
 
 def write_embedded(tool: ExifTool, photo: Path, keywords: Keywords, read_state: FileState) -> None:
     """Put ``keywords`` into ``photo`` itself; raises TagWriteError and leaves it untouched."""
     info = os.stat(photo)
+    temporary = None
     if not info.st_mode & (stat_module.S_IWUSR | stat_module.S_IWGRP | stat_module.S_IWOTH) \
             or not os.access(photo, os.W_OK):
         raise TagWriteError(f"{photo}: read-only, left untouched (make it writable, or use a sidecar)")
@@ -108,7 +162,7 @@ def write_embedded(tool: ExifTool, photo: Path, keywords: Keywords, read_state: 
             if FileState.of(photo) != read_state:
                 raise TagWriteError(f"{photo}: changed while it was being tagged, left as it is now")
     except MetadataError as exc:
-        raise TagWriteError(f"{photo}: {exc}; left untouched") from None
+        raise TagWriteError(f"{photo}: {_refused(exc, temporary, photo)}; left untouched") from None
     except OSError as exc:
         raise TagWriteError(f"{photo}: cannot write ({exc.strerror or exc}); left untouched") from None
 
@@ -144,5 +198,5 @@ def remove_leftovers(folder: Path) -> list[Path]:
     return [stray for name in sorted(names) for stray in fsutil.remove_stray_temporaries(folder, of=name)]
 
 
-__all__ = ["FileState", "TagWriteError", "sidecar_path", "write_sidecar", "write_embedded",
+__all__ = ["FileState", "TagWriteError", "SidecarChanged", "state_of", "sidecar_path", "write_sidecar", "write_embedded",
            "check_embeddable", "embeds_iptc", "remove_leftovers"]

@@ -185,8 +185,15 @@ def build_index(inputs: Sequence[str], location: str, *, recursive: bool = False
                 record = IndexRow.for_file(row["image"], model=spec.key, label=top and top["label"],
                                            score=top and top["score"], error_type=error and error["type"],
                                            error_message=error and error["message"])
-            except OSError as exc:  # vanished while we worked: no row for a file that is not there
-                summary.failures.append((readable(row["image"]), readable(str(exc))))
+            except OSError as exc:
+                # no file to keep a row for (a dangling or looping link, or one that vanished
+                # while we worked): a failure like any other, counted and named as batch does
+                summary.failed += 1
+                if len(summary.failures) < 10:
+                    path, message = readable(row["image"]), readable(error["message"] if error else
+                                                                     exc.strerror or str(exc))
+                    summary.failures.append((path, message))
+                    say(f"shiwu: {printable(path)}: {printable(message)}")
                 continue
             if error:
                 summary.failed += 1

@@ -147,6 +147,14 @@ def _clean_strays(root: Path) -> None:
         fsutil.remove_stray_temporaries(folder)  # an hour old: an export writes within minutes
 
 
+def scratch(kind: str):
+    """A context manager: a private folder for one run's temporary files (``kind``: what for,
+    e.g. ``dedupe``), in the cache's ``tmp`` folder, removed when the run ends; one left by a
+    killed run (kill -9) is removed by the next run that asks for one (fsutil.scratch_folder).
+    In the cache rather than the system's /tmp: it can be as large as a library's index."""
+    return fsutil.scratch_folder(cache_dir() / "tmp", prefix=f"{kind}-")
+
+
 def _warn_once(message: str) -> None:
     if message not in _warned:
         _warned.add(message)

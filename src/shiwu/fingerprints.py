@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -62,9 +64,22 @@ def fingerprint(path: str | os.PathLike) -> Fingerprint | Unreadable:
 
 
 def fingerprints(paths: Sequence[str], threads: int | None = None) -> list[Fingerprint | Unreadable]:
-    # decoding releases the GIL: threads keep every core busy on a large library
-    with ThreadPoolExecutor(max_workers=threads or min(8, os.cpu_count() or 1)) as pool:
+    # decoding releases the GIL: threads keep every core busy on a large library. Warnings are
+    # silenced here, once, around every thread: load_image silences Pillow's (its bomb warning
+    # under shiwu's own --max-pixels; a damaged file's) with warnings.catch_warnings, which swaps
+    # the process's one filter list and is not thread-safe: a thread leaving it put back the list
+    # another thread's decode needed, and a 144 MP PNG printed DecompressionBombWarning
+    # (instead of only its one "image too large" line)
+    with _quiet(), ThreadPoolExecutor(max_workers=threads or min(8, os.cpu_count() or 1)) as pool:
         return list(pool.map(fingerprint, paths))
+
+
+@contextmanager
+def _quiet():
+    """Decoding's warnings off: an image either decodes or is Unreadable, saying why."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
 
 
 def file_digest(path: str | os.PathLike) -> str | None:
@@ -83,7 +98,9 @@ def pixel_digest(path: str | os.PathLike) -> str | None:
     from PIL import Image
 
     try:
-        with Image.open(path) as image:
+        # only files that load_image decoded within shiwu's pixel limit come here (near pairs):
+        # Pillow's own bomb warning would be noise
+        with _quiet(), Image.open(path) as image:
             image.load()
             header = f"{image.mode} {image.size}".encode()
             return hashlib.sha256(header + image.tobytes()).hexdigest()

@@ -10,15 +10,24 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: scratch folders of killed processes are not recognised
+    fcntl = None
+
 TEMP_PREFIX = ".tmp-"
 # a live writer's temporary file is seconds to minutes old; an hour-old one belongs to a killed writer
 STRAY_AGE_SECONDS = 3600
+# a scratch folder whose lock nobody holds is a killed process's once it is older than this (the
+# moment between making a folder and locking it)
+SCRATCH_GRACE_SECONDS = 60
 
 
 def _umask() -> int:
@@ -214,3 +223,67 @@ def _reason(exc: OSError) -> str:
     # "Permission denied" reads as the middle of a sentence after "cannot write PATH: "
     text = exc.strerror or str(exc)
     return text[:1].lower() + text[1:]
+
+
+@contextmanager
+def scratch_folder(parent: str | os.PathLike, prefix: str) -> Iterator[Path]:
+    """A new folder in ``parent`` for one process's temporary files, removed on the way out.
+    The process holds a lock on it while it lives (released by the OS however the process
+    ends, kill -9 included), so the folders of killed processes are told from live ones and
+    removed: each call first removes those (``remove_stray_scratch``)."""
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    remove_stray_scratch(parent, prefix)
+    folder = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
+    fd = _lock_folder(folder, wait=True)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        if fd is not None:
+            os.close(fd)  # also releases the lock
+
+
+def remove_stray_scratch(parent: str | os.PathLike, prefix: str) -> list[Path]:
+    """Remove the ``scratch_folder``s in ``parent`` whose process is gone (nobody holds their
+    lock); what went. Without file locks (not POSIX) nothing is removed."""
+    removed, now = [], time.time()
+    if fcntl is None:
+        return removed
+    try:
+        folders = [p for p in Path(parent).iterdir() if p.name.startswith(prefix) and p.is_dir()
+                   and not p.is_symlink()]
+    except OSError:
+        return removed
+    for folder in folders:
+        try:
+            if now - folder.stat().st_mtime < SCRATCH_GRACE_SECONDS:
+                continue
+            fd = _lock_folder(folder, wait=False)
+        except OSError:
+            continue
+        if fd is None:
+            continue  # a live process's
+        try:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+        finally:
+            os.close(fd)
+    return removed
+
+
+def _lock_folder(folder: Path, *, wait: bool) -> int | None:
+    """An open descriptor of ``folder`` holding an exclusive lock on it; None when ``wait`` is
+    False and another process holds it (or there are no file locks here)."""
+    if fcntl is None:
+        return None
+    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd

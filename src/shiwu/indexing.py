@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
@@ -29,6 +28,11 @@ log = logging.getLogger(__name__)
 
 class IndexingError(RuntimeError):
     """An index cannot be built or searched as asked; the message says what to do."""
+
+
+class IndexingInterrupted(Exception):
+    """The photos were not all embedded (Ctrl-C, SIGTERM): an answer now would be about part of
+    them only, so there is none."""
 
 
 def preprocessing_identity(preprocessing) -> dict:
@@ -185,8 +189,15 @@ def build_index(inputs: Sequence[str], location: str, *, recursive: bool = False
                 record = IndexRow.for_file(row["image"], model=spec.key, label=top and top["label"],
                                            score=top and top["score"], error_type=error and error["type"],
                                            error_message=error and error["message"])
-            except OSError as exc:  # vanished while we worked: no row for a file that is not there
-                summary.failures.append((readable(row["image"]), readable(str(exc))))
+            except OSError as exc:
+                # no file to keep a row for (a dangling or looping link, or one that vanished
+                # while we worked): a failure like any other, counted and named as batch does
+                summary.failed += 1
+                if len(summary.failures) < 10:
+                    path, message = readable(row["image"]), readable(error["message"] if error else
+                                                                     exc.strerror or str(exc))
+                    summary.failures.append((path, message))
+                    say(f"shiwu: {printable(path)}: {printable(message)}")
                 continue
             if error:
                 summary.failed += 1
@@ -357,9 +368,11 @@ def duplicate_groups(*, location: str | None = None, inputs: Sequence[str] = (),
     """Near-duplicate groups (lists of IndexRow, the largest file first) of an existing index,
     or of ``inputs``, embedded into a temporary index first; with ``tier``, DuplicateGroups
     (index.dedupe.tiered_duplicate_groups, which passes ``unreadable`` each row whose file it
-    could not read)."""
+    could not read). IndexingInterrupted when Ctrl-C / SIGTERM stopped the embedding part-way:
+    groups of part of the photos would be a wrong answer."""
     from functools import partial
 
+    from .cache import scratch
     from .index import DEFAULT_DUPLICATE_THRESHOLD, near_duplicate_groups, open_index
     from .index.dedupe import tiered_duplicate_groups
 
@@ -372,9 +385,12 @@ def duplicate_groups(*, location: str | None = None, inputs: Sequence[str] = (),
     if location is not None:
         with open_index(location) as index:
             return find(index, threshold)
-    with tempfile.TemporaryDirectory(prefix="shiwu-dedupe-") as folder:
+    # the temporary index lives in the cache's scratch area: kill -9 cannot leave it behind for
+    # good (the next run removes it), where the system's /tmp would keep it until a reboot
+    with scratch("dedupe") as folder:
         where = os.path.join(folder, "index")
-        build_index(inputs, where, **build)
+        if build_index(inputs, where, **build).interrupted:
+            raise IndexingInterrupted("interrupted before every photo was read")
         if not os.path.exists(os.path.join(where, "manifest.json")):
             raise ModelNotFound("nothing could be embedded")
         with open_index(where) as index:

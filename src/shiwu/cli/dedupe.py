@@ -9,8 +9,8 @@ import io
 import json
 import sys
 
-from .options import (EXIT_OK, EXIT_USAGE, add_model_options, check_outputs, fraction, model_ref,
-                      require_extra, write_output)
+from .options import (EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, add_model_options, check_outputs, fraction,
+                      model_ref, require_extra, write_output)
 
 
 TIERS = ("exact", "near", "similar")
@@ -49,7 +49,7 @@ def add(commands) -> None:
 def run(args) -> int:
     from ..batch import InputError
     from ..index import IndexFormatError, IndexMismatchError
-    from ..indexing import IndexingError, duplicate_groups
+    from ..indexing import IndexingError, IndexingInterrupted, duplicate_groups
 
     if bool(args.inputs) == bool(args.index):  # "not both" only when both were given
         both = ", not both" if args.inputs else ""
@@ -72,6 +72,12 @@ def run(args) -> int:
     except (InputError, IndexingError, IndexFormatError, IndexMismatchError) as exc:
         print(f"shiwu: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except (IndexingInterrupted, KeyboardInterrupt):
+        # groups of part of the library would read as "no other copies": nothing is reported,
+        # and an earlier --csv file stays as it was
+        print("shiwu: interrupted: no duplicates reported (not every photo was read); run the "
+              "same command again", file=sys.stderr)
+        return EXIT_INTERRUPTED
     _report(groups, unread.found, args)
     return EXIT_OK
 

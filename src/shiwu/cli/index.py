@@ -48,7 +48,8 @@ EXIT_OUTPUT_FAILED = 3
 
 def _write_failure(exc: BaseException) -> str | None:
     """Why writing failed, if ``exc`` is a full disk or a file size limit (SQLite says "disk
-    I/O error" or "database or disk is full", faiss a failed fwrite); else None."""
+    I/O error" or "database or disk is full"; the vector file's write is an OSError with its
+    errno, index.faiss_engine); else None. One short reason, never a library's source line."""
     import errno
 
     code = getattr(exc, "errno", None)
@@ -57,8 +58,8 @@ def _write_failure(exc: BaseException) -> str | None:
         return "no space left on the device"
     if code == errno.EFBIG or "too large" in text:
         return "file too large (the file size limit of this system or process)"
-    if "disk i/o error" in text or ("fwrite" in text or "write" in text and "faiss" in text):
-        return f"the disk refused the write ({str(exc).splitlines()[0][:120]}; disk full?)"
+    if code == errno.EIO or "disk i/o error" in text:
+        return "the disk refused the write (an I/O error; is it full?)"
     return None
 
 
@@ -82,7 +83,7 @@ def run(args) -> int:
     except (InputError, IndexingError, IndexFormatError, IndexMismatchError) as exc:
         print(f"shiwu: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (OSError, sqlite3.OperationalError, RuntimeError) as exc:
+    except (OSError, sqlite3.OperationalError) as exc:
         reason = _write_failure(exc)
         if reason is None:
             raise

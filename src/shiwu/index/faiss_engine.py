@@ -12,6 +12,7 @@ beside FLAT_MAX_VALUES, DEFAULT_NPROBE and SMALL_BATCH).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import math
 import os
@@ -205,7 +206,15 @@ class FaissEngine:
         """Write the index file atomically (fsutil.atomic_output); returns the record that
         vouches for it."""
         with atomic_output(path) as temporary:
-            faiss.write_index(self.index, os.fspath(temporary))
+            with open(temporary, "wb") as file:
+                # through Python's file, not faiss's own fwrite: a full disk is then an OSError
+                # naming the reason (ENOSPC), as every other write, not a RuntimeError quoting
+                # faiss's C++ source line (which an index command cannot tell from a bug)
+                try:
+                    faiss.write_index(self.index, faiss.PyCallbackIOWriter(file.write))
+                except RuntimeError as exc:
+                    raise OSError(errno.EIO, f"faiss could not write {os.fspath(path)} "
+                                             f"({_first_line(exc)})") from None
             digest = _sha256(temporary)
         return {"generation": generation, "sha256": digest, "structure": self.structure,
                 "count": self.count}
@@ -226,6 +235,10 @@ class FaissEngine:
         if index.d != dimension or index.ntotal != record.get("count"):
             return None
         return cls(dimension, settings, record["structure"], index)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
 def _sha256(path: str | os.PathLike) -> str:

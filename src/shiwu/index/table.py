@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 import sqlite3
+import urllib.parse
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
@@ -50,6 +51,35 @@ CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 COLUMNS = ", ".join(FIELDS)
 
 
+def _writable(path: str) -> bool:
+    """Whether this process can write the table and make files beside it (WAL's -wal, -shm)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    return os.access(folder, os.W_OK) and os.access(path, os.W_OK)
+
+
+def _open_read_only(path: str) -> sqlite3.Connection:
+    """The table opened for reading only. ``mode=ro`` still needs WAL's -shm file beside the
+    table (made if missing); where that cannot be made either (a read-only mount of an index
+    closed cleanly, which leaves no -wal or -shm), ``immutable=1``: SQLite then reads the file
+    without locks, which is right for a medium nobody writes."""
+    uri = "file:" + urllib.parse.quote(os.fsencode(os.path.abspath(path)))
+    try:
+        return _connect(f"{uri}?mode=ro")
+    except sqlite3.OperationalError:  # "unable to open database file": no -shm can be made
+        return _connect(f"{uri}?mode=ro&immutable=1")
+
+
+def _connect(uri: str) -> sqlite3.Connection:
+    """A connection to ``uri`` that has read the schema (a URI's problems show at the first read)."""
+    db = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=60, check_same_thread=False)
+    try:
+        db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
 class SqliteTable:
     def __init__(self, path: str | os.PathLike, dimension: int, *, create: bool = False,
                  identity: dict | None = None):
@@ -58,12 +88,23 @@ class SqliteTable:
         if not create and not os.path.exists(self.path):
             raise IndexFormatError(f"index table {self.path} is missing: the folder is not a "
                                    "complete index; rebuild it with `shiwu index ... --out`")
+        # a folder this process cannot write (a read-only mount, a snapshot, someone else's
+        # files) is still an index to search: opened read-only, never asked to change to WAL;
+        # so is one on a full disk, where WAL's -shm file cannot be made. A write to either is
+        # refused with why (``transaction``): the error a writer would have had.
+        self.cannot_write: str | None = None
+        if not create and not _writable(self.path):
+            self.cannot_write = "attempt to write a readonly database"
         with self._errors():
-            # isolation_level=None: transactions are ours (BEGIN IMMEDIATE), not the module's
-            self.db = sqlite3.connect(self.path, isolation_level=None, timeout=60,
-                                      check_same_thread=False)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
+            if self.cannot_write is not None:
+                self.db = _open_read_only(self.path)
+            else:
+                self.db = self._open_for_writing(create)
+                if self.db is None:
+                    try:
+                        self.db = _open_read_only(self.path)
+                    except sqlite3.OperationalError:  # unreadable too: the first reason is the one
+                        raise sqlite3.OperationalError(self.cannot_write) from None
             if create:
                 with self.transaction(bump=False):
                     for statement in SCHEMA.split(";"):
@@ -76,6 +117,26 @@ class SqliteTable:
             self._check()
 
     # -- opening and errors --------------------------------------------------------------
+
+    @property
+    def read_only(self) -> bool:
+        return self.cannot_write is not None
+
+    def _open_for_writing(self, create: bool) -> sqlite3.Connection | None:
+        """The table in WAL mode; None (and ``cannot_write`` set) when an existing table cannot
+        be opened so but may still be read (a full disk: "disk I/O error")."""
+        # isolation_level=None: transactions are ours (BEGIN IMMEDIATE), not the module's
+        db = sqlite3.connect(self.path, isolation_level=None, timeout=60, check_same_thread=False)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.OperationalError as exc:
+            db.close()
+            if create or "locked" in str(exc):
+                raise
+            self.cannot_write = str(exc)
+            return None
+        return db
 
     @contextlib.contextmanager
     def _errors(self):
@@ -154,6 +215,8 @@ class SqliteTable:
     def transaction(self, *, bump: bool = True):
         # IMMEDIATE takes the write lock up front: two writers queue instead of deadlocking
         with self._errors():
+            if self.cannot_write is not None:
+                raise sqlite3.OperationalError(self.cannot_write)
             self.db.execute("BEGIN IMMEDIATE")
             try:
                 yield

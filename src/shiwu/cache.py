@@ -21,6 +21,7 @@ No torch here: a cached ONNX / OpenVINO model must load without importing it.
 from __future__ import annotations
 
 import atexit
+import errno
 import hashlib
 import json
 import logging
@@ -38,6 +39,9 @@ log = logging.getLogger(__name__)
 
 RECORD_FORMAT = 1
 RECORD_SUFFIX = ".record.json"
+
+# a disk (or quota, or file size limit) without room: no other runtime or setting mends that
+FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 _in_use: dict[str, Path] = {}     # configured folder -> the folder used for it this process
 _keys: dict[str, dict] = {}       # entry path -> the key it was named after (see entry_path)
@@ -296,13 +300,45 @@ def _doubt(path: Path, key: dict) -> str | None:
     return None
 
 
+class CacheFull(OSError):
+    """An entry could not be written because the cache's disk has no room: the one line to say,
+    naming the folder and SHIWU_CACHE (the temporary file is removed by then)."""
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+@contextmanager
+def _room_checked(target: Path) -> Iterator[None]:
+    """Turn a write into the cache that failed for want of room into ``CacheFull``. The
+    runtimes' own writers do not all say ENOSPC (OpenVINO: "iostream error"), so any failure
+    with the cache's disk full at that moment (before the temporary file goes) counts too."""
+    try:
+        yield
+    except CacheFull:
+        raise
+    except Exception as exc:
+        full = isinstance(exc, OSError) and exc.errno in FULL_ERRNOS
+        if not full and is_cached(target):
+            try:
+                full = os.statvfs(Path(target).parent).f_bavail == 0
+            except OSError:
+                full = False
+        if not full or not is_cached(target):
+            raise
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else os.strerror(errno.ENOSPC)
+        raise CacheFull(getattr(exc, "errno", None) or errno.ENOSPC,
+                        f"the cache folder {cache_dir()} has no room for {Path(target).name} ({reason}): "
+                        "free space there, or set SHIWU_CACHE to a folder on a disk with room") from None
+
+
 @contextmanager
 def atomic_output(target: Path) -> Iterator[Path]:
     """fsutil.atomic_output, plus: a cache entry gets its record, written before the rename so
-    that an entry in place always has one."""
+    that an entry in place always has one; a disk without room is ``CacheFull``."""
     target = _write_target(target)
     _clear(target)
-    with fsutil.atomic_output(target) as tmp:
+    with fsutil.atomic_output(target) as tmp, _room_checked(target):
         yield tmp
         seal(target, written=[tmp])
 
@@ -313,7 +349,8 @@ def ir_output(target: Path) -> Iterator[Path]:
     path to save into, in a private folder beside the entry; the .bin is moved first, the record
     written, the .xml last, so an .xml in the cache always has its weights and record."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=fsutil.TEMP_PREFIX) as tmp:
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=fsutil.TEMP_PREFIX) as tmp, \
+            _room_checked(target):
         xml = Path(tmp) / "model.xml"
         yield xml
         shutil.move(str(xml.with_suffix(".bin")), target.with_suffix(".bin"))

@@ -37,7 +37,7 @@ def _umask() -> int:
     return mask
 
 
-def _fsync_folder(folder: str) -> None:
+def fsync_folder(folder: str) -> None:
     """Make the rename itself durable (a crash right after os.replace could otherwise lose it)."""
     try:
         fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
@@ -71,7 +71,7 @@ def atomic_output(target: str | os.PathLike, *, mode: int | None = None) -> Iter
         with open(temporary, "rb+") as file:
             os.fsync(file.fileno())
         os.replace(temporary, target)
-        _fsync_folder(os.fspath(folder))
+        fsync_folder(os.fspath(folder))
     finally:
         if temporary.exists():
             temporary.unlink()

@@ -225,6 +225,8 @@ def _prepared(spec, runtime: str, precision: str, *, size, threads, calibration,
     try:
         return _build(spec, runtime, precision, size=size, threads=threads, calibration=calibration,
                       **options), None
+    except cache.CacheFull as exc:  # said as it is when no other setting can run
+        return None, exc
     except Exception as exc:  # noqa: BLE001 - one broken runtime must not stop the others
         return None, str(exc) if isinstance(exc, BackendUnavailable) else f"{type(exc).__name__}: {exc}"
 
@@ -290,15 +292,19 @@ def select(spec, *, size: int, precision: str, threads: int | None, backend: str
              "their accuracy checked, " if reduced else "", "up to a minute" if reduced else "a few seconds")
     label = (lambda r, p: r) if precision != "auto" else (lambda r, p: f"{r} {p}")  # noqa: E731
     built: dict[str, object] = {}
+    full = None  # a setting whose export found the cache's disk full: what to say if none runs
     for runtime, p in pairs:
         ready, why = _prepared(spec, runtime, p, size=size, threads=threads, calibration=calibration,
                                max_drop=max_drop, options=options)
         if ready is None:
-            skipped[f"{runtime} {p}"] = why
+            full = why if isinstance(why, cache.CacheFull) else full
+            skipped[f"{runtime} {p}"] = str(why)
             log.info("  %-12s skipped: %s", label(runtime, p), why)
         else:
             built[f"{runtime} {p}"] = ready
     if not built:
+        if full is not None:
+            raise full
         raise BackendUnavailable(_none_can_run(backend, precision, skipped))
     batch = np.random.default_rng(0).standard_normal((1, 3, size, size), dtype=np.float32)
     judge = lambda name, ready: _judge(spec, ready, size=size, threads=threads,  # noqa: E731
@@ -325,6 +331,9 @@ def select(spec, *, size: int, precision: str, threads: int | None, backend: str
     verdict = getattr(best, "verdict", None)
     log.info("using %s %s for %s%s", best.name, best.precision, spec.name,
              f" ({verdict.basis}: {verdict.reason()})" if verdict is not None else "")
+    if full is not None:  # a choice made without the settings a full disk kept out is not kept
+        log.info("not remembering this choice: %s; measured again once the cache has room", full)
+        return best
     cache.atomic_write_text(path, json.dumps({
         "model": spec.name, "size": size, "precision": precision, "backend": backend,
         "threads": threads, "max_drop": max_drop, "winner": best.name, "winner_precision": best.precision,

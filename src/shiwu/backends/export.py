@@ -12,6 +12,7 @@ file is copied once into that shape (see graph_outputs).
 from __future__ import annotations
 
 import importlib.metadata
+import io
 import logging
 import warnings
 from pathlib import Path
@@ -96,6 +97,8 @@ def export_onnx(spec, size: int, target: Path) -> Path:
                 from .graph_outputs import onnx_with_outputs
 
                 onnx_with_outputs(tmp, tmp, spec.output_index if wrapped is network else None)
+        except OSError:
+            raise  # the file could not be written (a full cache: cache.CacheFull), not the model
         except Exception as exc:  # noqa: BLE001 - a user's model may use anything ONNX lacks
             from . import BackendUnavailable
 
@@ -124,8 +127,13 @@ def export_torchscript(spec, size: int, target: Path, *, embedding: bool = True)
         traced = network if isinstance(network, torch.jit.ScriptModule) else torch.jit.trace(
             network, example, check_trace=False, strict=False)
         frozen = torch.jit.freeze(traced.eval())
+    # saved in memory, then written by Python: torch's own file writer, on a full disk, throws a
+    # C++ error nothing catches (the process aborted, exit 134, its temporary file left behind);
+    # here a full disk is an OSError and the temporary file is removed
+    buffer = io.BytesIO()
+    torch.jit.save(frozen, buffer)
     with cache.atomic_output(target) as tmp:
-        torch.jit.save(frozen, str(tmp))
+        tmp.write_bytes(buffer.getbuffer())
     return target
 
 

@@ -7,12 +7,14 @@ precision hint to f32; otherwise results silently change. torch is not imported 
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import numpy as np
 
 from . import BackendUnavailable, BatchedRun, export
 from ..cache import discard, find, is_cached
 from .graph_outputs import openvino_embedding_port
+from .openvino_blobs import blob_folder
 from .pixel_input import normalise
 
 HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8 layers are fixed by the model itself
@@ -55,10 +57,16 @@ class OpenVINOBackend(BatchedRun):
             "INFERENCE_PRECISION_HINT": HINTS[precision],
             "INFERENCE_NUM_THREADS": self.threads,
             "PERFORMANCE_HINT": "LATENCY",
-            # OpenVINO's own cache of compiled blobs: the second start skips compilation. A
-            # read-only cache's blobs are read (OpenVINO compiles, without error, what is missing)
+            # OpenVINO's own cache of compiled blobs: the second start skips compilation. Each
+            # compilation is given a private folder of its own (openvino_blobs: a blob appears here
+            # whole, never written in place under another process). A read-only cache's blobs are
+            # read (OpenVINO compiles, without error, what is missing)
             "CACHE_DIR": str(find("openvino-blobs")),
         }
+
+        def compile_model(model):
+            with blob_folder(Path(config["CACHE_DIR"])) as folder:
+                return core.compile_model(model, "CPU", {**config, "CACHE_DIR": folder})
 
         def locate(rebuild: bool):
             if precision == "int8":
@@ -71,17 +79,17 @@ class OpenVINOBackend(BatchedRun):
                 # shiwu's graphs: output 0 the logits, 1 the embedding. Compiling from the path
                 # (not a read_model object) lets OpenVINO load its cached blob directly: no
                 # ONNX parsing, and about half the peak memory for a large model.
-                return core.compile_model(str(path), "CPU", config), 0, 1
+                return compile_model(str(path)), 0, 1
             # the user's own IR: its logits where they are, the embedding found in the graph
             model = core.read_model(str(path))
             logits_at = spec.output_index or 0
             port = openvino_embedding_port(model, logits_at)
             if port is not None:
                 model.add_outputs([port])
-            return core.compile_model(model, "CPU", config), logits_at, (
+            return compile_model(model), logits_at, (
                 len(model.outputs) - 1 if port is not None else None)
 
-        self._load, self._locate, self._core, self._config = load, locate, core, config
+        self._load, self._locate, self._compile, self._config = load, locate, compile_model, config
         self.model_path = locate(False)
         self.fixed_batch = spec.fixed_batch
         self._lock = threading.Lock()  # one infer request each: calls from several threads take turns
@@ -111,7 +119,7 @@ class OpenVINOBackend(BatchedRun):
 
         try:
             path = cached_pixel_openvino(self.model_path, *self._normalisation)
-            return self._core.compile_model(str(path), "CPU", self._config).create_infer_request()
+            return self._compile(str(path)).create_infer_request()
         except RuntimeError:  # a graph the PrePostProcessor cannot front (or unreadable): floats
             return None
 

@@ -12,6 +12,7 @@ import sys
 
 from ..version import __version__
 from ..backends import BackendUnavailable
+from ..cache import CacheFull
 from ..gallery import GalleryError
 from ..models.spec import ModelNotFound
 from . import logs
@@ -109,7 +110,7 @@ def _run(argv: list[str] | None) -> int:
     except (ModelNotFound, BackendUnavailable, GalleryError, UsageError) as exc:
         print(f"shiwu: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except OutputFailed as exc:
+    except (OutputFailed, CacheFull) as exc:  # a disk without room: exit 3
         print(f"shiwu: error: {exc}", file=sys.stderr)
         return EXIT_OUTPUT_FAILED
     except KeyboardInterrupt:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from .options import EXIT_OK, add_calibration, add_model_choice, check_outputs, input_size, model_ref
+from .options import (EXIT_OK, OutputFailed, UsageError, add_calibration, add_model_choice, check_outputs,
+                      input_size, model_ref)
 
 
 def add(commands) -> None:
@@ -19,9 +20,10 @@ def add(commands) -> None:
 
 
 def run(args) -> int:
-    from ..backends.deploy import export_for_deployment
+    from ..backends.deploy import existing_settings_of_another, export_for_deployment
     from pathlib import Path
 
+    from ..cache import CacheFull
     from ..models.registry import get_model
 
     # the files export_for_deployment writes (its folder is created if missing), checked before
@@ -30,10 +32,20 @@ def run(args) -> int:
     check_outputs(args.out, parents=True)
     check_outputs(*(str(p) for p in (out.with_suffix(".bin"), out.with_name(out.name + ".labels.tsv"),
                                      out.with_name("shiwu.json")) if p.exists()))
+    other = existing_settings_of_another(out)
+    if other is not None:  # one shiwu.json per folder: a second model there would silently re-point it
+        raise UsageError(f"{other.parent} already holds another export's shiwu.json ({other}); "
+                         "choose another folder for this one")
     spec = get_model(model_ref(args))
     size = args.size or spec.preprocessing.size
-    for path in export_for_deployment(spec, size=size, fmt=args.format, out=args.out,
-                                      precision=args.precision, calibration=args.calibration):
+    try:
+        written = export_for_deployment(spec, size=size, fmt=args.format, out=args.out,
+                                        precision=args.precision, calibration=args.calibration)
+    except CacheFull:
+        raise  # the cache's disk, said as such by cli.main
+    except OSError as exc:  # the disk filled while writing: each file is whole or not there
+        raise OutputFailed(f"cannot write {exc.filename or args.out}: {_reason(exc)}") from None
+    for path in written:
         print(path)
     pre = spec.preprocessing.with_size(size)
     how = (f"resize to {size}x{size}" if pre.resize == "squash"
@@ -48,3 +60,8 @@ def run(args) -> int:
 def _numbers(values) -> str:
     """(123.675, 116.28, 103.53), not the float sums' 57.120000000000005."""
     return "(" + ", ".join(f"{float(v):.6g}" for v in values) + ")"
+
+
+def _reason(exc: OSError) -> str:
+    text = exc.strerror or str(exc)
+    return text[:1].lower() + text[1:]  # "cannot write PATH: no space left on device"

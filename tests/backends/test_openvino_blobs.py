@@ -18,7 +18,6 @@ import sys
 import threading
 import time
 
-import pytest
 
 from shiwu import cache
 

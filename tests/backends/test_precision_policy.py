@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shiwu.backends import BACKENDS, PRECISIONS, auto, create_backend, policy, runtimes
+from shiwu.backends import BACKENDS, PRECISIONS, auto, policy, runtimes
 from shiwu.backends.estimate import estimated_drop, measures
 from shiwu.cpu import cpu_flags
 from shiwu.models.registry import get_model

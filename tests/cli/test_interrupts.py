@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import time
@@ -46,3 +47,21 @@ def test_ctrl_c_while_the_command_is_still_importing_is_quiet():
         assert code == 130, (after, code, stderr)
         assert stderr.strip() in ("shiwu: interrupted", ""), (after, stderr)
 
+
+def test_ctrl_c_during_tune_says_so_in_one_line_and_saves_nothing(tmp_path):
+    settings = tmp_path / "config.toml"
+    env = {**os.environ, "SHIWU_CONFIG": str(settings)}
+    with open(tmp_path / "stdout", "wb") as stdout:  # the report to a file, as in a script
+        run = subprocess.Popen([SHIWU, "tune", "--seconds", "1"], stdout=stdout, stderr=subprocess.PIPE,
+                               env=env, start_new_session=True)
+        time.sleep(4)  # measuring (its bench workers are in the process group, as with Ctrl-C)
+        assert run.poll() is None
+        os.killpg(run.pid, signal.SIGINT)
+        _, stderr = run.communicate(timeout=120)
+    stderr = stderr.decode("utf-8", "replace")
+    assert run.returncode == 130, stderr
+    lines = [line.strip() for line in stderr.replace("\r", "\n").splitlines()]
+    # before: stderr had only the progress bar; the one word of it, on stdout, read like a result
+    assert lines.count("shiwu: interrupted: nothing was saved") == 1, stderr
+    assert "Traceback" not in stderr
+    assert not settings.exists()

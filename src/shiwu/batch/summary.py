@@ -93,7 +93,7 @@ class BatchSummary:
 
 class LineProgress:
     """The progress of a run whose stderr is not a terminal (a log file, a pipe): a plain line
-    every ``interval`` seconds, no bar redrawn with carriage returns. The calls the runner makes
+    at the start and every ``interval`` seconds, no bar redrawn with carriage returns. The calls the runner makes
     on a tqdm bar."""
 
     def __init__(self, total: int, *, say, interval: float = 30.0, disable: bool = False):
@@ -104,6 +104,8 @@ class LineProgress:
         self.n = 0
         self.failed = 0
         self.started = self.last = self.clock()
+        if not disable:
+            say(f"shiwu batch: {plural(total, 'image')} to do; progress every {interval:g} s")
 
     def update(self, count: int) -> None:
         self.n += count

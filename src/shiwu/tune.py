@@ -236,7 +236,7 @@ def format_result(result: TuneResult) -> str:
         lines.append("")
     c = result.chosen
     if result.report.interrupted:
-        lines.append("interrupted: nothing was saved")
+        pass  # the command says so on stderr, one line
     elif c is None:
         lines.append(f"no setting kept {1 - result.max_drop:.1%} of fp32's top-1; nothing was saved")
     else:
@@ -249,4 +249,4 @@ def format_result(result: TuneResult) -> str:
                          "unless an option says otherwise")
         else:
             lines.append("not saved (--dry-run): run without it to make this the default")
-    return "\n".join(lines)
+    return "\n".join(lines).rstrip("\n")

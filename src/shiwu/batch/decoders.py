@@ -95,77 +95,104 @@ class SharedBatches:
 
     Sending a decoded batch of 32 back through a pipe costs the inference process about 0.7 ms
     of CPU per image (unpickling 19 MB), which is several percent of EfficientNet-Lite0's
-    inference time. The buffers are created here (and so removed by Python's resource tracker
-    even after a kill -9); workers map them by name.
+    inference time. Each buffer is an anonymous memory file (``memfd_create``): it has no name
+    in /dev/shm, the decoders receive its descriptor when they start (``shared_fds``), and the
+    kernel frees it when the last process holding it ends, so not even a kill -9 of the whole
+    process group (resource tracker included) can leave one behind.
     """
 
     def __init__(self, count: int, batch_size: int, size: int, as_pixels: bool = False):
-        from multiprocessing import shared_memory
+        import mmap
 
         image, dtype = batch_layout(size, as_pixels)
         self.shape = (batch_size, *image)
         self.dtype = np.dtype(dtype)
         self.nbytes = int(np.prod(self.shape)) * self.dtype.itemsize  # of one buffer
-        self.blocks = []
+        self.fds: list[int] = []
+        self.maps: list = []
         try:
-            for _ in range(count):
-                self.blocks.append(shared_memory.SharedMemory(create=True, size=self.nbytes))
+            for slot in range(count):
+                fd = os.memfd_create(f"shiwu-{os.getpid()}-batch-{slot}", os.MFD_CLOEXEC)
+                self.fds.append(fd)
+                os.ftruncate(fd, self.nbytes)
+                self.maps.append(mmap.mmap(fd, self.nbytes))
         except BaseException:
             self.close()
             raise
         self.free = deque(range(count))
 
-    def address(self, slot: int) -> tuple[str, tuple, str]:
-        return self.blocks[slot].name, self.shape, self.dtype.str
+    def shared_fds(self) -> list:
+        """What a decoder's initializer takes: each buffer's descriptor, handed to the process
+        as it is spawned (``init_worker``)."""
+        return [_SpawnFd(fd) for fd in self.fds]
+
+    def address(self, slot: int) -> tuple[int, tuple, str]:
+        return slot, self.shape, self.dtype.str
 
     def view(self, slot: int, rows: int) -> np.ndarray:
-        return np.ndarray((rows, *self.shape[1:]), self.dtype, buffer=self.blocks[slot].buf)
+        return np.ndarray((rows, *self.shape[1:]), self.dtype, buffer=self.maps[slot])
 
     def close(self) -> None:
-        for block in self.blocks:
+        for mapping in self.maps:
             try:
-                block.close()
+                mapping.close()
             except BufferError:  # a view is still alive; the mapping goes with the process
                 pass
-            try:
-                block.unlink()
-            except FileNotFoundError:
-                pass
-        self.blocks = []
+        for fd in self.fds:
+            os.close(fd)
+        self.maps, self.fds = [], []
 
     @staticmethod
     def usable() -> bool:
-        # Workers map the buffers from /dev/shm directly (see _attach): Linux only.
-        return sys.platform.startswith("linux") and os.path.isdir("/dev/shm")
+        # anonymous memory files whose descriptors spawned decoders inherit: Linux
+        return sys.platform.startswith("linux") and hasattr(os, "memfd_create")
+
+
+class _SpawnFd:
+    """A descriptor that goes to a process as multiprocessing spawns it (as a pipe of
+    multiprocessing's own does): the child gets its own copy of the descriptor."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def __reduce__(self):
+        from multiprocessing import reduction
+
+        return _spawned_fd, (reduction.DupFd(self.fd),)
+
+
+def _spawned_fd(dup) -> int:
+    return dup.detach()
 
 
 _worker_state: dict = {}
 
 
-def _attach(name: str, shape: tuple, dtype: str) -> np.ndarray:
-    """Map a shared batch buffer in a worker, once per buffer.
+def _attach(slot: int, shape: tuple, dtype: str) -> np.ndarray:
+    """A shared batch buffer, mapped in this worker when it started (``init_worker``)."""
+    return np.ndarray(shape, dtype, buffer=_worker_state["maps"][slot])
 
-    Plain mmap of /dev/shm instead of SharedMemory(name): before Python 3.13 attaching also
-    registers the buffer with the resource tracker, which would then delete it under the main
-    process when this worker exits.
-    """
-    maps = _worker_state.setdefault("maps", {})
-    if name not in maps:
-        import mmap
 
-        fd = os.open(f"/dev/shm/{name.lstrip('/')}", os.O_RDWR)
+def _map_buffers(fds: Sequence[int]) -> list:
+    import mmap
+
+    maps = []
+    for fd in fds:
         try:
-            maps[name] = mmap.mmap(fd, int(np.prod(shape)) * np.dtype(dtype).itemsize)
+            maps.append(mmap.mmap(fd, os.fstat(fd).st_size))
         finally:
             os.close(fd)
-    return np.ndarray(shape, dtype, buffer=maps[name])
+    return maps
 
 
-def init_worker(preprocessing: Preprocessing, max_pixels: int, as_pixels: bool = False) -> None:
+def init_worker(preprocessing: Preprocessing, max_pixels: int, as_pixels: bool = False,
+                buffers: Sequence[int] = ()) -> None:
+    """``buffers``: the descriptors of the shared batch buffers (``SharedBatches.shared_fds``)."""
     # Ctrl-C reaches the whole process group: the main process decides when to stop (after the
     # current batch); workers just finish what they hold.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _worker_state.update(preprocessing=preprocessing, max_pixels=max_pixels, as_pixels=as_pixels)
+    _worker_state.update(preprocessing=preprocessing, max_pixels=max_pixels, as_pixels=as_pixels,
+                         maps=_map_buffers(buffers))
     _die_with_parent()
 
 

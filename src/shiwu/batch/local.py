@@ -26,6 +26,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from ..images import DEFAULT_MAX_PIXELS
+from . import semaphores
 from .decoders import (Decoded, DecoderError, SharedBatches, decode_batch, decode_in_worker,
                        decode_isolated, init_worker)
 
@@ -148,15 +149,19 @@ def run_local(paths: Sequence[str], options: ModelOptions, *, topk: int = 5, bat
                 return
         return
 
-    def new_pool() -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=init_worker,
-                                   initargs=(preprocessing, options.max_pixels, as_pixels))
-
     depth = workers + 1  # batches decoding or decoded, waiting for a model
     # a buffer for each batch in the decoders and each batch in the models
     slots = (SharedBatches(depth + streams, batch_size, preprocessing.size, as_pixels)
              if SharedBatches.usable() else None)
+    buffers = slots.shared_fds() if slots is not None else []
+    semaphores.remove_dead_runs()  # what a kill -9 of an earlier run's process group left
+
+    def new_pool() -> ProcessPoolExecutor:
+        with semaphores.named_for_this_run():
+            return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=init_worker,
+                                       initargs=(preprocessing, options.max_pixels, as_pixels, buffers))
+
     pool = new_pool()
     models = ThreadPoolExecutor(streams, thread_name_prefix="shiwu-infer")
     idle = queue.SimpleQueue()
@@ -239,7 +244,9 @@ def run_local(paths: Sequence[str], options: ModelOptions, *, topk: int = 5, bat
                     f.cancel()
                 decoding.clear()
     finally:
-        models.shutdown(wait=True, cancel_futures=True)
-        pool.shutdown(wait=True, cancel_futures=True)
-        if slots is not None:
-            slots.close()
+        try:  # a second Ctrl-C may end the waiting here, never the closing below
+            models.shutdown(wait=True, cancel_futures=True)
+            pool.shutdown(wait=True, cancel_futures=True)
+        finally:
+            if slots is not None:
+                slots.close()

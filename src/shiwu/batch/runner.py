@@ -14,7 +14,7 @@ from .local import ModelOptions
 from .output import PATH_COLUMN, OutputError, open_writer
 from .sources import InputError, collect_images, image_key, no_images_found
 from .stopping import StopFlag, ignore_sigxfsz, restore_sigxfsz
-from .summary import BatchSummary
+from .summary import BatchSummary, LineProgress
 
 ENGINES = ("local", "ray")
 MAX_ERRORS_SHOWN = 10
@@ -45,7 +45,11 @@ def run_batch(inputs: Sequence[str], out: str, *, recursive: bool = False, resum
     if engine not in ENGINES:
         raise InputError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
     started = time.perf_counter()
-    say = log or (lambda message: tqdm.write(message, file=sys.stderr))
+    # on a terminal, a message goes above the progress bar; elsewhere (a log file, a pipe) it is a
+    # plain line, and so is the progress (summary.LineProgress): no carriage returns in a log
+    terminal = sys.stderr.isatty()
+    say = log or ((lambda message: tqdm.write(message, file=sys.stderr)) if terminal
+                  else (lambda message: print(message, file=sys.stderr, flush=True)))
     if retry_failed and overwrite:
         raise OutputError("--retry-failed and --overwrite contradict each other; choose one")
     resume = resume or retry_failed
@@ -88,9 +92,11 @@ def run_batch(inputs: Sequence[str], out: str, *, recursive: bool = False, resum
             summary.seconds = time.perf_counter() - started
             return summary
         stop.install()
-        bar = tqdm(total=len(todo), unit="img", desc="shiwu batch", file=sys.stderr,
-                   disable=not progress, dynamic_ncols=True, smoothing=0.1,
-                   mininterval=0.5 if sys.stderr.isatty() else 30)
+        if terminal:
+            bar = tqdm(total=len(todo), unit="img", desc="shiwu batch", file=sys.stderr,
+                       disable=not progress, dynamic_ncols=True, smoothing=0.1, mininterval=0.5)
+        else:
+            bar = LineProgress(len(todo), say=say, disable=not progress)
 
         def ready(recognizer) -> None:
             summary.model = recognizer.model_name

@@ -89,3 +89,36 @@ class BatchSummary:
             lines.append("failed images have an \"error\" in their row "
                          "(columns error_type, error_message in CSV/Parquet)")
         return "\n".join(lines)
+
+
+class LineProgress:
+    """The progress of a run whose stderr is not a terminal (a log file, a pipe): a plain line
+    at the start and every ``interval`` seconds, no bar redrawn with carriage returns. The calls the runner makes
+    on a tqdm bar."""
+
+    def __init__(self, total: int, *, say, interval: float = 30.0, disable: bool = False):
+        import time
+
+        self.clock = time.monotonic
+        self.total, self.say, self.interval, self.disable = total, say, interval, disable
+        self.n = 0
+        self.failed = 0
+        self.started = self.last = self.clock()
+        if not disable:
+            say(f"shiwu batch: {plural(total, 'image')} to do; progress every {interval:g} s")
+
+    def update(self, count: int) -> None:
+        self.n += count
+        now = self.clock()
+        if not self.disable and now - self.last >= self.interval and self.n < self.total:
+            self.last = now
+            rate = self.n / (now - self.started) if now > self.started else 0.0
+            failed = f", {self.failed} failed" if self.failed else ""
+            self.say(f"shiwu batch: {self.n}/{self.total} images ({self.n / self.total:.0%}), "
+                     f"{rate:.1f} images/s{failed}")
+
+    def set_postfix(self, failed: int = 0, refresh: bool = False) -> None:
+        self.failed = failed
+
+    def close(self) -> None:
+        pass

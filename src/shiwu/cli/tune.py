@@ -34,19 +34,42 @@ def add(commands) -> None:
 
 def run(args) -> int:
     from ..bench import BenchError
-    from ..config import ConfigError
+    from ..config import ConfigError, config_path
     from ..evaluate import EvalError
     from ..tune import format_result, tune
 
     check_outputs(args.json)  # before minutes of measuring, not after
+    settings = config_path()
+    before = _stamp(settings)
     try:
         result = tune(model_ref(args), max_drop=args.max_drop, eval_dir=args.eval_dir,
                       save=not args.dry_run, **grid_options(args))
     except (BenchError, ConfigError, EvalError, FileNotFoundError) as exc:
         print(f"shiwu: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:  # judging or confirming, after the measurements
+        return _interrupted(settings, before)
     print(format_result(result), file=sys.stderr if args.json == "-" else sys.stdout, flush=True)
     write_json(args.json, result.to_dict())
     if result.report.interrupted:
-        return EXIT_INTERRUPTED
+        return _interrupted(settings, before)
     return EXIT_OK if result.chosen else EXIT_SOME_FAILED
+
+
+def _stamp(path) -> tuple | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size, stat.st_ino
+
+
+def _interrupted(settings, before) -> int:
+    """One line on stderr, whatever stdout is: interrupted, and what was saved (the settings
+    file is written once, at the very end, atomically: nothing, unless the Ctrl-C came after)."""
+    if _stamp(settings) == before:
+        print("shiwu: interrupted: nothing was saved", file=sys.stderr, flush=True)
+    else:
+        print(f"shiwu: interrupted after the chosen setting was saved to {settings}", file=sys.stderr,
+              flush=True)
+    return EXIT_INTERRUPTED

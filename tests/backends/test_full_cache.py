@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from support.mounts import small_disk
 from support.photos import DATA
 
 SHIWU = str(Path(sys.executable).parent / "shiwu")
@@ -21,13 +22,8 @@ SHIWU = str(Path(sys.executable).parent / "shiwu")
 
 @pytest.fixture
 def full_cache(tmp_path):
-    folder = tmp_path / "tinyc"
-    folder.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], check=True)
-    try:
+    with small_disk(tmp_path / "tinyc", "1m") as folder:
         yield folder
-    finally:
-        subprocess.run(["umount", str(folder)], check=True)
 
 
 def shiwu(*args, cache: Path) -> subprocess.CompletedProcess:

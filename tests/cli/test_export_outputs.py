@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from support import mounts
+
 SHIWU = str(Path(sys.executable).parent / "shiwu")
 SUFFIX = {"onnx": ".onnx", "openvino": ".xml", "torchscript": ".pt"}
 
@@ -29,13 +31,8 @@ def digests(folder: Path) -> dict[str, str]:
 def small_disk(tmp_path):
     """22 MB: an export of EfficientNet-Lite0 (~19 MB) fits; one of Lite2 (~24 MB) does not, even
     in the space of the Lite0 files it replaces."""
-    folder = tmp_path / "small"
-    folder.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=22m", "tmpfs", str(folder)], check=True)
-    try:
+    with mounts.small_disk(tmp_path / "small", "22m") as folder:
         yield folder
-    finally:
-        subprocess.run(["umount", str(folder)], check=True)
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "openvino", "torchscript"])

@@ -4,7 +4,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -12,19 +11,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from support.index_helpers import FAST, SHIWU, shiwu
 from support.photos import photo_library
 
 from shiwu import Recognizer
 from shiwu.cli import main
 from shiwu.index import open_index
 
-SHIWU = str(Path(sys.executable).parent / "shiwu")
-FAST = ["--backend", "onnxruntime", "--threads", "1", "-q"]
-
-
-def shiwu(*args, timeout=600):
-    return subprocess.run([SHIWU, *map(str, args)], capture_output=True, text=True, encoding="utf-8",
-                          timeout=timeout)
 
 
 @pytest.fixture(scope="module")

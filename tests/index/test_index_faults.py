@@ -6,26 +6,17 @@ import errno
 import json
 import shutil
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from support.index_helpers import make_files, random_vectors, rows_for
+from support.index_helpers import FAST, make_files, random_vectors, rows_for, shiwu
 from support.mounts import fill, read_only_view, small_disk
 from support.photos import DATA, photo_library
 
 from shiwu.index import FaissEngine, Manifest, create_index, open_index
 from shiwu.index.local import TABLE, VECTORS
 
-SHIWU = str(Path(sys.executable).parent / "shiwu")
-FAST = ["--backend", "onnxruntime", "--threads", "1", "-q"]
-
-
-def shiwu(*args, timeout=600):
-    return subprocess.run([SHIWU, *map(str, args)], capture_output=True, text=True, encoding="utf-8",
-                          timeout=timeout)
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,23 @@
-"""Shared by the tests/index/test_index*.py files: photos-on-disk stand-ins and their vectors."""
+"""Shared by the tests/index/test_index*.py files: photos-on-disk stand-ins and their vectors,
+and `shiwu` run as a subprocess with quick settings."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from shiwu.index import IndexRow
+
+SHIWU = str(Path(sys.executable).parent / "shiwu")
+FAST = ["--backend", "onnxruntime", "--threads", "1", "-q"]
+
+
+def shiwu(*args, timeout=600) -> subprocess.CompletedProcess:
+    return subprocess.run([SHIWU, *map(str, args)], capture_output=True, text=True, encoding="utf-8",
+                          timeout=timeout)
 
 
 def unit(vectors) -> np.ndarray:

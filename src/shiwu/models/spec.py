@@ -116,6 +116,10 @@ class ModelSpec:
     # How shiwu writes this network's graph: in the export cache keys only (not the fingerprint,
     # which indexes compare), so a faster graph of the same weights is exported again.
     graph_revision: str = ""
+    # Layers whose int8 costs top-1, kept in float by the OpenVINO int8 recipe: NNCF ignored-scope
+    # patterns over OpenVINO node names, found by NNCF's accuracy control on labelled photos
+    # (benchmarks/openvino_accuracy_control.py). In the int8 model's cache key.
+    int8_float_layers: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.key:

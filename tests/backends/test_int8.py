@@ -69,6 +69,14 @@ def test_the_classifier_is_found_in_the_graph_and_kept_in_float(tmp_path):
     assert quantize_onnx.classifier_layers(_graph(tmp_path, "Sigmoid")) == {}  # no classifier: nothing kept
 
 
+def test_a_classifier_too_large_to_stay_in_cache_is_quantized(tmp_path, monkeypatch):
+    # the 4 x 2 float weights (32 bytes) against a limit just below and at them
+    monkeypatch.setattr(quantize_onnx, "FLOAT_CLASSIFIER_BYTES", 31)
+    assert quantize_onnx.classifier_layers(_graph(tmp_path, "MatMul+Add")) == {}
+    monkeypatch.setattr(quantize_onnx, "FLOAT_CLASSIFIER_BYTES", 32)
+    assert list(quantize_onnx.classifier_layers(_graph(tmp_path, "MatMul+Add"))) == ["fc_matmul"]
+
+
 @pytest.mark.slow
 def test_int8_is_made_with_a_record_and_the_decision_is_the_policys_alone(monkeypatch):
     model = quantize.onnx_int8(SPEC, 224)

@@ -174,7 +174,7 @@ def openvino_int8(spec, size: int, *, calibration=None, rebuild: bool = False) -
     if spec.int8_float_layers:  # every pattern must match (NNCF validates): a renamed graph fails here
         options["ignored_scope"] = nncf.IgnoredScope(patterns=list(spec.int8_float_layers))
     if transformer:
-        options = {"model_type": nncf.ModelType.TRANSFORMER, "advanced_parameters": AdvancedQuantizationParameters(
+        options |= {"model_type": nncf.ModelType.TRANSFORMER, "advanced_parameters": AdvancedQuantizationParameters(
             smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=SMOOTH_QUANT_ALPHA))}
     quantized = nncf.quantize(fp32_model, nncf.Dataset([calib[i:i + 1] for i in range(len(calib))]),
                               subset_size=len(calib), **options)

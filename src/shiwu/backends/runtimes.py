@@ -57,7 +57,7 @@ PRECISIONS = ("fp32", "bf16", "int8")
 # SmoothQuant (NNCF, transformers such as Chinese-CLIP's ViT) moves the activation outliers of
 # each MatMul's input into its weights (alpha: how much), so per-tensor int8 activations keep them.
 SMOOTH_QUANT_ALPHA = 0.95
-INT8_RECIPES = {"onnxruntime": "qdq-w8-perchannel-a8u-minmax-strided-float-classifier-v3",
+INT8_RECIPES = {"onnxruntime": "qdq-w8-perchannel-a8u-minmax-strided-float-classifier-upto32MiB-v4",
                 "openvino": f"nncf-perchannel-sq{SMOOTH_QUANT_ALPHA}-attention-float-layers-v4"}
 
 CPU_NEEDS = {"bf16": {"avx512_bf16", "amx_bf16"}, "int8": {"avx512_vnni", "avx_vnni", "amx_int8"}}

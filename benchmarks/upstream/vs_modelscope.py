@@ -21,6 +21,7 @@ needs the CUDA build of torch, so run it from a separate virtualenv (not part of
     python3 -m venv /work/venv-ms
     /work/venv-ms/bin/pip install torch==2.14.1 torchvision==0.29.1          # ~5.5 GB
     /work/venv-ms/bin/pip install modelscope==1.40.2 opencv-python-headless addict six
+    /work/venv-ms/bin/pip install datasets simplejson sortedcontainers       # what its pipelines import
     python benchmarks/upstream/vs_modelscope.py --official-python /work/venv-ms/bin/python [--rounds 3]
 """
 

@@ -160,3 +160,16 @@ def test_openvino_int8_keeps_the_layers_int8_costs_in_float():
                  if op.input_value(1).get_node().get_type_name() == "FakeQuantize"}
     assert len(depthwise) == 16 and set(depthwise) - quantized == {"_blocks.10", "_blocks.14"}
     assert quantize.openvino_int8(SPEC, 224).path == model.path  # made once
+
+
+@pytest.mark.slow
+def test_making_an_openvino_int8_model_writes_nothing_to_stdout(capfd):
+    """stdout carries `--json` answers: NNCF's log lines (ignored layers) and progress bars, which
+    it writes there, once came before a first run's JSON and broke it."""
+    from nncf.common.logging import nncf_logger
+
+    level = nncf_logger.level
+    quantize.openvino_int8(SPEC, 196, rebuild=True)  # Lite0's float layers: NNCF logs them
+    out, err = capfd.readouterr()
+    assert out == "" and "Statistics collection" in err
+    assert nncf_logger.level == level  # NNCF's own settings are given back

@@ -12,10 +12,12 @@ that covers the model, size, calibration set, runtime versions and ``SETTINGS``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import json
 import logging
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -153,6 +155,25 @@ def _is_transformer(model) -> bool:
                     for op in ops))
 
 
+@contextlib.contextmanager
+def _nncf_off_stdout():
+    """NNCF logs to stdout and draws its progress bars there, where `--json` answers go (its INFO
+    lines on ignored layers came before a first run's JSON): while it quantizes, its log goes to
+    stderr from WARNING up (shiwu says what it is doing) and its progress bars to stderr."""
+    from nncf.common.logging import nncf_logger
+
+    streams = [(h, h.setStream(sys.stderr)) for h in nncf_logger.handlers if isinstance(h, logging.StreamHandler)]
+    level = nncf_logger.level
+    nncf_logger.setLevel(logging.WARNING)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # rich's consoles write to sys.stdout as it is then
+            yield
+    finally:
+        nncf_logger.setLevel(level)
+        for handler, stream in streams:
+            handler.setStream(stream)
+
+
 def openvino_int8(spec, size: int, *, calibration=None, rebuild: bool = False) -> QuantizedModel:
     """An NNCF-quantized OpenVINO IR (.xml + .bin) of ``spec`` at ``size``, built once."""
     reference = export.openvino_source(spec, size)
@@ -176,8 +197,9 @@ def openvino_int8(spec, size: int, *, calibration=None, rebuild: bool = False) -
     if transformer:
         options |= {"model_type": nncf.ModelType.TRANSFORMER, "advanced_parameters": AdvancedQuantizationParameters(
             smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=SMOOTH_QUANT_ALPHA))}
-    quantized = nncf.quantize(fp32_model, nncf.Dataset([calib[i:i + 1] for i in range(len(calib))]),
-                              subset_size=len(calib), **options)
+    with _nncf_off_stdout():
+        quantized = nncf.quantize(fp32_model, nncf.Dataset([calib[i:i + 1] for i in range(len(calib))]),
+                                  subset_size=len(calib), **options)
     with cache.ir_output(path) as xml:
         ov.save_model(quantized, str(xml), compress_to_fp16=False)
     record = {"runtime": f"openvino {_version('openvino')}, nncf {_version('nncf')}",

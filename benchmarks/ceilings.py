@@ -111,6 +111,57 @@ def runtime_ceilings(threads: int, n: int = 1024) -> dict[str, dict[str, float]]
     return out
 
 
+# Weights above this size do not stay in cache from one photo to the next (shiwu's own threshold
+# for quantizing a classifier, quantize_onnx.FLOAT_CLASSIFIER_BYTES): each photo reads them from memory.
+CACHE_RESIDENT_BYTES = 32 * 2 ** 20
+BYTES_PER_WEIGHT = {"fp32": 4, "bf16": 2, "int8": 1}
+
+
+def memory_gbs(threads: int, megabytes: int = 448) -> float:
+    """GB/s at which this CPU streams weights from memory: onnxruntime's GEMV of one 2048-vector by
+    a 2048 x N fp32 matrix of ``megabytes`` (the size of the 万物识别 classifier, larger than a
+    2-core share of any cache here), the best of a few calls."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    columns = megabytes * 2 ** 20 // (4 * 2048)
+    weights = np.random.default_rng(0).standard_normal((2048, columns), dtype=np.float32)
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "gemv",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2048])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, columns])],
+                              [numpy_helper.from_array(weights, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    x = np.ones((1, 2048), dtype=np.float32)
+    return weights.nbytes / _best_seconds(lambda: session.run(None, {"x": x})) / 1e9
+
+
+def streamed_layers(network, size: int) -> list[tuple[float, int]]:
+    """(GFLOP, weights) of each convolution or linear layer whose fp32 weights are too large to
+    stay in cache (CACHE_RESIDENT_BYTES), for one image: a batch-1 classifier of 54,092 classes
+    is a GEMV whose time is the reading of its weights, not its arithmetic."""
+    import torch
+
+    found, hooks = [], []
+
+    def measure(module, _inputs, output):
+        per_output = module.weight[0].numel() if isinstance(module, torch.nn.Conv2d) else module.in_features
+        found.append((2 * output.numel() * per_output / 1e9, module.weight.numel()))
+
+    for module in network.modules():
+        if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)) and module.weight.numel() * 4 > CACHE_RESIDENT_BYTES:
+            hooks.append(module.register_forward_hook(measure))
+    try:
+        with torch.inference_mode():
+            network(torch.zeros(1, 3, size, size))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return found
+
+
 def model_gflop(spec, size: int) -> float | None:
     """The model's GFLOP for one image (bench_common.model_gflop), None for a graph-only model."""
     from bench_common import model_gflop as network_gflop
@@ -134,30 +185,52 @@ def ceilings_in_child(threads: int) -> dict[str, dict[str, float]]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def bandwidth_in_child(threads: int) -> float:
+    """memory_gbs measured in a process of its own, as ceilings_in_child."""
+    import subprocess
+
+    code = (f"import json, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+            f"from ceilings import memory_gbs; print(json.dumps(memory_gbs({int(threads)})))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, check=True)
+    return float(done.stdout.strip().splitlines()[-1])
+
+
 def speed_up_bounds(model_dir: Path, baseline_seconds: float, threads: int, earlier=None,
                     size: int = 224) -> dict[str, tuple[float, str]]:
     """The largest speed-up over ``baseline_seconds`` this CPU allows, per precision: the model's
-    GFLOP at the best GEMM any runtime gives here (decode and resize not even counted, attention
-    products of a ViT not counted by every torch op: a generous bound). ``earlier``: ceilings
+    GFLOP at the best GEMM any runtime gives here, and the weights too large to stay in cache read
+    from memory at the best rate measured here where that takes longer than their arithmetic
+    (a layer takes at least the longer of the two); decode and resize not even counted, attention
+    products of a ViT not counted by every torch op: a generous bound. ``earlier``: ceilings
     measured before the contenders started; the best of those and of two measurements now is
     used, because this machine's GEMM speed drifts by a third within minutes (clock,
     neighbours), and a bound should err on the generous side."""
+    from bench_common import model_gflop as network_gflop
     from shiwu.models.registry import get_model
 
-    gflop = model_gflop(get_model(str(model_dir)), size)
-    if not gflop:
+    try:
+        network = get_model(str(model_dir)).build(size)
+    except Exception:  # noqa: BLE001 - a graph-only model: no figure
         return {}
+    gflop, streamed = network_gflop(network, size), streamed_layers(network, size)
     best: dict[str, dict[str, float]] = {}
     for measured in (earlier or {}, ceilings_in_child(threads), ceilings_in_child(threads)):
         for precision, by_runtime in measured.items():
             for runtime, gflops in by_runtime.items():
                 mine = best.setdefault(precision, {})
                 mine[runtime] = max(gflops, mine.get(runtime, 0.0))
+    gbs = max(bandwidth_in_child(threads), bandwidth_in_child(threads)) if streamed else 0.0
     bounds = {}
     for precision, by_runtime in best.items():
         runtime, gflops = max(by_runtime.items(), key=lambda item: item[1])
-        model_seconds = gflop / gflops
+        megabytes = sum(weights for _, weights in streamed) * BYTES_PER_WEIGHT[precision] / 1e6
+        reading = sum(max(0.0, weights * BYTES_PER_WEIGHT[precision] / (gbs * 1e9) - layer_gflop / gflops)
+                      for layer_gflop, weights in streamed)
+        model_seconds = gflop / gflops + reading
         bound = baseline_seconds / model_seconds
+        memory = (f" and {megabytes:.0f} MB of weights too large for the cache read at {gbs:.1f} GB/s "
+                  f"(a GEMV of that size here)" if reading else "")
         bounds[precision] = (bound, f"{gflop:.1f} GFLOP at the best {precision} GEMM here ({gflops:.0f} "
-                                    f"GFLOP/s, {runtime}) take {model_seconds * 1e3:.0f} ms: at most {bound:.2f}x")
+                                    f"GFLOP/s, {runtime}){memory} take {model_seconds * 1e3:.0f} ms: "
+                                    f"at most {bound:.2f}x")
     return bounds

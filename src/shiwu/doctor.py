@@ -163,6 +163,8 @@ def format_verdicts(verdicts: list[dict]) -> list[str]:
             numbers.append(f"reproduced here {v['reproduced']:.0%}")
         if v.get("estimated_drop") is not None:
             numbers.append(f"label-free estimate {v['estimated_drop']:.2%}")
+        if v.get("figures_from"):
+            numbers.append(f"labelled figures from {v['figures_from']}")
         if v.get("measured_on", {}).get("cpu") not in (None, here):
             numbers.append(f"measured on another CPU ({v['measured_on']['cpu']})")
         if v.get("current") is None:

@@ -92,6 +92,44 @@ def test_a_runtime_that_does_not_reproduce_the_shipped_answers_is_refused():
     assert "computes something else" in found.reason()
 
 
+class Recorded:
+    """A runtime that gives every recorded answer again (a machine that reproduces them all)."""
+    name, precision = "onnxruntime", "int8"
+
+    def __init__(self, answers):
+        self.left = list(answers)
+
+    def run(self, batch):
+        answers, self.left = self.left[:len(batch)], self.left[len(batch):]
+        return np.eye(1000, dtype=np.float32)[answers]
+
+
+@pytest.mark.slow
+def test_figures_measured_on_a_cpu_with_other_instructions_are_said_to_be(monkeypatch):
+    from shiwu.doctor import format_verdicts
+
+    mine = policy.machine()
+    assert policy.other_instructions({"cpu": "AMD EPYC", "flags": mine["flags"]}, mine) is None
+    data = policy.shipped_data()
+    elsewhere = {**data, "measured_on": {**data["measured_on"], "cpu": "AMD EPYC",
+                                         "flags": sorted(set(mine["flags"]) ^ {"amx_int8"})}}
+    monkeypatch.setattr(policy, "shipped_data", lambda: elsewhere)
+    entry = policy.shipped_entry(SPEC, "onnxruntime", "int8", 224)
+    found = policy._measure(SPEC, "onnxruntime", "int8", 224, max_drop=0.01, backend=Recorded(entry["answers"]),
+                            threads=2, calibration=None)
+    assert found.reproduced == 1.0 and found.accepted          # the decision is the figures' as before
+    assert found.figures_from.startswith("AMD EPYC (") and "amx_int8" in found.figures_from
+    assert "labelled figures come from AMD EPYC" in found.describe()
+    assert "AMD EPYC" not in found.reason(detail=False)        # the line every run prints stays short
+    listed = format_verdicts([{**found.to_dict(), "current": True}])
+    assert any("labelled figures from AMD EPYC" in line for line in listed)
+    same = {**data, "measured_on": {**data["measured_on"], "flags": mine["flags"]}}
+    monkeypatch.setattr(policy, "shipped_data", lambda: same)
+    again = policy._measure(SPEC, "onnxruntime", "int8", 224, max_drop=0.01, backend=Recorded(entry["answers"]),
+                            threads=2, calibration=None)
+    assert again.figures_from is None and "labelled figures" not in again.describe()
+
+
 def test_a_verdict_from_another_cpu_or_runtime_is_measured_again(monkeypatch):
     here = policy._verdict_path(SPEC, "onnxruntime", "int8", 224, "bundled-x")
     monkeypatch.setattr(policy, "machine", lambda: {"cpu": "another", "flags": [], "versions": {}})

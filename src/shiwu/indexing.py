@@ -175,9 +175,12 @@ def build_index(inputs: Sequence[str], location: str, *, recursive: bool = False
     pending: list[tuple] = []  # error rows seen before the first vector told the dimension
 
     def manifest(dimension: int, made_at: tuple[str, str]) -> Manifest:  # (runtime, precision)
+        from .backends.runtimes import INT8_RECIPES
+
+        made_in = made_at[1] or settings.precision
         return Manifest(model=spec.key, dimension=dimension, weights_hash=spec.fingerprint(),
-                        model_ref=_stored_ref(ref), preprocessing=identity,
-                        precision=made_at[1] or settings.precision, backend=made_at[0])
+                        model_ref=_stored_ref(ref), preprocessing=identity, precision=made_in, backend=made_at[0],
+                        int8_recipe=INT8_RECIPES.get(made_at[0], "") if made_in == "int8" else "")
 
     def store(rows: list[dict]) -> None:
         nonlocal index

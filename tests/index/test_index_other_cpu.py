@@ -68,6 +68,31 @@ def test_the_manifest_records_the_runtime_beside_the_precision(int8_index):
     assert (manifest["backend"], manifest["precision"]) == ("onnxruntime", "int8")
 
 
+def test_an_int8_index_made_with_another_recipe_says_its_vectors_are_close_not_equal(int8_index, tmp_path,
+                                                                                     monkeypatch, capfd):
+    """The quantizer recipe changes between shiwu versions (INT8_RECIPES): an index made with an
+    older one still answers, with one line saying that the vectors made now are not its own."""
+    import shutil
+
+    from shiwu.backends.runtimes import INT8_RECIPES
+
+    monkeypatch.setenv("SHIWU_PRECISION", "auto")
+    photos, index = int8_index
+    manifest = json.loads((index / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["int8_recipe"] == INT8_RECIPES["onnxruntime"]
+    older = tmp_path / "older"
+    shutil.copytree(index, older)
+    (older / "manifest.json").write_text(json.dumps({**manifest, "int8_recipe": "qdq-w8-old-v1"}), encoding="utf-8")
+    query = photos / PHOTOS[0].name
+    code, (result,), err = search_here(capfd, query, "--index", older)
+    assert code == 0, err
+    notes = [line for line in err.splitlines() if "qdq-w8-old-v1" in line]
+    assert len(notes) == 1 and INT8_RECIPES["onnxruntime"] in notes[0] and "not equal" in notes[0], err
+    assert Path(result["matches"][0]["image"]).name == PHOTOS[0].name
+    code, _, err = search_here(capfd, query, "--index", index)     # its own recipe: no such line
+    assert code == 0 and "recipe" not in err, err
+
+
 def test_search_on_a_cpu_without_vnni_makes_int8_vectors_as_the_index_says(int8_index, laptop, capfd):
     from shiwu.backends.runtimes import cpu_lacks
 

@@ -73,13 +73,28 @@ def follow(manifest: Manifest, where: str, *, backend: str | None = None,
 
     lacks = cpu_lacks(recorded, cpu_flags())
     if lacks is None:
-        return MadeWith(runtime, recorded)
+        return MadeWith(runtime, recorded, other_recipe(manifest, where, runtime))
     how = ("vectors for it are made the same way here" if (runtime, recorded) not in ROUNDS_OTHERWISE else
            f"vectors for it are made with the same model here, but {runtime}'s {recorded} kernels round "
            "otherwise on this CPU: a photo's vector is close to its vector in the index, not equal")
     note = (f"index {where} was built with {setting}: {how}, although {lacks} (slower than where it was "
             f"built; without the index, --precision auto would not choose {recorded} here)")
-    return MadeWith(runtime, recorded, note)
+    return MadeWith(runtime, recorded, "; ".join(filter(None, (note, other_recipe(manifest, where, runtime)))))
+
+
+def other_recipe(manifest: Manifest, where: str, runtime: str | None) -> str | None:
+    """The line for an int8 index whose model was quantized with a recipe this shiwu no longer
+    uses: its vectors and the ones made now are close, not equal (None: same recipe, or not
+    recorded, as in indexes made before shiwu recorded it)."""
+    from ..backends.runtimes import INT8_RECIPES
+
+    current = INT8_RECIPES.get(runtime or "")
+    if manifest.precision != "int8" or not manifest.int8_recipe or current in (None, manifest.int8_recipe):
+        return None
+    return (f"index {where} holds {runtime} int8 vectors of a model quantized with recipe "
+            f"{manifest.int8_recipe}; this shiwu quantizes with {current}: a photo's vector is close to "
+            "its vector in the index, not equal, and rows added now are of the new kind. Build the "
+            "index again (another --out folder or collection) for exact scores")
 
 
 def cannot_run(runtime: str, precision: str) -> str | None:

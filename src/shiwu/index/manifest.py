@@ -46,6 +46,9 @@ class Manifest:
     # Not part of identity(): fp32 vectors agree across runtimes, and an older shiwu must still
     # open a newer index.
     backend: str = ""
+    # int8 only: the quantizer recipe of the model that made the vectors (runtimes.INT8_RECIPES).
+    # A later shiwu quantizes another way: its vectors are close to these, not equal (made_with).
+    int8_recipe: str = ""
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
 

@@ -74,6 +74,7 @@ class ManifestFile(_Checked):
     preprocessing: PreprocessingFile | None = None
     precision: str = Field("", max_length=32)
     backend: str = Field("", max_length=32)
+    int8_recipe: str = Field("", max_length=256)
     format: Literal["shiwu-index"]
     format_version: Literal[1]
 

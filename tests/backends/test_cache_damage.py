@@ -98,7 +98,7 @@ def test_a_warm_cache_on_a_read_only_file_system_is_read_not_made_again(tmp_path
                             "from shiwu.models.registry import get_model; "
                             "print(OpenVINOBackend(get_model(None), size=224)._config['CACHE_DIR'])"],
                            capture_output=True, text=True, timeout=300, env={**os.environ, **env})
-    assert where.stdout.strip() == str(cache / "openvino-blobs"), where.stderr
+    assert where.stdout.strip() == str(cache / "openvino-blobs" / "f32"), where.stderr
     # a memo there that cannot be used (damaged, or of an older shiwu) is made again in the writable folder
     for memo in (cache / "auto").glob("*.json"):
         memo.write_text("[]", encoding="utf-8")

@@ -11,6 +11,7 @@ the one every later process imports."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -18,8 +19,13 @@ import sys
 import threading
 import time
 
+from support.photos import PHOTOS
 
 from shiwu import cache
+from shiwu.backends.runtimes import cpu_lacks
+from shiwu.cpu import cpu_flags
+
+SHIWU = os.path.join(os.path.dirname(sys.executable), "shiwu")
 
 CHILD = """
 import sys, time
@@ -69,9 +75,9 @@ def test_processes_compiling_into_one_blob_folder_never_see_a_partial_blob():
     from shiwu.models.registry import get_model
 
     OpenVINOBackend(get_model("efficientnet-lite0"), size=224, precision="fp32", threads=1)  # the graphs
-    blobs = cache.cache_dir() / "openvino-blobs"
+    blobs = cache.cache_dir() / "openvino-blobs" / "f32"
     shutil.rmtree(blobs, ignore_errors=True)  # the session's cache: nothing compiled yet
-    blobs.mkdir()
+    blobs.mkdir(parents=True)
     seen: dict = {}
     stop = threading.Event()
     watcher = threading.Thread(target=watch, args=(blobs, seen, stop), daemon=True)
@@ -98,3 +104,30 @@ def test_processes_compiling_into_one_blob_folder_never_see_a_partial_blob():
     code, out, err = later.wait(timeout=300), *later.communicate()
     assert code == 0 and out.split() == ["True"], err[-2000:]
     assert {p.name: p.stat().st_ino for p in blobs.iterdir()} == {n: s.st_ino for n, s in final.items()}
+
+
+def test_a_bf16_compile_never_imports_the_fp32_blob_of_the_same_graph(clip_dir, tmp_path):
+    """OpenVINO 2026.4 names a blob without its precision hint: with one blob folder for every
+    precision, `-p bf16` after `-p fp32` on one cache imported the fp32 blob, and the Chinese-CLIP
+    ViT crashed (SIGSEGV, exit 139) or answered NaN. Each precision has a folder of its own now,
+    and bf16 after fp32 answers as bf16 does on a fresh cache; without bf16 it is refused."""
+    model = clip_dir("ViT-B-16")
+
+    def predict(folder, precision):
+        env = {**os.environ, "SHIWU_CACHE": str(tmp_path / folder), "SHIWU_CONFIG": os.devnull}
+        return subprocess.run([SHIWU, "predict", str(PHOTOS[0]), "--model", str(model), "--labels",
+                               "快递柜,电饭煲,油菜花田,虎斑猫", "-b", "openvino", "-p", precision, "--json"],
+                              capture_output=True, text=True, encoding="utf-8", timeout=600, env=env)
+
+    fp32 = predict("shared", "fp32")
+    assert fp32.returncode == 0, fp32.stderr[-2000:]
+    after = predict("shared", "bf16")
+    if cpu_lacks("bf16", cpu_flags()):
+        assert after.returncode != 0 and "AVX-512 BF16 or AMX" in after.stderr, after.stderr[-2000:]
+        return
+    assert after.returncode == 0, f"exit {after.returncode} (139 or -11: SIGSEGV): {after.stderr[-2000:]}"
+    fresh = predict("fresh", "bf16")
+    assert fresh.returncode == 0, fresh.stderr[-2000:]
+    assert json.loads(after.stdout)["predictions"] == json.loads(fresh.stdout)["predictions"]
+    assert json.loads(after.stdout)["precision"] == "bf16"
+    assert sorted(p.name for p in (tmp_path / "shared" / "openvino-blobs").iterdir()) == ["bf16", "f32"]

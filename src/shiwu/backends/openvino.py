@@ -60,8 +60,10 @@ class OpenVINOBackend(BatchedRun):
             # OpenVINO's own cache of compiled blobs: the second start skips compilation. Each
             # compilation is given a private folder of its own (openvino_blobs: a blob appears here
             # whole, never written in place under another process). A read-only cache's blobs are
-            # read (OpenVINO compiles, without error, what is missing)
-            "CACHE_DIR": str(find("openvino-blobs")),
+            # read (OpenVINO compiles, without error, what is missing). One folder per inference
+            # precision: OpenVINO 2026.4 names a blob without its precision hint, so a bf16 compile
+            # imported the fp32 one, and the Chinese-CLIP ViT then answered NaN or crashed (SIGSEGV)
+            "CACHE_DIR": str(find("openvino-blobs", HINTS[precision])),
         }
 
         def compile_model(model):

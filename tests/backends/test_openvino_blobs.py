@@ -131,3 +131,19 @@ def test_a_bf16_compile_never_imports_the_fp32_blob_of_the_same_graph(clip_dir, 
     assert json.loads(after.stdout)["predictions"] == json.loads(fresh.stdout)["predictions"]
     assert json.loads(after.stdout)["precision"] == "bf16"
     assert sorted(p.name for p in (tmp_path / "shared" / "openvino-blobs").iterdir()) == ["bf16", "f32"]
+
+
+def test_blobs_of_the_layout_without_precision_folders_are_removed(tmp_path):
+    """An earlier shiwu kept its blobs directly in openvino-blobs/: never read again, removed at the
+    next compilation (each can be hundreds of MB); what else is there is left alone."""
+    env = {**os.environ, "SHIWU_CACHE": str(tmp_path), "SHIWU_CONFIG": os.devnull}
+    root = tmp_path / "openvino-blobs"
+    root.mkdir()
+    (root / "1234567890.blob").write_bytes(b"an fp32 or bf16 blob of an earlier shiwu")
+    (root / "notes.txt").write_text("not a blob", encoding="utf-8")
+    code = ("from shiwu.backends.openvino import OpenVINOBackend; from shiwu.models.registry import get_model; "
+            "OpenVINOBackend(get_model('efficientnet-lite0'), size=224, precision='fp32', threads=1)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert sorted(p.name for p in root.iterdir()) == ["f32", "notes.txt"]
+    assert any(p.suffix == ".blob" for p in (root / "f32").iterdir())

@@ -47,6 +47,7 @@ def blob_folder(shared: Path) -> Iterator[str]:
     try:
         shared.mkdir(parents=True, exist_ok=True)
         _remove_stray_folders(shared)
+        _remove_old_layout(shared.parent)
         private = Path(tempfile.mkdtemp(dir=shared, prefix=fsutil.TEMP_PREFIX))
     except OSError as exc:  # a folder that takes no new files: OpenVINO reads what is there
         log.debug("OpenVINO compiles without a private blob folder in %s: %s", shared, exc)
@@ -94,3 +95,19 @@ def _remove_stray_folders(shared: Path) -> None:
                 shutil.rmtree(stray, ignore_errors=True)
         except OSError:
             continue
+
+
+def _remove_old_layout(root: Path) -> None:
+    """Blobs an earlier shiwu kept directly in ``openvino-blobs/``, before each precision had a
+    folder of its own (``openvino-blobs/f32``, ``/bf16``: OpenVINO names a blob without its
+    precision). Nothing reads them any more; each can be hundreds of MB. An older shiwu still
+    running maps what it imported (unlinking does not disturb that) and compiles again."""
+    if root.name != "openvino-blobs":
+        return
+    for blob in root.glob("*" + SUFFIX):
+        try:
+            if blob.is_file() and not blob.is_symlink():
+                blob.unlink()
+        except OSError:
+            continue
+    _remove_stray_folders(root)

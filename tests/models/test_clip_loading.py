@@ -21,6 +21,16 @@ def _embeddings(network, seed=0):
         return network.encode_image(images)
 
 
+def assert_same_network(loaded, expected):
+    """Every weight of ``loaded`` equal to ``expected``'s, bit for bit, and the same embeddings.
+    The embeddings are compared to rounding only: on an AMX Xeon, two loads of the same weights
+    gave embeddings 1e-5 apart (oneDNN's kernels depend on where the weights sit in memory)."""
+    theirs = expected.state_dict()
+    for name, tensor in loaded.state_dict().items():
+        assert torch.equal(tensor, theirs[name]), name
+    torch.testing.assert_close(_embeddings(loaded), _embeddings(expected), rtol=1e-4, atol=1e-5)
+
+
 @pytest.fixture
 def small(clip_dir, tmp_path):
     """A private copy of the small synthetic model, free to be damaged."""
@@ -64,26 +74,26 @@ def test_loaded_network_is_fp32_eval_without_autograd(clip_dir):
     (False, False, False), (True, False, False), (False, True, False), (True, True, True)])
 def test_every_checkpoint_form_loads_to_the_same_network(clip_dir, tmp_path, wrapper, module_prefix,
                                                          legacy_format):
-    expected = _embeddings(load_clip(clip_dir("ViT-B-16")))
+    expected = load_clip(clip_dir("ViT-B-16"))
     directory = synthetic_clip.write_synthetic_clip(tmp_path, small=True, wrapper=wrapper,
                                                     module_prefix=module_prefix, legacy_format=legacy_format)
-    assert torch.equal(_embeddings(load_clip(directory)), expected)
+    assert_same_network(load_clip(directory), expected)
 
 
 @pytest.mark.parametrize("prefix", ["clip_model.", "module.clip_model."])
 def test_a_modelscope_fine_tune_loads(small, prefix):
-    expected = _embeddings(load_clip(small))
+    expected = load_clip(small)
     path = small / "pytorch_model.bin"
     state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
     torch.save({"state_dict": {prefix + k[len("module."):]: v for k, v in state.items()}}, path)
-    assert torch.equal(_embeddings(load_clip(small)), expected)
+    assert_same_network(load_clip(small), expected)
 
 
 def test_only_the_image_tower(clip_dir):
     directory = clip_dir("ViT-B-16")
     image_only = load_clip(directory, text_tower=False)
     assert image_only.bert is None and not any(k.startswith("bert.") for k in image_only.state_dict())
-    assert torch.equal(_embeddings(image_only), _embeddings(load_clip(directory)))
+    assert_same_network(image_only, load_clip(directory))
     with pytest.raises(RuntimeError, match="text_tower=False"):
         image_only.encode_text(torch.ones(1, 52, dtype=torch.long))
 

@@ -42,6 +42,18 @@ def plain_state(model_dir):
     return {k.removeprefix("module."): v for k, v in raw["state_dict"].items()}
 
 
+def assert_same_network(network, plain_state, reference_logits):
+    """Every checkpoint weight in ``network`` bit for bit, and the same logits to rounding: two
+    loads of the same weights may run different oneDNN kernels (where the weights sit in memory
+    decides on an AMX Xeon; CLIP embeddings came out 1e-5 apart)."""
+    ours = network.state_dict()
+    for name, tensor in plain_state.items():
+        if name in ours or not name.endswith("num_batches_tracked"):
+            assert torch.equal(ours[name], tensor), name
+    with torch.inference_mode():
+        torch.testing.assert_close(network(SMALL), reference_logits, rtol=1e-4, atol=1e-5)
+
+
 @pytest.fixture(scope="session")
 def reference_logits(model_dir):
     with torch.inference_mode():
@@ -90,9 +102,7 @@ def test_every_checkpoint_variant_loads_to_the_same_network(
     state = {f"module.{k}" if prefix else k: v for k, v in plain_state.items()}
     payload = {"state_dict": state} if wrapper else state
     copy = _model_copy(model_dir, tmp_path / "m", payload, _use_new_zipfile_serialization=not legacy)
-    network = get_model(str(copy)).build()
-    with torch.inference_mode():
-        assert torch.equal(network(SMALL), reference_logits)
+    assert_same_network(get_model(str(copy)).build(), plain_state, reference_logits)
 
 
 def test_checkpoint_saved_from_cuda_loads_on_a_cpu_only_machine(model_dir, plain_state, tmp_path,
@@ -143,8 +153,7 @@ def test_old_checkpoint_without_num_batches_tracked_loads(model_dir, plain_state
                                                           tmp_path):
     state = {k: v for k, v in plain_state.items() if not k.endswith("num_batches_tracked")}
     copy = _model_copy(model_dir, tmp_path / "m", state)
-    with torch.inference_mode():
-        assert torch.equal(get_model(str(copy)).build()(SMALL), reference_logits)
+    assert_same_network(get_model(str(copy)).build(), state, reference_logits)
 
 
 def test_code_in_a_checkpoint_is_refused(model_dir, tmp_path):

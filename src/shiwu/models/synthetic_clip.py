@@ -90,12 +90,7 @@ def synthetic_state_dict(config, seed: int = 0, calibrate: bool = True) -> dict:
         network.logit_scale.fill_(math.log(100.0))  # where training ends: CLIP clamps it at 100
         if calibrate:
             _text_dependent(network, generator)
-            # in float64, then back: fp32 matrix products vary in their last bits from one run to
-            # the next (oneDNN picks kernels by where the weights sit in memory; seen on an AMX
-            # Xeon), and one seed wrote two different models; float64's variation is far below
-            # what the return to float32 rounds away
-            _calibrate(network.double(), generator)
-            network.float()
+            _calibrate(network, generator)
     fp32 = ("visual.class_embedding", "visual.positional_embedding", "logit_scale")
     state = {}
     for key, value in network.state_dict().items():
@@ -139,7 +134,7 @@ def _calibrate(network, generator, images: int = 4, texts: int = 8) -> None:
 
     captured = []
     hook = network.visual.ln_post.register_forward_pre_hook(lambda m, args: captured.append(args[0]))
-    network.visual(_photo_like_noise(images, network.config.vision.image_resolution, generator).double())
+    network.visual(_photo_like_noise(images, network.config.vision.image_resolution, generator))
     hook.remove()
     standardise(network.visual.ln_post, captured.pop())
 

@@ -28,7 +28,6 @@ def _best_seconds(call, repeats: int = 10) -> float:
 
 def ort_gemm(precision: str, n: int, threads: int) -> float:
     """onnxruntime: MatMul (fp32) or MatMulInteger (u8 x s8, int8) of two n x n matrices."""
-    import onnxruntime as ort
     from onnx import TensorProto, helper
 
     rng = np.random.default_rng(0)
@@ -43,11 +42,19 @@ def ort_gemm(precision: str, n: int, threads: int) -> float:
     graph = helper.make_graph([node], "gemm", [helper.make_tensor_value_info("a", types[0], [n, n]),
                                                helper.make_tensor_value_info("b", types[1], [n, n])],
                               [helper.make_tensor_value_info("c", out, [n, n])])
+    session = _ort_session(graph, threads)
+    return 2 * n ** 3 / _best_seconds(lambda: session.run(None, {"a": a, "b": b})) / 1e9
+
+
+def _ort_session(graph, threads: int):
+    """An onnxruntime CPU session of one ONNX graph, on ``threads`` threads."""
+    import onnxruntime as ort
+    from onnx import helper
+
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    return 2 * n ** 3 / _best_seconds(lambda: session.run(None, {"a": a, "b": b})) / 1e9
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
 def openvino_gemm(precision: str, n: int, threads: int) -> float:
@@ -121,7 +128,6 @@ def memory_gbs(threads: int, megabytes: int = 448) -> float:
     """GB/s at which this CPU streams weights from memory: onnxruntime's GEMV of one 2048-vector by
     a 2048 x N fp32 matrix of ``megabytes`` (the size of the 万物识别 classifier, larger than a
     2-core share of any cache here), the best of a few calls."""
-    import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
     columns = megabytes * 2 ** 20 // (4 * 2048)
@@ -130,10 +136,7 @@ def memory_gbs(threads: int, megabytes: int = 448) -> float:
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2048])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, columns])],
                               [numpy_helper.from_array(weights, "w")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = _ort_session(graph, threads)
     x = np.ones((1, 2048), dtype=np.float32)
     return weights.nbytes / _best_seconds(lambda: session.run(None, {"x": x})) / 1e9
 
@@ -173,26 +176,26 @@ def model_gflop(spec, size: int) -> float | None:
     return network_gflop(network, size)
 
 
-def ceilings_in_child(threads: int) -> dict[str, dict[str, float]]:
-    """runtime_ceilings measured in a process of its own (no runtime's threads left behind in the
-    caller, none of the caller's beside the GEMMs)."""
+def _in_child(call: str):
+    """``call`` (a function of this file, with its arguments) run in a process of its own and its
+    JSON result: no runtime's threads left behind in the caller, none of the caller's beside it."""
     import json
     import subprocess
 
     code = (f"import json, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
-            f"from ceilings import runtime_ceilings; print(json.dumps(runtime_ceilings({int(threads)})))")
+            f"import ceilings; print(json.dumps(ceilings.{call}))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def bandwidth_in_child(threads: int) -> float:
-    """memory_gbs measured in a process of its own, as ceilings_in_child."""
-    import subprocess
+def ceilings_in_child(threads: int) -> dict[str, dict[str, float]]:
+    """runtime_ceilings measured in a process of its own."""
+    return _in_child(f"runtime_ceilings({int(threads)})")
 
-    code = (f"import json, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
-            f"from ceilings import memory_gbs; print(json.dumps(memory_gbs({int(threads)})))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, check=True)
-    return float(done.stdout.strip().splitlines()[-1])
+
+def bandwidth_in_child(threads: int) -> float:
+    """memory_gbs measured in a process of its own."""
+    return float(_in_child(f"memory_gbs({int(threads)})"))
 
 
 def speed_up_bounds(model_dir: Path, baseline_seconds: float, threads: int, earlier=None,

@@ -82,7 +82,7 @@ def test_labels_file_prompt_and_the_text_cache(model_dir, tmp_path, capsys, monk
     again = Recognizer(str(model_dir), labels=str(labels), prompt="{}", backend="torch")
     assert calls == [False]  # the image tower only: the label texts came from the cache
     batch = again.preprocessing.batch([load_image(DATA / "coffee.jpg", min_size=None)])
-    # equal to rounding: two loads of one image tower may run different oneDNN kernels
+    # to rounding: the cached label texts must give the answers the encoded ones gave
     np.testing.assert_allclose(again.logits(batch), first.logits(batch), rtol=1e-5, atol=1e-4)
     want, _ = reference(model_dir, [DATA / "coffee.jpg"], prompt="{}")
     assert np.abs(again.logits(batch) - want).max() < 1e-4

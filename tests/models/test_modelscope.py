@@ -43,9 +43,8 @@ def plain_state(model_dir):
 
 
 def assert_same_network(network, plain_state, reference_logits):
-    """Every checkpoint weight in ``network`` bit for bit, and the same logits to rounding: two
-    loads of the same weights may run different oneDNN kernels (where the weights sit in memory
-    decides on an AMX Xeon; CLIP embeddings came out 1e-5 apart)."""
+    """Every checkpoint weight in ``network`` bit for bit, and the same logits to rounding (the
+    weights decide; a loader promises no more than that of its outputs)."""
     ours = network.state_dict()
     for name, tensor in plain_state.items():
         if name in ours or not name.endswith("num_batches_tracked"):
